@@ -1,0 +1,268 @@
+//! The model-using subcommands: generate, tokenize, perplexity, inspect.
+
+use crate::pull::resolve;
+use crate::{Common, GenerateArgs};
+use anyhow::{bail, Context, Result};
+use everett_engine::batch::Batch;
+use everett_engine::generate::{generate_batch, Generator, Output, Request};
+use everett_engine::gguf::GgufFile;
+use everett_engine::kv::{KvCache, KvConfig};
+use everett_engine::model::Model;
+use everett_engine::sample::{log_norm_and_entropy, SamplingParams};
+use everett_engine::tokenizer::Tokenizer;
+use serde_json::json;
+use std::io::Write;
+use std::path::Path;
+
+pub fn load(common: &Common) -> Result<(Model, Tokenizer)> {
+    let path = resolve(common.model.as_deref())?;
+    if common.threads == 0 || common.threads > 256 {
+        bail!(
+            "--threads must be between 1 and 256, got {}",
+            common.threads
+        );
+    }
+    let file = GgufFile::open(&path)?;
+    let tok = Tokenizer::from_gguf(&file)?;
+    let model = Model::from_gguf(&file, common.threads)?;
+    file.release_pages();
+    Ok((model, tok))
+}
+
+fn request(tok: &Tokenizer, prompt: &str, a: &GenerateArgs) -> Request {
+    Request {
+        prompt_ids: tok.encode(prompt, true, false),
+        sampling: SamplingParams {
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            min_p: a.min_p,
+            repeat_penalty: a.repeat_penalty,
+            presence_penalty: a.presence_penalty,
+            frequency_penalty: a.frequency_penalty,
+            seed: a.seed,
+            top_logprobs: a.top_logprobs,
+            ..Default::default()
+        },
+        max_tokens: a.max_tokens,
+        stop_strings: a.stop.clone(),
+        stop_ids: Vec::new(),
+    }
+}
+
+fn output_json(tok: &Tokenizer, o: &Output) -> serde_json::Value {
+    let piece = |id: u32| String::from_utf8_lossy(&tok.token_bytes(id)).into_owned();
+    json!({
+        "prompt_token_ids": o.prompt_ids,
+        "text": o.text,
+        "finish_reason": o.finish_reason.map(|f| f.as_str()),
+        "tokens": o.tokens.iter().map(|t| json!({
+            "id": t.id,
+            "text": piece(t.id),
+            "logprob": t.logprob,
+            "entropy": t.entropy,
+            "top_logprobs": t.top.iter().map(|&(id, lp)| json!({"id": id, "text": piece(id), "logprob": lp})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn read_prompts(path: &Path) -> Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut prompts = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not a JSON object", path.display(), i + 1))?;
+        match v.get("prompt").and_then(|p| p.as_str()) {
+            Some(p) => prompts.push(p.to_string()),
+            None => bail!("{}:{}: no string field \"prompt\"", path.display(), i + 1),
+        }
+    }
+    Ok(prompts)
+}
+
+pub fn generate(common: &Common, a: &GenerateArgs) -> Result<()> {
+    if a.max_tokens == 0 {
+        bail!("--max-tokens must be at least 1");
+    }
+    let prompts = match (&a.prompt, &a.prompts_file) {
+        (Some(p), None) => vec![p.clone()],
+        (None, Some(f)) => read_prompts(f)?,
+        _ => bail!("give either a PROMPT or --prompts-file"),
+    };
+    let (mut model, tok) = load(common)?;
+    let reqs: Vec<Request> = prompts.iter().map(|p| request(&tok, p, a)).collect();
+    let ctx = model.config.context_length;
+    if let Some(r) = reqs
+        .iter()
+        .find(|r| r.prompt_ids.len() + r.max_tokens > ctx)
+    {
+        bail!(
+            "prompt ({} tokens) plus --max-tokens exceeds the context length {ctx}",
+            r.prompt_ids.len()
+        );
+    }
+    if reqs.len() > 1 || common.json {
+        let outs = generate_batch(&mut model, &tok, reqs)?;
+        let mut stdout = std::io::stdout().lock();
+        for o in &outs {
+            if common.json {
+                writeln!(stdout, "{}", output_json(&tok, o))?;
+            } else {
+                writeln!(stdout, "{}\n", o.text)?;
+            }
+        }
+        return Ok(());
+    }
+    // One prompt, streamed as it is produced.
+    let req = reqs.into_iter().next().expect("one request");
+    let mut g = Generator::new(
+        &mut model,
+        &tok,
+        req.prompt_ids.len() + req.max_tokens + 1,
+        1,
+    );
+    g.add(req)?;
+    let mut stdout = std::io::stdout().lock();
+    while g.busy() {
+        for (_, t) in g.step()? {
+            write!(stdout, "{}", t.text)?;
+            stdout.flush()?;
+        }
+    }
+    writeln!(stdout)?;
+    Ok(())
+}
+
+pub fn tokenize(common: &Common, text: &str, add_special: bool) -> Result<()> {
+    let path = resolve(common.model.as_deref())?;
+    let tok = Tokenizer::from_gguf(&GgufFile::open(&path)?)?;
+    let ids = tok.encode(text, add_special, false);
+    let pieces: Vec<String> = ids
+        .iter()
+        .map(|&i| String::from_utf8_lossy(&tok.token_bytes(i)).into_owned())
+        .collect();
+    if common.json {
+        println!("{}", json!({"ids": ids, "pieces": pieces}));
+    } else {
+        for (id, p) in ids.iter().zip(&pieces) {
+            println!("{id:>8} {p:?}");
+        }
+    }
+    Ok(())
+}
+
+/// llama.cpp's method: consecutive chunks of `ctx` tokens, BOS first in each, score the
+/// predictions of the second half of each chunk, ppl = exp(mean NLL).
+pub fn perplexity(common: &Common, file: &Path, ctx: usize) -> Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let (mut model, tok) = load(common)?;
+    if ctx < 16 || ctx > model.config.context_length {
+        bail!(
+            "--ctx must be between 16 and {}",
+            model.config.context_length
+        );
+    }
+    let tokens = tok.encode(&text, true, false);
+    let n_chunks = tokens.len() / ctx;
+    if n_chunks == 0 {
+        bail!(
+            "the file has {} tokens, fewer than one chunk of --ctx {ctx}",
+            tokens.len()
+        );
+    }
+    let vocab = model.config.vocab;
+    let mut kv = KvCache::new(&KvConfig {
+        layer_windows: model.layer_windows(),
+        row: model.config.kv_row(),
+        block_size: 16,
+        capacity_tokens: ctx,
+        max_seqs: 1,
+    });
+    let (mut nll, mut scored) = (0f64, 0usize);
+    let (mut batch, mut logits) = (Batch::default(), Vec::new());
+    const SUB: usize = 64;
+    for c in 0..n_chunks {
+        let mut chunk = tokens[c * ctx..(c + 1) * ctx].to_vec();
+        if let Some(bos) = tok.bos.filter(|_| tok.add_bos) {
+            chunk[0] = bos;
+        }
+        let seq = kv.new_seq();
+        let first = ctx / 2;
+        let mut start = 0;
+        while start < ctx {
+            let end = if start < first {
+                first
+            } else {
+                (start + SUB).min(ctx)
+            };
+            batch.clear();
+            batch.push_seq(seq, start, &chunk[start..end], false);
+            for i in start..end {
+                batch.want_logits[i - start] = i >= first && i + 1 < ctx;
+            }
+            kv.reserve(seq, end - start)
+                .map_err(|_| anyhow::anyhow!("KV cache too small"))?;
+            model.forward(&batch, &mut kv, &mut logits)?;
+            for (row, i) in (start..end)
+                .filter(|&i| i >= first && i + 1 < ctx)
+                .enumerate()
+            {
+                let l = &logits[row * vocab..(row + 1) * vocab];
+                let (lse, _) = log_norm_and_entropy(l);
+                nll += (lse - l[chunk[i + 1] as usize]) as f64;
+                scored += 1;
+            }
+            start = end;
+        }
+        kv.free(seq);
+        if !common.json {
+            eprintln!(
+                "[{}/{}] ppl so far {:.4}",
+                c + 1,
+                n_chunks,
+                (nll / scored as f64).exp()
+            );
+        }
+    }
+    let ppl = (nll / scored as f64).exp();
+    if common.json {
+        println!("{}", json!({"perplexity": ppl, "tokens_scored": scored}));
+    } else {
+        println!("perplexity {ppl:.4} over {scored} scored tokens ({n_chunks} chunks of {ctx})");
+    }
+    Ok(())
+}
+
+pub fn inspect(path: &Path) -> Result<()> {
+    let f = GgufFile::open(path)?;
+    println!(
+        "GGUF v{}  {} metadata keys, {} tensors",
+        f.version,
+        f.metadata.len(),
+        f.tensors.len()
+    );
+    for (k, v) in &f.metadata {
+        println!("{k:<45} {}", v.summary());
+    }
+    println!();
+    println!(
+        "{:<40} {:<6} {:>20} {:>12}",
+        "tensor", "type", "shape", "bytes"
+    );
+    for t in &f.tensors {
+        println!(
+            "{:<40} {:<6} {:>20} {:>12}",
+            t.name,
+            t.ty.name(),
+            format!("{:?}", t.dims),
+            t.n_bytes
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! The `everett` command line: generate, tokenize, perplexity, inspect, pull, bench.
+//! Parsing flags and printing live here; everything else is `everett-engine`.
+
+mod bench;
+mod commands;
+mod pull;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "everett",
+    version,
+    about = "An LLM inference engine: many prompts, many futures"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Flags every model-using command takes.
+#[derive(Args, Clone)]
+pub struct Common {
+    /// A local GGUF file instead of the default model.
+    #[arg(long, global = true)]
+    pub model: Option<PathBuf>,
+    /// Compute threads.
+    #[arg(long, global = true, default_value_t = default_threads())]
+    pub threads: usize,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// The prompt (or use --prompts-file).
+    pub prompt: Option<String>,
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    pub presence_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    pub frequency_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop string (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Report the top K alternatives of each token (with --json).
+    #[arg(long, default_value_t = 0)]
+    pub top_logprobs: usize,
+    /// One JSON object {"prompt": ...} per line; all prompts run as one batch.
+    #[arg(long)]
+    pub prompts_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate text from a prompt, streaming it to stdout.
+    Generate {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: GenerateArgs,
+    },
+    /// Show the token ids of a text.
+    Tokenize {
+        #[command(flatten)]
+        common: Common,
+        text: String,
+        /// Add BOS (as the model does for prompts).
+        #[arg(long)]
+        add_special: bool,
+    },
+    /// Perplexity of a text file, computed like llama.cpp's perplexity tool.
+    Perplexity {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long, default_value_t = 512)]
+        ctx: usize,
+    },
+    /// Print a GGUF file's metadata and tensor table.
+    Inspect { file: PathBuf },
+    /// Download the default model into the cache.
+    Pull {
+        /// Re-verify the checksum of an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Measure prefill, decode and batched decode speed.
+    Bench {
+        #[command(flatten)]
+        common: Common,
+        /// Run one part only (pp128, pp512, tg128, parallel).
+        #[arg(long)]
+        only: Option<String>,
+    },
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Generate { common, args } => commands::generate(&common, &args),
+        Cmd::Tokenize {
+            common,
+            text,
+            add_special,
+        } => commands::tokenize(&common, &text, add_special),
+        Cmd::Perplexity { common, file, ctx } => commands::perplexity(&common, &file, ctx),
+        Cmd::Inspect { file } => commands::inspect(&file),
+        Cmd::Pull { force } => pull::pull(force).map(|_| ()),
+        Cmd::Bench { common, only } => bench::run(&common, only.as_deref()),
+    }
+}

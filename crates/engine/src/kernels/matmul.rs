@@ -1,0 +1,193 @@
+//! `out[rows, n] = x[rows, k] @ W[n, k]^T` over packed weights, split by output columns across the
+//! thread pool so that each weight byte is read once per step however many rows the batch has.
+//! The scalar kernel is the reference; the AVX-512 VNNI kernel (`vnni`) must agree with it bit for
+//! bit (same operation order per output), and neither lets one row's numbers depend on another's.
+
+use super::act::QuantActs;
+use super::pack::{CodeMatrix, PackedMatrix, GROUP};
+use super::pool::{split, ThreadPool};
+
+/// Which kernel family runs; chosen once from the CPU's features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    Scalar,
+    Avx512Vnni,
+}
+
+impl Isa {
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vnni")
+            && std::env::var_os("EVERETT_FORCE_SCALAR").is_none()
+        {
+            return Isa::Avx512Vnni;
+        }
+        Isa::Scalar
+    }
+}
+
+/// Rows processed together by one micro-kernel call.
+pub(crate) const ROW_TILE: usize = 4;
+
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr(pub *mut f32);
+// SAFETY: threads write disjoint column ranges of the output.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the field).
+    #[inline(always)]
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `out = x @ W^T`; `acts` must hold `x` quantized when `w` is a code matrix.
+pub fn matmul(
+    pool: &ThreadPool,
+    isa: Isa,
+    w: &PackedMatrix,
+    x: &[f32],
+    acts: &QuantActs,
+    rows: usize,
+    out: &mut [f32],
+) {
+    let n = w.n();
+    assert!(out.len() >= rows * n && x.len() >= rows * w.k());
+    let ptr = OutPtr(out.as_mut_ptr());
+    match w {
+        PackedMatrix::Float { n, k, data } => pool.run(&|t, nt| {
+            let cols = split(*n, t, nt);
+            float_cols(data, *k, *n, x, rows, cols, ptr);
+        }),
+        PackedMatrix::Codes(m) => {
+            assert!(
+                acts.rows == rows && acts.k == m.k,
+                "activations not quantized for this matmul"
+            );
+            let groups = n.div_ceil(GROUP);
+            pool.run(&|t, nt| {
+                for g in split(groups, t, nt) {
+                    let mut r0 = 0;
+                    while r0 < rows {
+                        let r = (rows - r0).min(ROW_TILE);
+                        // SAFETY: group g's columns are written only by this thread.
+                        unsafe { code_tile(isa, m, g, acts, r0, r, ptr) };
+                        r0 += r;
+                    }
+                }
+            });
+        }
+    }
+}
+
+fn float_cols(
+    w: &[f32],
+    k: usize,
+    n: usize,
+    x: &[f32],
+    rows: usize,
+    cols: std::ops::Range<usize>,
+    out: OutPtr,
+) {
+    for r in 0..rows {
+        let xr = &x[r * k..(r + 1) * k];
+        for c in cols.clone() {
+            let wr = &w[c * k..(c + 1) * k];
+            let mut acc = [0f32; 8];
+            let mut chunks_x = xr.chunks_exact(8);
+            for (a, b) in (&mut chunks_x).zip(wr.chunks_exact(8)) {
+                for i in 0..8 {
+                    acc[i] = a[i].mul_add(b[i], acc[i]);
+                }
+            }
+            let tail: f32 = chunks_x
+                .remainder()
+                .iter()
+                .zip(&wr[k - k % 8..])
+                .map(|(a, b)| a * b)
+                .sum();
+            let s = acc.iter().sum::<f32>() + tail;
+            // SAFETY: (r, c) is inside out and column c belongs to this thread.
+            unsafe { *out.get().add(r * n + c) = s };
+        }
+    }
+}
+
+/// Computes columns of group `g` for rows `r0..r0+r`.
+///
+/// # Safety
+/// The caller must own those output cells; `r <= ROW_TILE`.
+unsafe fn code_tile(
+    isa: Isa,
+    m: &CodeMatrix,
+    g: usize,
+    acts: &QuantActs,
+    r0: usize,
+    r: usize,
+    out: OutPtr,
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { super::vnni::code_tile(m, g, acts, r0, r, out) },
+        _ => unsafe { code_tile_scalar(m, g, acts, r0, r, out) },
+    }
+}
+
+/// The reference micro-kernel.
+///
+/// # Safety
+/// As `code_tile`.
+pub(crate) unsafe fn code_tile_scalar(
+    m: &CodeMatrix,
+    g: usize,
+    acts: &QuantActs,
+    r0: usize,
+    r: usize,
+    out: OutPtr,
+) {
+    let (k, bs) = (m.k, m.layout.sub_block);
+    let n_sub = k / bs;
+    let codes = &m.codes[g * k * GROUP..(g + 1) * k * GROUP];
+    for row in r0..r0 + r {
+        let a = &acts.codes[row * k..(row + 1) * k];
+        for c in 0..GROUP {
+            let col = g * GROUP + c;
+            if col >= m.n {
+                break;
+            }
+            let mut facc = 0f32;
+            for b in 0..n_sub {
+                let mut isum = 0i32;
+                for kk in b * bs..(b + 1) * bs {
+                    isum += codes[((kk / 4) * GROUP + c) * 4 + kk % 4] as i32 * a[kk] as i32;
+                }
+                let (sum, da) = block_sums(acts, row, b, bs);
+                isum -= m.layout.zero * sum;
+                let s = m.scales[(g * n_sub + b) * GROUP + c];
+                facc = (isum as f32).mul_add(s * da, facc);
+                if m.layout.has_offset {
+                    facc = m.offsets[(g * n_sub + b) * GROUP + c].mul_add(da * sum as f32, facc);
+                }
+            }
+            // SAFETY: per the function contract.
+            unsafe { *out.get().add(row * m.n + col) = facc };
+        }
+    }
+}
+
+/// The activation code sum over weight sub-block `b` (of size `bs`) of `row`, and the scale of
+/// the 32-block that contains it.
+#[inline(always)]
+pub(crate) fn block_sums(acts: &QuantActs, row: usize, b: usize, bs: usize) -> (i32, f32) {
+    let k = acts.k;
+    let sum = if bs == 16 {
+        acts.sums16[row * k / 16 + b]
+    } else {
+        acts.sums32[row * k / 32 + b]
+    };
+    (sum, acts.scales[row * k / 32 + b * bs / 32])
+}

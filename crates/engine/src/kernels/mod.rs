@@ -1,0 +1,10 @@
+//! CPU compute: weight repacking, activation quantization, the batched matmul (scalar reference
+//! and AVX-512 VNNI), the thread pool, and the small per-row ops (norms, RoPE, activations).
+
+pub mod act;
+pub mod matmul;
+pub mod ops;
+pub mod pack;
+pub mod pool;
+pub mod quant;
+mod vnni;

@@ -1,0 +1,110 @@
+//! Small per-row operations: RMSNorm, LayerNorm, rotary embeddings, GELU/SiLU gates, softmax.
+//! Each works on one row at a time so that results never depend on batch composition.
+
+/// `x = x / rms(x) * w`, in place; `x.len() == w.len()`.
+pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
+    let ss: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let inv = 1.0 / (ss + eps).sqrt();
+    for (v, g) in x.iter_mut().zip(w) {
+        *v = *v * inv * g;
+    }
+}
+
+/// `x = (x - mean) / std * w + b`, in place.
+pub fn layer_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / (var + eps).sqrt();
+    for ((v, g), bb) in x.iter_mut().zip(w).zip(b) {
+        *v = (*v - mean) * inv * g + bb;
+    }
+}
+
+/// GELU, tanh approximation (as in GPT-2 and Gemma).
+#[inline]
+pub fn gelu(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh())
+}
+
+#[inline]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// Rotary embedding tables: `inv_freq[i] = base^(-2i/dim)` for one head dimension.
+pub struct Rope {
+    inv_freq: Vec<f32>,
+    /// NeoX style rotates the two halves of the head; GPT-J style rotates adjacent pairs.
+    neox: bool,
+}
+
+impl Rope {
+    pub fn new(dim: usize, base: f32, neox: bool) -> Self {
+        let inv_freq = (0..dim / 2)
+            .map(|i| base.powf(-((2 * i) as f32) / dim as f32))
+            .collect();
+        Self { inv_freq, neox }
+    }
+
+    /// Rotates every head of `x` (`[heads, dim]`) for position `pos`.
+    pub fn apply(&self, x: &mut [f32], dim: usize, pos: usize) {
+        let half = dim / 2;
+        for head in x.chunks_exact_mut(dim) {
+            for (i, f) in self.inv_freq.iter().enumerate() {
+                let theta = pos as f32 * f;
+                let (sin, cos) = theta.sin_cos();
+                let (a, b) = if self.neox {
+                    (i, i + half)
+                } else {
+                    (2 * i, 2 * i + 1)
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * cos - x1 * sin;
+                head[b] = x0 * sin + x1 * cos;
+            }
+        }
+    }
+}
+
+/// Softmax in place; returns nothing, the row sums to 1.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// Dot product with 8 independent accumulators (vectorizes; fixed order).
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let ca = a.chunks_exact(8);
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(&b[a.len() - a.len() % 8..])
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(b.chunks_exact(8)) {
+        for i in 0..8 {
+            acc[i] = x[i].mul_add(y[i], acc[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `y += a * x`.
+#[inline]
+pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (yy, xx) in y.iter_mut().zip(x) {
+        *yy = a.mul_add(*xx, *yy);
+    }
+}

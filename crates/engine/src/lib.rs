@@ -1,0 +1,14 @@
+//! everett-engine: request in, token events out. GGUF models on CPU with batched quantized
+//! kernels over a paged KV cache. No HTTP and no command-line parsing live here.
+
+pub mod batch;
+pub mod error;
+pub mod generate;
+pub mod gguf;
+pub mod kernels;
+pub mod kv;
+pub mod model;
+pub mod sample;
+pub mod tokenizer;
+
+pub use error::{Error, Result};

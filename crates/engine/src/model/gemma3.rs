@@ -1,0 +1,72 @@
+//! Gemma 3 wiring: QK-norm, norms before and after attention and MLP, GeGLU, embeddings scaled
+//! by sqrt(n_embd), tied output; 5 of 6 layers attend through a sliding window with RoPE base
+//! 10 000, every 6th is global with the file's base. (The GGUF norms already include Gemma's +1.)
+
+use super::layers::{Activation, Embedding, Loader, Mlp};
+use super::{Block, Config, Qkv, Weights};
+use crate::error::Result;
+use crate::gguf::GgufFile;
+use crate::kernels::ops::Rope;
+
+pub fn load(file: &GgufFile, c: &Config) -> Result<Weights> {
+    let l = Loader { file };
+    let (d, hd) = (c.n_embd, c.head_dim);
+    let output = l.matrix(
+        if l.has("output.weight") {
+            "output.weight"
+        } else {
+            "token_embd.weight"
+        },
+        c.vocab,
+        d,
+    )?;
+    let embedding = if l.has("output.weight") {
+        Embedding::Table {
+            rows: c.vocab,
+            dim: d,
+            data: l.vector("token_embd.weight", c.vocab * d)?,
+        }
+    } else {
+        Embedding::Tied
+    };
+    let mut blocks = Vec::with_capacity(c.n_layer);
+    for il in 0..c.n_layer {
+        let p = |s: &str| format!("blk.{il}.{s}");
+        let window = c.layer_window(il);
+        let base = if window.is_some() {
+            c.rope_base_local
+        } else {
+            c.rope_base
+        };
+        blocks.push(Block {
+            attn_norm: l.rms_norm(&p("attn_norm"), d)?,
+            qkv: Qkv::Separate {
+                q: l.linear(&p("attn_q"), c.n_head * hd, d)?,
+                k: l.linear(&p("attn_k"), c.n_head_kv * hd, d)?,
+                v: l.linear(&p("attn_v"), c.n_head_kv * hd, d)?,
+            },
+            q_norm: Some(l.rms_norm(&p("attn_q_norm"), hd)?),
+            k_norm: Some(l.rms_norm(&p("attn_k_norm"), hd)?),
+            o: l.linear(&p("attn_output"), d, c.n_head * hd)?,
+            post_attn_norm: Some(l.rms_norm(&p("post_attention_norm"), d)?),
+            ffn_norm: l.rms_norm(&p("ffn_norm"), d)?,
+            mlp: Mlp {
+                gate: Some(l.linear(&p("ffn_gate"), c.n_ff, d)?),
+                up: l.linear(&p("ffn_up"), c.n_ff, d)?,
+                down: l.linear(&p("ffn_down"), d, c.n_ff)?,
+                act: Activation::GeGlu,
+            },
+            post_ffn_norm: Some(l.rms_norm(&p("post_ffw_norm"), d)?),
+            rope: Some(Rope::new(hd, base, true)),
+            window,
+        });
+    }
+    Ok(Weights {
+        embedding,
+        embd_scale: (d as f32).sqrt(),
+        pos_embd: None,
+        blocks,
+        output_norm: l.rms_norm("output_norm", d)?,
+        output,
+    })
+}

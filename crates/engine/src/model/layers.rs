@@ -1,0 +1,159 @@
+//! Building blocks shared by every architecture: typed weight loading with shape checks, linear
+//! layers over packed weights, norms, the MLP variants, and the embedding table.
+
+use crate::error::{Error, Result};
+use crate::gguf::GgufFile;
+use crate::kernels::pack::{PackedMatrix, GROUP};
+use crate::kernels::quant::dequantize;
+
+/// Reads tensors from a GGUF file by name, checking shapes.
+pub struct Loader<'a> {
+    pub file: &'a GgufFile,
+}
+
+impl Loader<'_> {
+    fn info(&self, name: &str) -> Result<&crate::gguf::TensorInfo> {
+        self.file
+            .tensor_info(name)
+            .ok_or_else(|| Error::tensor(name, "missing from the model file"))
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.file.tensor_info(name).is_some()
+    }
+
+    /// A weight matrix with `n` outputs of `k` inputs (GGUF dims `[k, n]`).
+    pub fn matrix(&self, name: &str, n: usize, k: usize) -> Result<PackedMatrix> {
+        let t = self.info(name)?;
+        if t.dims.iter().map(|&d| d as usize).collect::<Vec<_>>() != [k, n] {
+            return Err(Error::tensor(
+                name,
+                format!("shape {:?}, expected [{k}, {n}]", t.dims),
+            ));
+        }
+        PackedMatrix::pack(name, t.ty, self.file.tensor_data(t), n, k)
+    }
+
+    /// A 1-D f32 vector of `len` elements, from any float or quantized type.
+    pub fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
+        let t = self.info(name)?;
+        if t.n_elems != len {
+            return Err(Error::tensor(
+                name,
+                format!("has {} elements, expected {len}", t.n_elems),
+            ));
+        }
+        let mut out = vec![0f32; len];
+        dequantize(t.ty, self.file.tensor_data(t), &mut out);
+        Ok(out)
+    }
+
+    pub fn opt_vector(&self, name: &str, len: usize) -> Result<Option<Vec<f32>>> {
+        if self.has(name) {
+            self.vector(name, len).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    pub fn linear(&self, name: &str, n: usize, k: usize) -> Result<Linear> {
+        let w = self.matrix(&format!("{name}.weight"), n, k)?;
+        let bias = self.opt_vector(&format!("{name}.bias"), n)?;
+        Ok(Linear { w, bias })
+    }
+
+    pub fn rms_norm(&self, name: &str, len: usize) -> Result<Norm> {
+        Ok(Norm {
+            w: self.vector(&format!("{name}.weight"), len)?,
+            b: None,
+        })
+    }
+
+    pub fn layer_norm(&self, name: &str, len: usize) -> Result<Norm> {
+        Ok(Norm {
+            w: self.vector(&format!("{name}.weight"), len)?,
+            b: Some(self.vector(&format!("{name}.bias"), len)?),
+        })
+    }
+}
+
+/// `y = x @ W^T + b`.
+pub struct Linear {
+    pub w: PackedMatrix,
+    pub bias: Option<Vec<f32>>,
+}
+
+/// RMSNorm when `b` is `None`, LayerNorm otherwise.
+pub struct Norm {
+    pub w: Vec<f32>,
+    pub b: Option<Vec<f32>>,
+}
+
+impl Norm {
+    pub fn apply(&self, x: &mut [f32], eps: f32) {
+        match &self.b {
+            None => crate::kernels::ops::rms_norm(x, &self.w, eps),
+            Some(b) => crate::kernels::ops::layer_norm(x, &self.w, b, eps),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `gelu(gate) * up` (Gemma).
+    GeGlu,
+    /// `silu(gate) * up` (Llama).
+    SwiGlu,
+    /// `gelu(up)` with no gate (GPT-2).
+    Gelu,
+}
+
+pub struct Mlp {
+    pub gate: Option<Linear>,
+    pub up: Linear,
+    pub down: Linear,
+    pub act: Activation,
+}
+
+/// Token embeddings: either rows of the packed output matrix (tied models) or a raw table.
+pub enum Embedding {
+    Tied,
+    Table {
+        rows: usize,
+        dim: usize,
+        data: Vec<f32>,
+    },
+}
+
+impl Embedding {
+    /// Writes row `id` into `out` (`[dim]`).
+    pub fn row(&self, output: &PackedMatrix, id: usize, out: &mut [f32]) {
+        match self {
+            Embedding::Table { dim, data, .. } => {
+                out.copy_from_slice(&data[id * dim..(id + 1) * dim])
+            }
+            Embedding::Tied => packed_row(output, id, out),
+        }
+    }
+}
+
+/// Decodes row `n` of a packed matrix back to f32 (exactly the values the matmul uses).
+pub fn packed_row(m: &PackedMatrix, n: usize, out: &mut [f32]) {
+    match m {
+        PackedMatrix::Float { k, data, .. } => out.copy_from_slice(&data[n * k..(n + 1) * k]),
+        PackedMatrix::Codes(c) => {
+            let (g, col, bs) = (n / GROUP, n % GROUP, c.layout.sub_block);
+            let n_sub = c.k / bs;
+            for (kk, o) in out.iter_mut().enumerate() {
+                let code = c.codes[((g * (c.k / 4) + kk / 4) * GROUP + col) * 4 + kk % 4] as i32;
+                let at = (g * n_sub + kk / bs) * GROUP + col;
+                let off = if c.layout.has_offset {
+                    c.offsets[at]
+                } else {
+                    0.0
+                };
+                *o = c.scales[at] * (code - c.layout.zero) as f32 + off;
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! A loaded model: config, weights in our packed layout, and the batched forward pass. The
+//! architectures (`gemma3`, `llama`, `gpt2`) only say which tensors and options make up the
+//! shared `Block`; the forward itself is in `transformer`.
+
+mod attention;
+pub mod config;
+mod gemma3;
+mod gpt2;
+pub mod layers;
+mod llama;
+mod transformer;
+
+use crate::error::Result;
+use crate::gguf::GgufFile;
+use crate::kernels::matmul::Isa;
+use crate::kernels::ops::Rope;
+use crate::kernels::pack::PackedMatrix;
+use crate::kernels::pool::ThreadPool;
+pub use config::{Arch, Config};
+use layers::{Embedding, Linear, Mlp, Norm};
+use std::path::Path;
+
+/// Query/key/value projections: separate matrices or one fused `[q; k; v]` matrix (GPT-2).
+pub enum Qkv {
+    Separate { q: Linear, k: Linear, v: Linear },
+    Fused(Linear),
+}
+
+/// One transformer block, described as data.
+pub struct Block {
+    pub attn_norm: Norm,
+    pub qkv: Qkv,
+    pub q_norm: Option<Norm>,
+    pub k_norm: Option<Norm>,
+    pub o: Linear,
+    pub post_attn_norm: Option<Norm>,
+    pub ffn_norm: Norm,
+    pub mlp: Mlp,
+    pub post_ffn_norm: Option<Norm>,
+    pub rope: Option<Rope>,
+    pub window: Option<usize>,
+}
+
+/// Everything the forward pass reads.
+pub struct Weights {
+    pub embedding: Embedding,
+    /// Multiplies embeddings (Gemma: sqrt(n_embd)).
+    pub embd_scale: f32,
+    /// Learned absolute positions `[ctx, n_embd]` (GPT-2).
+    pub pos_embd: Option<Vec<f32>>,
+    pub blocks: Vec<Block>,
+    pub output_norm: Norm,
+    /// `[vocab, n_embd]`.
+    pub output: PackedMatrix,
+}
+
+pub struct Model {
+    pub config: Config,
+    pub weights: Weights,
+    pool: ThreadPool,
+    isa: Isa,
+    scratch: transformer::Scratch,
+}
+
+impl Model {
+    /// Loads and repacks all weights; `threads` sizes the compute pool.
+    pub fn load(path: &Path, threads: usize) -> Result<Self> {
+        let file = GgufFile::open(path)?;
+        let m = Self::from_gguf(&file, threads)?;
+        file.release_pages();
+        Ok(m)
+    }
+
+    pub fn from_gguf(file: &GgufFile, threads: usize) -> Result<Self> {
+        let config = Config::from_gguf(file)?;
+        let weights = match config.arch {
+            Arch::Gemma3 => gemma3::load(file, &config)?,
+            Arch::Llama => llama::load(file, &config)?,
+            Arch::Gpt2 => gpt2::load(file, &config)?,
+        };
+        Ok(Self {
+            config,
+            weights,
+            pool: ThreadPool::new(threads),
+            isa: Isa::detect(),
+            scratch: Default::default(),
+        })
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    pub fn set_isa(&mut self, isa: Isa) {
+        self.isa = isa;
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// Per-layer attention windows, for sizing the KV cache.
+    pub fn layer_windows(&self) -> Vec<Option<usize>> {
+        self.weights.blocks.iter().map(|b| b.window).collect()
+    }
+}

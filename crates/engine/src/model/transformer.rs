@@ -1,0 +1,272 @@
+//! The batched forward pass shared by every architecture: embeddings, then per block
+//! norm → QKV → (QK-norm, RoPE) → KV write → attention → output projection → (post-norm) →
+//! residual → norm → MLP → (post-norm) → residual, then the final norm and logits for the rows
+//! that want them. Every linear layer runs once over all rows of the batch.
+
+use super::attention::{attend, AttnShape};
+use super::layers::{packed_row, Activation, Linear};
+use super::{Model, Qkv};
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+use crate::kernels::act::QuantActs;
+use crate::kernels::matmul::matmul;
+use crate::kernels::ops::{gelu, silu};
+use crate::kv::KvCache;
+
+/// Buffers reused across steps; they grow to the largest batch seen and then stay.
+#[derive(Default)]
+pub struct Scratch {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    qkv: Vec<f32>,
+    att: Vec<f32>,
+    o: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    scores: Vec<f32>,
+    acts: QuantActs,
+}
+
+fn grow(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+}
+
+impl Model {
+    /// Runs one step. KV space for every row must have been reserved (`KvCache::reserve`); the
+    /// rows are committed to the cache afterwards. `logits` receives `[logit_rows, vocab]`.
+    pub fn forward(
+        &mut self,
+        batch: &Batch,
+        kv: &mut KvCache,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        self.check(batch, kv)?;
+        let c = &self.config;
+        let (t, d, hd) = (batch.len(), c.n_embd, c.head_dim);
+        let (qn, kvn) = (c.n_head * hd, c.n_head_kv * hd);
+        let max_len = batch.positions.iter().max().map_or(1, |p| p + 1);
+        let s = &mut self.scratch;
+        grow(&mut s.x, t * d);
+        grow(&mut s.h, t * d);
+        grow(&mut s.q, t * qn);
+        grow(&mut s.k, t * kvn);
+        grow(&mut s.v, t * kvn);
+        grow(&mut s.att, t * qn);
+        grow(&mut s.o, t * d);
+        grow(&mut s.gate, t * c.n_ff);
+        grow(&mut s.up, t * c.n_ff);
+        grow(&mut s.scores, self.pool.threads() * max_len);
+        let w = &self.weights;
+        for (i, &tok) in batch.tokens.iter().enumerate() {
+            let row = &mut s.x[i * d..(i + 1) * d];
+            w.embedding.row(&w.output, tok as usize, row);
+            if w.embd_scale != 1.0 {
+                row.iter_mut().for_each(|v| *v *= w.embd_scale);
+            }
+            if let Some(pe) = &w.pos_embd {
+                let p = batch.positions[i];
+                row.iter_mut()
+                    .zip(&pe[p * d..(p + 1) * d])
+                    .for_each(|(a, b)| *a += b);
+            }
+        }
+        let shape = AttnShape {
+            n_head: c.n_head,
+            n_head_kv: c.n_head_kv,
+            head_dim: hd,
+            scale: 1.0 / (hd as f32).sqrt(),
+        };
+        let lin = |pool, isa, l: &Linear, x: &[f32], acts: &QuantActs, out: &mut [f32]| {
+            matmul(pool, isa, &l.w, x, acts, t, out);
+            if let Some(b) = &l.bias {
+                out.chunks_exact_mut(b.len())
+                    .for_each(|r| r.iter_mut().zip(b).for_each(|(o, bb)| *o += bb));
+            }
+        };
+        let (pool, isa) = (&self.pool, self.isa);
+        for (il, blk) in w.blocks.iter().enumerate() {
+            // Attention.
+            s.h[..t * d].copy_from_slice(&s.x[..t * d]);
+            s.h[..t * d]
+                .chunks_exact_mut(d)
+                .for_each(|r| blk.attn_norm.apply(r, c.eps));
+            quantize(&mut s.acts, &s.h, t, d);
+            match &blk.qkv {
+                Qkv::Separate { q, k, v } => {
+                    lin(pool, isa, q, &s.h, &s.acts, &mut s.q[..t * qn]);
+                    lin(pool, isa, k, &s.h, &s.acts, &mut s.k[..t * kvn]);
+                    lin(pool, isa, v, &s.h, &s.acts, &mut s.v[..t * kvn]);
+                }
+                Qkv::Fused(l) => {
+                    grow(&mut s.qkv, t * (qn + 2 * kvn));
+                    lin(
+                        pool,
+                        isa,
+                        l,
+                        &s.h,
+                        &s.acts,
+                        &mut s.qkv[..t * (qn + 2 * kvn)],
+                    );
+                    for (i, r) in s.qkv.chunks_exact(qn + 2 * kvn).take(t).enumerate() {
+                        s.q[i * qn..(i + 1) * qn].copy_from_slice(&r[..qn]);
+                        s.k[i * kvn..(i + 1) * kvn].copy_from_slice(&r[qn..qn + kvn]);
+                        s.v[i * kvn..(i + 1) * kvn].copy_from_slice(&r[qn + kvn..]);
+                    }
+                }
+            }
+            for i in 0..t {
+                let (qr, kr) = (
+                    &mut s.q[i * qn..(i + 1) * qn],
+                    &mut s.k[i * kvn..(i + 1) * kvn],
+                );
+                if let Some(n) = &blk.q_norm {
+                    qr.chunks_exact_mut(hd).for_each(|h| n.apply(h, c.eps));
+                }
+                if let Some(n) = &blk.k_norm {
+                    kr.chunks_exact_mut(hd).for_each(|h| n.apply(h, c.eps));
+                }
+                if let Some(rope) = &blk.rope {
+                    rope.apply(qr, hd, batch.positions[i]);
+                    rope.apply(kr, hd, batch.positions[i]);
+                }
+                let (kc, vc) = kv.row_mut(il, batch.seqs[i], batch.positions[i]);
+                kc.copy_from_slice(kr);
+                vc.copy_from_slice(&s.v[i * kvn..(i + 1) * kvn]);
+            }
+            attend(
+                pool,
+                kv,
+                il,
+                batch,
+                &shape,
+                &s.q[..t * qn],
+                &mut s.att[..t * qn],
+                &mut s.scores,
+                max_len,
+            );
+            quantize(&mut s.acts, &s.att, t, qn);
+            lin(pool, isa, &blk.o, &s.att, &s.acts, &mut s.o[..t * d]);
+            if let Some(n) = &blk.post_attn_norm {
+                s.o[..t * d]
+                    .chunks_exact_mut(d)
+                    .for_each(|r| n.apply(r, c.eps));
+            }
+            s.x[..t * d]
+                .iter_mut()
+                .zip(&s.o[..t * d])
+                .for_each(|(a, b)| *a += b);
+            // MLP.
+            s.h[..t * d].copy_from_slice(&s.x[..t * d]);
+            s.h[..t * d]
+                .chunks_exact_mut(d)
+                .for_each(|r| blk.ffn_norm.apply(r, c.eps));
+            quantize(&mut s.acts, &s.h, t, d);
+            let ff = t * c.n_ff;
+            lin(pool, isa, &blk.mlp.up, &s.h, &s.acts, &mut s.up[..ff]);
+            if let Some(g) = &blk.mlp.gate {
+                lin(pool, isa, g, &s.h, &s.acts, &mut s.gate[..ff]);
+            }
+            match blk.mlp.act {
+                Activation::GeGlu => s.up[..ff]
+                    .iter_mut()
+                    .zip(&s.gate[..ff])
+                    .for_each(|(u, g)| *u *= gelu(*g)),
+                Activation::SwiGlu => s.up[..ff]
+                    .iter_mut()
+                    .zip(&s.gate[..ff])
+                    .for_each(|(u, g)| *u *= silu(*g)),
+                Activation::Gelu => s.up[..ff].iter_mut().for_each(|u| *u = gelu(*u)),
+            }
+            quantize(&mut s.acts, &s.up, t, c.n_ff);
+            lin(pool, isa, &blk.mlp.down, &s.up, &s.acts, &mut s.o[..t * d]);
+            if let Some(n) = &blk.post_ffn_norm {
+                s.o[..t * d]
+                    .chunks_exact_mut(d)
+                    .for_each(|r| n.apply(r, c.eps));
+            }
+            s.x[..t * d]
+                .iter_mut()
+                .zip(&s.o[..t * d])
+                .for_each(|(a, b)| *a += b);
+        }
+        // Logits for the rows that want them.
+        let rows: Vec<usize> = (0..t).filter(|&i| batch.want_logits[i]).collect();
+        for (j, &i) in rows.iter().enumerate() {
+            let (src, dst) = (i * d, j * d);
+            s.h[dst..dst + d].copy_from_slice(&s.x[src..src + d]);
+            w.output_norm.apply(&mut s.h[dst..dst + d], c.eps);
+        }
+        logits.resize(rows.len() * c.vocab, 0.0);
+        if !rows.is_empty() {
+            quantize(&mut s.acts, &s.h, rows.len(), d);
+            matmul(pool, isa, &w.output, &s.h, &s.acts, rows.len(), logits);
+        }
+        for (seq, _, n) in batch.spans() {
+            kv.commit(seq, n);
+        }
+        Ok(())
+    }
+
+    /// Rejects a batch the model cannot run, naming the offending row.
+    fn check(&self, batch: &Batch, kv: &KvCache) -> Result<()> {
+        let n = batch.len();
+        if batch.positions.len() != n || batch.seqs.len() != n || batch.want_logits.len() != n {
+            return Err(Error::Request(
+                "batch columns have different lengths".into(),
+            ));
+        }
+        if let Some((i, &tok)) = batch
+            .tokens
+            .iter()
+            .enumerate()
+            .find(|(_, &t)| t as usize >= self.config.vocab)
+        {
+            return Err(Error::Request(format!(
+                "token id {tok} at row {i} is outside the vocabulary ({})",
+                self.config.vocab
+            )));
+        }
+        let max_pos = if self.weights.pos_embd.is_some() {
+            self.config.context_length
+        } else {
+            usize::MAX
+        };
+        for (seq, first, len) in batch.spans() {
+            let start = batch.positions[first];
+            if kv.len(seq) != start || (0..len).any(|j| batch.positions[first + j] != start + j) {
+                return Err(Error::Request(format!(
+                    "rows of sequence {seq} do not continue its cache at position {}",
+                    kv.len(seq)
+                )));
+            }
+            if kv.reserved(seq) < start + len {
+                return Err(Error::Request(format!(
+                    "sequence {seq}: KV space was not reserved"
+                )));
+            }
+            if start + len > max_pos {
+                return Err(Error::Request(format!(
+                    "sequence {seq} exceeds the context length {max_pos}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes row `id` of the tied/untied embedding (used by tests and tools).
+    pub fn embedding_row(&self, id: usize, out: &mut [f32]) {
+        packed_row(&self.weights.output, id, out)
+    }
+}
+
+/// Quantizes activations when the row length allows it (float-only models may not).
+fn quantize(acts: &mut QuantActs, x: &[f32], rows: usize, k: usize) {
+    if k % 32 == 0 {
+        acts.quantize(x, rows, k);
+    }
+}

@@ -1,0 +1,256 @@
+//! Logits processing and sampling as pure functions of (logits, params, history, rng):
+//! penalties, temperature, top-k, top-p, min-p, greedy; plus the statistics every step reports
+//! (the chosen token's logprob, the top-n alternatives and the entropy of the model's raw
+//! distribution). Stop conditions are the caller's (see `generate`).
+
+pub mod rng;
+
+use crate::error::{Error, Result};
+pub use rng::Rng;
+
+/// Sampling parameters, validated by `validate`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 = greedy.
+    pub temperature: f32,
+    /// 0 = off.
+    pub top_k: usize,
+    /// 1 = off.
+    pub top_p: f32,
+    /// 0 = off.
+    pub min_p: f32,
+    /// 1 = off.
+    pub repeat_penalty: f32,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    /// How many previous tokens (prompt included) the penalties look at.
+    pub penalty_last_n: usize,
+    pub seed: u64,
+    /// Alternatives reported per step.
+    pub top_logprobs: usize,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            penalty_last_n: 64,
+            seed: 0,
+            top_logprobs: 0,
+        }
+    }
+}
+
+/// Largest accepted `top_logprobs`.
+pub const MAX_TOP_LOGPROBS: usize = 100;
+
+impl SamplingParams {
+    pub fn validate(&self) -> Result<()> {
+        let finite = |v: f32| v.is_finite();
+        if !finite(self.temperature) || self.temperature < 0.0 || self.temperature > 100.0 {
+            return Err(Error::param(
+                "temperature",
+                format!("{} is not in [0, 100]", self.temperature),
+            ));
+        }
+        if !finite(self.top_p) || self.top_p <= 0.0 || self.top_p > 1.0 {
+            return Err(Error::param(
+                "top_p",
+                format!("{} is not in (0, 1]", self.top_p),
+            ));
+        }
+        if !finite(self.min_p) || !(0.0..=1.0).contains(&self.min_p) {
+            return Err(Error::param(
+                "min_p",
+                format!("{} is not in [0, 1]", self.min_p),
+            ));
+        }
+        if !finite(self.repeat_penalty) || self.repeat_penalty <= 0.0 || self.repeat_penalty > 100.0
+        {
+            return Err(Error::param(
+                "repeat_penalty",
+                format!("{} is not in (0, 100]", self.repeat_penalty),
+            ));
+        }
+        for (name, v) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if !finite(v) || v.abs() > 100.0 {
+                return Err(Error::param(name, format!("{v} is not in [-100, 100]")));
+            }
+        }
+        if self.top_logprobs > MAX_TOP_LOGPROBS {
+            return Err(Error::param(
+                "top_logprobs",
+                format!("{} is above {MAX_TOP_LOGPROBS}", self.top_logprobs),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What one sampling step chose and saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    pub id: u32,
+    /// log p(id) under the model's raw distribution.
+    pub logprob: f32,
+    /// Entropy (nats) of the raw next-token distribution.
+    pub entropy: f32,
+    /// The most likely tokens of the raw distribution, best first: (id, logprob).
+    pub top: Vec<(u32, f32)>,
+}
+
+/// Log-sum-exp and entropy of softmax(logits), in one stable pass pair.
+pub fn log_norm_and_entropy(logits: &[f32]) -> (f32, f32) {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let (mut z, mut zx) = (0f64, 0f64);
+    for &l in logits {
+        let e = ((l - max) as f64).exp();
+        z += e;
+        zx += e * (l - max) as f64;
+    }
+    let lse = max as f64 + z.ln();
+    // H = lse - E[l]
+    let entropy = lse - (zx / z + max as f64);
+    (lse as f32, entropy.max(0.0) as f32)
+}
+
+/// The `n` highest logits as (id, logit), best first; ties go to the lower id.
+pub fn top_n(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
+    let n = n.min(logits.len());
+    if n == 0 {
+        return Vec::new();
+    }
+    let better = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    let mut idx: Vec<(u32, f32)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (i as u32, l))
+        .collect();
+    if n < idx.len() {
+        idx.select_nth_unstable_by(n - 1, better);
+        idx.truncate(n);
+    }
+    idx.sort_by(better);
+    idx
+}
+
+/// Index of the largest logit (lowest id on ties).
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Applies repetition / presence / frequency penalties for the tokens in `history`.
+pub fn apply_penalties(logits: &mut [f32], p: &SamplingParams, history: &[u32]) {
+    if p.repeat_penalty == 1.0 && p.presence_penalty == 0.0 && p.frequency_penalty == 0.0 {
+        return;
+    }
+    let recent = &history[history.len().saturating_sub(p.penalty_last_n)..];
+    let mut counts: Vec<(u32, u32)> = Vec::with_capacity(recent.len());
+    for &t in recent {
+        match counts.iter_mut().find(|c| c.0 == t) {
+            Some(c) => c.1 += 1,
+            None => counts.push((t, 1)),
+        }
+    }
+    for (t, n) in counts {
+        let Some(l) = logits.get_mut(t as usize) else {
+            continue;
+        };
+        *l = if *l > 0.0 {
+            *l / p.repeat_penalty
+        } else {
+            *l * p.repeat_penalty
+        };
+        *l -= p.presence_penalty + p.frequency_penalty * n as f32;
+    }
+}
+
+/// Candidates kept after temperature, top-k, top-p and min-p, as (id, probability) summing to 1,
+/// best first. `logits` must already carry penalties.
+pub fn candidates(logits: &[f32], p: &SamplingParams) -> Vec<(u32, f32)> {
+    let t = p.temperature.max(1e-6);
+    // Widen the sorted prefix until it covers top-p (exact, without sorting the whole vocab).
+    let mut n = if p.top_k > 0 { p.top_k } else { 256 }.min(logits.len());
+    let (lse, _) = log_norm_and_entropy(&logits.iter().map(|l| l / t).collect::<Vec<_>>());
+    loop {
+        let top = top_n(logits, n);
+        let probs: Vec<(u32, f32)> = top.iter().map(|&(i, l)| (i, (l / t - lse).exp())).collect();
+        let mass: f32 = probs.iter().map(|c| c.1).sum();
+        if p.top_k > 0 || mass >= p.top_p || n == logits.len() {
+            return truncate(probs, p);
+        }
+        n = (n * 4).min(logits.len());
+    }
+}
+
+fn truncate(mut probs: Vec<(u32, f32)>, p: &SamplingParams) -> Vec<(u32, f32)> {
+    let total: f32 = probs.iter().map(|c| c.1).sum();
+    probs.iter_mut().for_each(|c| c.1 /= total);
+    if p.top_p < 1.0 {
+        let mut cum = 0.0;
+        let keep = probs.iter().position(|c| {
+            cum += c.1;
+            cum >= p.top_p
+        });
+        probs.truncate(keep.map_or(probs.len(), |k| k + 1));
+    }
+    if p.min_p > 0.0 {
+        let floor = probs[0].1 * p.min_p;
+        probs.retain(|c| c.1 >= floor);
+    }
+    let total: f32 = probs.iter().map(|c| c.1).sum();
+    probs.iter_mut().for_each(|c| c.1 /= total);
+    probs
+}
+
+/// One sampling step over a row of logits (modified in place by penalties).
+pub fn sample(logits: &mut [f32], p: &SamplingParams, history: &[u32], rng: &mut Rng) -> Choice {
+    let (lse, entropy) = log_norm_and_entropy(logits);
+    let top: Vec<(u32, f32)> = top_n(logits, p.top_logprobs)
+        .into_iter()
+        .map(|(i, l)| (i, l - lse))
+        .collect();
+    let recent = &history[history.len().saturating_sub(p.penalty_last_n)..];
+    let originals: Vec<(u32, f32)> = recent
+        .iter()
+        .filter_map(|&t| logits.get(t as usize).map(|&l| (t, l)))
+        .collect();
+    apply_penalties(logits, p, history);
+    let id = if p.temperature == 0.0 {
+        argmax(logits)
+    } else {
+        let cands = candidates(logits, p);
+        let u = rng.next_f64() as f32;
+        let mut cum = 0.0;
+        let hit = cands.iter().find(|c| {
+            cum += c.1;
+            u < cum
+        });
+        hit.or(cands.last()).expect("at least one candidate").0
+    };
+    let raw = originals
+        .iter()
+        .find(|o| o.0 == id)
+        .map_or(logits[id as usize], |o| o.1);
+    Choice {
+        id,
+        logprob: raw - lse,
+        entropy,
+        top,
+    }
+}

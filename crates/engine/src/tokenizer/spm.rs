@@ -1,0 +1,115 @@
+//! SentencePiece-style BPE (Gemma, Llama 2): start from single characters and repeatedly merge
+//! the adjacent pair whose concatenation is a vocabulary piece with the highest score (leftmost
+//! on ties); characters that never become a piece fall back to `<0xNN>` byte tokens.
+//! A heap over candidate pairs keeps this O(n log n) for long texts.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+
+#[derive(Clone, Copy)]
+struct Sym {
+    start: usize,
+    len: usize,
+    prev: Option<usize>,
+    next: Option<usize>,
+}
+
+struct Pair {
+    score: f32,
+    left: usize,
+    right: usize,
+    len: usize,
+}
+
+impl PartialEq for Pair {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Pair {}
+impl PartialOrd for Pair {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Pair {
+    fn cmp(&self, o: &Self) -> Ordering {
+        // Max-heap: higher score first, then the leftmost pair.
+        self.score
+            .total_cmp(&o.score)
+            .then_with(|| o.left.cmp(&self.left))
+    }
+}
+
+/// Encodes `text` (already normalised: spaces as '▁') into ids, appending to `out`.
+pub fn encode(
+    text: &str,
+    pieces: &HashMap<String, u32>,
+    scores: &[f32],
+    byte_ids: &[Option<u32>; 256],
+    unk: Option<u32>,
+    out: &mut Vec<u32>,
+) {
+    let mut syms: Vec<Sym> = Vec::with_capacity(text.len());
+    for (i, (start, ch)) in text.char_indices().enumerate() {
+        syms.push(Sym {
+            start,
+            len: ch.len_utf8(),
+            prev: i.checked_sub(1),
+            next: Some(i + 1),
+        });
+    }
+    if let Some(last) = syms.last_mut() {
+        last.next = None;
+    }
+    let mut heap = BinaryHeap::new();
+    let push = |heap: &mut BinaryHeap<Pair>, syms: &[Sym], l: usize, r: usize| {
+        let s = &text[syms[l].start..syms[r].start + syms[r].len];
+        if let Some(&id) = pieces.get(s) {
+            heap.push(Pair {
+                score: scores[id as usize],
+                left: l,
+                right: r,
+                len: s.len(),
+            });
+        }
+    };
+    for i in 1..syms.len() {
+        push(&mut heap, &syms, i - 1, i);
+    }
+    while let Some(p) = heap.pop() {
+        let (l, r) = (syms[p.left], syms[p.right]);
+        // Stale candidate: one side was merged away since it was queued.
+        if l.len == 0 || r.len == 0 || l.len + r.len != p.len || l.next != Some(p.right) {
+            continue;
+        }
+        syms[p.left].len += r.len;
+        syms[p.left].next = r.next;
+        syms[p.right].len = 0;
+        if let Some(n) = r.next {
+            syms[n].prev = Some(p.left);
+        }
+        if let Some(pv) = l.prev {
+            push(&mut heap, &syms, pv, p.left);
+        }
+        if let Some(n) = r.next {
+            push(&mut heap, &syms, p.left, n);
+        }
+    }
+    let mut i = if syms.is_empty() { None } else { Some(0) };
+    while let Some(at) = i {
+        let s = syms[at];
+        let piece = &text[s.start..s.start + s.len];
+        match pieces.get(piece) {
+            Some(&id) => out.push(id),
+            None => {
+                for b in piece.bytes() {
+                    if let Some(id) = byte_ids[b as usize].or(unk) {
+                        out.push(id);
+                    }
+                }
+            }
+        }
+        i = s.next;
+    }
+}
