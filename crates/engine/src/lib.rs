@@ -9,6 +9,8 @@ pub mod kernels;
 pub mod kv;
 pub mod model;
 pub mod sample;
+#[doc(hidden)]
+pub mod testutil;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

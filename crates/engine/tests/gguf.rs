@@ -1,0 +1,80 @@
+//! GGUF reader: round trip, and malformed input (truncation at every byte, random corruption)
+//! must give errors, never panics. Files that once broke the reader live in tests/corpus/.
+
+use everett_engine::gguf::write::GgufWriter;
+use everett_engine::gguf::{GgmlType, GgufFile, Value};
+use everett_engine::testutil::{tiny_model, Tiny};
+use proptest::prelude::*;
+
+fn small_file() -> Vec<u8> {
+    let mut w = GgufWriter::new();
+    w.meta("general.architecture", Value::Str("gemma3".into()))
+        .meta("x.list", Value::Array(vec![Value::U32(1), Value::U32(2)]))
+        .tensor_f32("a", &[4, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
+        .tensor("b", &[32], GgmlType::Q8_0, vec![0u8; 34]);
+    w.to_bytes()
+}
+
+#[test]
+fn round_trip() {
+    let f = GgufFile::from_bytes(small_file()).unwrap();
+    assert_eq!(f.get_str("general.architecture").unwrap(), "gemma3");
+    let a = f.tensor_info("a").unwrap();
+    assert_eq!((a.dims.clone(), a.ty, a.n_bytes), (vec![4, 2], GgmlType::F32, 32));
+    assert_eq!(&f.tensor_data(a)[4..8], &2.0f32.to_le_bytes());
+    assert_eq!(f.tensor_info("b").unwrap().n_bytes, 34);
+}
+
+#[test]
+fn every_truncation_is_an_error() {
+    let bytes = small_file();
+    // The file ends with tensor b's 34 bytes and 30 bytes of padding; any shorter cut loses data.
+    for len in 0..bytes.len() - 30 {
+        let e = GgufFile::from_bytes(bytes[..len].to_vec()).err();
+        assert!(e.is_some(), "a file cut to {len} bytes was accepted");
+    }
+    let e = GgufFile::from_bytes(bytes[..60].to_vec()).err().unwrap().to_string();
+    assert!(e.contains("truncated") || e.contains("cannot fit"), "{e}");
+}
+
+#[test]
+fn unsupported_type_is_named() {
+    let mut bytes = small_file();
+    // Tensor b's entry: name (u64 len 1, "b"), n_dims u32, one u64 dim, then the type id.
+    let name = [1u8, 0, 0, 0, 0, 0, 0, 0, b'b'];
+    let pos = bytes.windows(9).position(|w| w == name).expect("tensor b entry");
+    let at = pos + 9 + 4 + 8;
+    assert_eq!(bytes[at..at + 4], 8u32.to_le_bytes());
+    bytes[at..at + 4].copy_from_slice(&10u32.to_le_bytes());
+    let e = GgufFile::from_bytes(bytes).err().expect("unsupported").to_string();
+    assert!(e.contains("Q2_K") && e.contains("`b`"), "{e}");
+}
+
+#[test]
+fn corpus_files_are_rejected_cleanly() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(GgufFile::from_bytes(bytes).is_err());
+        n += 1;
+    }
+    assert!(n > 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #[test]
+    fn corrupted_bytes_never_panic(flips in proptest::collection::vec((0usize..4096, any::<u8>()), 1..8)) {
+        let mut bytes = tiny_model(&Tiny::gemma3(), 1);
+        let header = 2048.min(bytes.len());
+        for (at, v) in flips {
+            let i = at % header;
+            bytes[i] = v;
+        }
+        if let Ok(f) = GgufFile::from_bytes(bytes) {
+            let _ = everett_engine::model::Model::from_gguf(&f, 1);
+            let _ = everett_engine::tokenizer::Tokenizer::from_gguf(&f);
+        }
+    }
+}
