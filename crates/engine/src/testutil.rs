@@ -66,17 +66,23 @@ pub struct Tiny {
     pub n_ff: usize,
     pub ctx: usize,
     pub window: usize,
+    /// Matrices as Q8_0 (the quantized path) or F32 (exact float path).
+    pub quantized: bool,
 }
 
 impl Tiny {
     pub fn gemma3() -> Self {
-        Self { arch: "gemma3", vocab: 96, n_embd: 64, n_layer: 6, n_head: 2, n_head_kv: 1, head_dim: 32, n_ff: 128, ctx: 256, window: 8 }
+        Self { arch: "gemma3", vocab: 96, n_embd: 64, n_layer: 6, n_head: 2, n_head_kv: 1, head_dim: 32, n_ff: 128, ctx: 256, window: 8, quantized: true }
     }
     pub fn llama() -> Self {
         Self { arch: "llama", n_head: 4, n_head_kv: 2, head_dim: 16, n_layer: 2, ..Self::gemma3() }
     }
     pub fn gpt2() -> Self {
         Self { arch: "gpt2", n_head: 4, n_head_kv: 4, head_dim: 16, n_layer: 2, ..Self::gemma3() }
+    }
+    /// The same shape with F32 matrices.
+    pub fn float(self) -> Self {
+        Self { quantized: false, ..self }
     }
 }
 
@@ -132,7 +138,11 @@ pub fn tiny_model(t: &Tiny, seed: u64) -> Vec<u8> {
     let d = t.n_embd;
     let mut mat = |w: &mut GgufWriter, name: &str, n: usize, kk: usize| {
         let data = rand_f32(&mut rng, n * kk, 0.5);
-        w.tensor(name, &[kk as u64, n as u64], GgmlType::Q8_0, quantize_q8_0(&data));
+        if t.quantized {
+            w.tensor(name, &[kk as u64, n as u64], GgmlType::Q8_0, quantize_q8_0(&data));
+        } else {
+            w.tensor_f32(name, &[kk as u64, n as u64], &data);
+        }
     };
     mat(&mut w, "token_embd.weight", t.vocab, d);
     let (qn, kvn) = (t.n_head * t.head_dim, t.n_head_kv * t.head_dim);

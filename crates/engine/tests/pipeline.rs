@@ -1,0 +1,285 @@
+//! The whole pipeline on tiny synthetic models of every architecture: against a straightforward
+//! f64 reference forward (no KV cache, explicit causal + window mask), batch invariance, prefill
+//! vs token-by-token decode, fork, and KV exhaustion.
+
+use everett_engine::batch::Batch;
+use everett_engine::gguf::GgufFile;
+use everett_engine::kv::{KvCache, KvConfig};
+use everett_engine::model::layers::{packed_row, Activation, Linear, Norm};
+use everett_engine::model::{Model, Qkv};
+use everett_engine::testutil::{tiny_model, Tiny};
+
+fn load(t: &Tiny) -> Model {
+    Model::from_gguf(&GgufFile::from_bytes(tiny_model(t, 42)).unwrap(), 2).unwrap()
+}
+
+fn cache(m: &Model, tokens: usize, seqs: usize) -> KvCache {
+    KvCache::new(&KvConfig { layer_windows: m.layer_windows(), row: m.config.kv_row(), block_size: 4, capacity_tokens: tokens, max_seqs: seqs })
+}
+
+/// Runs `tokens` as one sequence in one batch; returns logits of every row.
+fn prefill(m: &mut Model, tokens: &[u32]) -> Vec<f32> {
+    let mut kv = cache(m, tokens.len() + 8, 1);
+    let s = kv.new_seq();
+    kv.reserve(s, tokens.len()).unwrap();
+    let mut b = Batch::default();
+    b.push_seq(s, 0, tokens, false);
+    b.want_logits.iter_mut().for_each(|w| *w = true);
+    let mut logits = Vec::new();
+    m.forward(&b, &mut kv, &mut logits).unwrap();
+    logits
+}
+
+fn lin(l: &Linear, x: &[f64]) -> Vec<f64> {
+    let (n, k) = (l.w.n(), l.w.k());
+    let mut row = vec![0f32; k];
+    (0..n)
+        .map(|i| {
+            packed_row(&l.w, i, &mut row);
+            let b = l.bias.as_ref().map_or(0.0, |b| b[i] as f64);
+            row.iter().zip(x).map(|(w, v)| *w as f64 * v).sum::<f64>() + b
+        })
+        .collect()
+}
+
+fn norm(n: &Norm, x: &[f64], eps: f32) -> Vec<f64> {
+    let len = x.len() as f64;
+    match &n.b {
+        None => {
+            let inv = 1.0 / (x.iter().map(|v| v * v).sum::<f64>() / len + eps as f64).sqrt();
+            x.iter().zip(&n.w).map(|(v, w)| v * inv * *w as f64).collect()
+        }
+        Some(b) => {
+            let mean = x.iter().sum::<f64>() / len;
+            let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / len;
+            let inv = 1.0 / (var + eps as f64).sqrt();
+            x.iter().zip(&n.w).zip(b).map(|((v, w), bb)| (v - mean) * inv * *w as f64 + *bb as f64).collect()
+        }
+    }
+}
+
+fn gelu(x: f64) -> f64 {
+    0.5 * x * (1.0 + (0.797_884_560_8 * x * (1.0 + 0.044715 * x * x)).tanh())
+}
+
+fn rope(x: &mut [f64], hd: usize, pos: usize, base: f64, neox: bool) {
+    for head in x.chunks_exact_mut(hd) {
+        for i in 0..hd / 2 {
+            let th = pos as f64 * base.powf(-((2 * i) as f64) / hd as f64);
+            let (a, b) = if neox { (i, i + hd / 2) } else { (2 * i, 2 * i + 1) };
+            let (x0, x1) = (head[a], head[b]);
+            head[a] = x0 * th.cos() - x1 * th.sin();
+            head[b] = x0 * th.sin() + x1 * th.cos();
+        }
+    }
+}
+
+/// The plain forward: every position recomputed, attention over an explicit mask.
+fn reference(m: &Model, t: &Tiny, tokens: &[u32]) -> Vec<Vec<f64>> {
+    let c = &m.config;
+    let w = &m.weights;
+    let (d, hd, n) = (c.n_embd, c.head_dim, tokens.len());
+    let mut row = vec![0f32; d];
+    let mut x: Vec<Vec<f64>> = tokens
+        .iter()
+        .enumerate()
+        .map(|(p, &tok)| {
+            m.embedding_row(tok as usize, &mut row);
+            let pe = w.pos_embd.as_ref().map(|pe| &pe[p * d..(p + 1) * d]);
+            (0..d).map(|i| row[i] as f64 * w.embd_scale as f64 + pe.map_or(0.0, |pe| pe[i] as f64)).collect()
+        })
+        .collect();
+    for (il, b) in w.blocks.iter().enumerate() {
+        let h: Vec<Vec<f64>> = x.iter().map(|r| norm(&b.attn_norm, r, c.eps)).collect();
+        let (mut q, mut k, v): (Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<f64>>) = match &b.qkv {
+            Qkv::Separate { q, k, v } => (h.iter().map(|r| lin(q, r)).collect(), h.iter().map(|r| lin(k, r)).collect(), h.iter().map(|r| lin(v, r)).collect()),
+            Qkv::Fused(l) => {
+                let all: Vec<Vec<f64>> = h.iter().map(|r| lin(l, r)).collect();
+                (all.iter().map(|r| r[..d].to_vec()).collect(), all.iter().map(|r| r[d..2 * d].to_vec()).collect(), all.iter().map(|r| r[2 * d..].to_vec()).collect())
+            }
+        };
+        let window = c.layer_window(il);
+        let base = if window.is_some() { c.rope_base_local } else { c.rope_base } as f64;
+        for p in 0..n {
+            if let (Some(qn), Some(kn)) = (&b.q_norm, &b.k_norm) {
+                q[p] = q[p].chunks(hd).flat_map(|h| norm(qn, h, c.eps)).collect();
+                k[p] = k[p].chunks(hd).flat_map(|h| norm(kn, h, c.eps)).collect();
+            }
+            if b.rope.is_some() {
+                let neox = t.arch == "gemma3";
+                rope(&mut q[p], hd, p, base, neox);
+                rope(&mut k[p], hd, p, base, neox);
+            }
+        }
+        let group = c.n_head / c.n_head_kv;
+        let mut att = vec![vec![0f64; c.n_head * hd]; n];
+        for p in 0..n {
+            for hh in 0..c.n_head {
+                let kh = hh / group;
+                let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
+                let s: Vec<f64> = (first..=p)
+                    .map(|j| (0..hd).map(|i| q[p][hh * hd + i] * k[j][kh * hd + i]).sum::<f64>() / (hd as f64).sqrt())
+                    .collect();
+                let mx = s.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = s.iter().map(|v| (v - mx).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for (jj, j) in (first..=p).enumerate() {
+                    for i in 0..hd {
+                        att[p][hh * hd + i] += e[jj] / z * v[j][kh * hd + i];
+                    }
+                }
+            }
+        }
+        for p in 0..n {
+            let mut o = lin(&b.o, &att[p]);
+            if let Some(pn) = &b.post_attn_norm {
+                o = norm(pn, &o, c.eps);
+            }
+            x[p].iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+            let h = norm(&b.ffn_norm, &x[p], c.eps);
+            let up = lin(&b.mlp.up, &h);
+            let act: Vec<f64> = match b.mlp.act {
+                Activation::Gelu => up.iter().map(|u| gelu(*u)).collect(),
+                Activation::GeGlu => lin(b.mlp.gate.as_ref().unwrap(), &h).iter().zip(&up).map(|(g, u)| gelu(*g) * u).collect(),
+                Activation::SwiGlu => lin(b.mlp.gate.as_ref().unwrap(), &h).iter().zip(&up).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect(),
+            };
+            let mut f = lin(&b.mlp.down, &act);
+            if let Some(pn) = &b.post_ffn_norm {
+                f = norm(pn, &f, c.eps);
+            }
+            x[p].iter_mut().zip(&f).for_each(|(a, b)| *a += b);
+        }
+    }
+    let out = Linear { w: clone_output(m), bias: None };
+    x.iter().map(|r| lin(&out, &norm(&w.output_norm, r, c.eps))).collect()
+}
+
+fn clone_output(m: &Model) -> everett_engine::kernels::pack::PackedMatrix {
+    let (n, k) = (m.weights.output.n(), m.weights.output.k());
+    let mut data = vec![0f32; n * k];
+    for i in 0..n {
+        packed_row(&m.weights.output, i, &mut data[i * k..(i + 1) * k]);
+    }
+    everett_engine::kernels::pack::PackedMatrix::Float { n, k, data }
+}
+
+fn prompt(len: usize, salt: u32) -> Vec<u32> {
+    (0..len as u32).map(|i| 4 + (i * 7 + salt * 13) % 90).collect()
+}
+
+#[test]
+fn matches_the_reference_forward_for_every_architecture() {
+    for t in [Tiny::gemma3().float(), Tiny::llama().float(), Tiny::gpt2().float()] {
+        let mut m = load(&t);
+        // 20 tokens: past the tiny Gemma window of 8, so dropped blocks and the mask are exercised.
+        let toks = prompt(20, 1);
+        let ours = prefill(&mut m, &toks);
+        let want = reference(&m, &t, &toks);
+        let v = m.config.vocab;
+        for (p, w) in want.iter().enumerate() {
+            let scale = w.iter().fold(0f64, |a, b| a.max(b.abs()));
+            let err = w.iter().zip(&ours[p * v..(p + 1) * v]).map(|(a, b)| (a - *b as f64).abs()).fold(0f64, f64::max);
+            // Float weights and activations: only f32 rounding separates us from the f64 reference.
+            assert!(err <= 1e-4 * scale, "{} pos {p}: max error {err} (scale {scale})", t.arch);
+        }
+    }
+}
+
+#[test]
+fn prefill_equals_token_by_token_decode() {
+    for t in [Tiny::gemma3(), Tiny::llama(), Tiny::gpt2()] {
+        let mut m = load(&t);
+        let toks = prompt(19, 2);
+        let all = prefill(&mut m, &toks);
+        let mut kv = cache(&m, 32, 1);
+        let s = kv.new_seq();
+        let (mut b, mut logits) = (Batch::default(), Vec::new());
+        let v = m.config.vocab;
+        for (p, &tok) in toks.iter().enumerate() {
+            b.clear();
+            b.push_seq(s, p, &[tok], true);
+            kv.reserve(s, 1).unwrap();
+            m.forward(&b, &mut kv, &mut logits).unwrap();
+            assert_eq!(logits, all[p * v..(p + 1) * v], "{} position {p}", t.arch);
+        }
+    }
+}
+
+#[test]
+fn logits_are_batch_invariant() {
+    let t = Tiny::gemma3();
+    let mut m = load(&t);
+    let target = prompt(11, 3);
+    let alone = prefill(&mut m, &target);
+    let v = m.config.vocab;
+    let mut kv = cache(&m, 400, 17);
+    let mut b = Batch::default();
+    let mut target_seq = 0;
+    for i in 0..17 {
+        let s = kv.new_seq();
+        let toks = if i == 9 { target.clone() } else { prompt(1 + (i * 5) % 23, i as u32 + 10) };
+        if i == 9 {
+            target_seq = s;
+        }
+        kv.reserve(s, toks.len()).unwrap();
+        b.push_seq(s, 0, &toks, true);
+    }
+    let mut logits = Vec::new();
+    m.forward(&b, &mut kv, &mut logits).unwrap();
+    let row = b.spans().iter().position(|sp| sp.0 == target_seq).unwrap();
+    assert_eq!(logits[row * v..(row + 1) * v], alone[(target.len() - 1) * v..target.len() * v]);
+}
+
+#[test]
+fn forked_sequence_continues_like_a_fresh_one() {
+    let t = Tiny::gemma3();
+    let mut m = load(&t);
+    let base = prompt(10, 4);
+    let v = m.config.vocab;
+    let mut kv = cache(&m, 64, 3);
+    let s = kv.new_seq();
+    kv.reserve(s, base.len()).unwrap();
+    let (mut b, mut logits) = (Batch::default(), Vec::new());
+    b.push_seq(s, 0, &base, true);
+    m.forward(&b, &mut kv, &mut logits).unwrap();
+    let used = kv.used_blocks();
+    let f = kv.fork(s);
+    assert_eq!(kv.used_blocks(), used, "fork copies nothing");
+    // Two branches continue with different tokens in one batch.
+    b.clear();
+    kv.reserve(s, 1).unwrap();
+    kv.reserve(f, 1).unwrap();
+    b.push_seq(s, base.len(), &[50], true);
+    b.push_seq(f, base.len(), &[60], true);
+    m.forward(&b, &mut kv, &mut logits).unwrap();
+    for (row, tok) in [(0, 50), (1, 60)] {
+        let mut full = base.clone();
+        full.push(tok);
+        let fresh = prefill(&mut m, &full);
+        assert_eq!(logits[row * v..(row + 1) * v], fresh[base.len() * v..]);
+    }
+}
+
+#[test]
+fn running_out_of_blocks_is_reported_not_panicked() {
+    let m = load(&Tiny::gemma3());
+    let mut kv = cache(&m, 8, 1);
+    let s = kv.new_seq();
+    assert!(kv.reserve(s, 1000).is_err());
+    assert!(kv.reserve(s, 4).is_ok());
+}
+
+#[test]
+fn bad_batches_are_rejected_with_a_reason() {
+    let mut m = load(&Tiny::gemma3());
+    let mut kv = cache(&m, 16, 1);
+    let s = kv.new_seq();
+    let (mut b, mut logits) = (Batch::default(), Vec::new());
+    b.push_seq(s, 0, &[5, 9999], true);
+    kv.reserve(s, 2).unwrap();
+    let e = m.forward(&b, &mut kv, &mut logits).unwrap_err().to_string();
+    assert!(e.contains("9999"), "{e}");
+    b.clear();
+    b.push_seq(s, 3, &[5], true);
+    assert!(m.forward(&b, &mut kv, &mut logits).is_err());
+}
