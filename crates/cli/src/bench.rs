@@ -1,6 +1,124 @@
-//! `everett bench`: placeholder replaced below.
+//! `everett bench`: prefill (pp128, pp512), single-sequence decode (tg128), total decode
+//! throughput with 1–32 parallel sequences (128-token prompts, 64 new tokens each) and peak RSS.
+//! Each figure is the median of several runs. Greedy argmax picks the next tokens, as in real use.
+
+use crate::commands::load;
 use crate::Common;
-use anyhow::Result;
-pub fn run(_c: &Common, _only: Option<&str>) -> Result<()> {
-    anyhow::bail!("bench is not built yet")
+use anyhow::{bail, Result};
+use everett_engine::batch::Batch;
+use everett_engine::kv::{KvCache, KvConfig};
+use everett_engine::model::Model;
+use everett_engine::sample::argmax;
+use serde_json::{json, Map, Value};
+use std::time::Instant;
+
+const PARTS: [&str; 4] = ["pp128", "pp512", "tg128", "parallel"];
+const RUNS: usize = 3;
+
+fn cache(m: &Model, tokens: usize, seqs: usize) -> KvCache {
+    KvCache::new(&KvConfig { layer_windows: m.layer_windows(), row: m.config.kv_row(), block_size: 16, capacity_tokens: tokens, max_seqs: seqs })
+}
+
+fn prompt(len: usize, salt: usize, vocab: usize) -> Vec<u32> {
+    (0..len).map(|i| (1000 + (i * 7919 + salt * 104_729) % (vocab - 2000)) as u32).collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Prefill of `n` tokens in one batch: tokens per second.
+fn prefill(m: &mut Model, n: usize) -> Result<f64> {
+    let mut kv = cache(m, n, 1);
+    let s = kv.new_seq();
+    kv.reserve(s, n).map_err(|_| anyhow::anyhow!("KV full"))?;
+    let mut b = Batch::default();
+    b.push_seq(s, 0, &prompt(n, 1, m.config.vocab), true);
+    let mut logits = Vec::new();
+    let t = Instant::now();
+    m.forward(&b, &mut kv, &mut logits)?;
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+/// `seqs` sequences with `prompt_len`-token prompts each decode `new` tokens together: total
+/// generated tokens per second over the decode steps (prefill excluded).
+fn decode(m: &mut Model, seqs: usize, prompt_len: usize, new: usize) -> Result<f64> {
+    let vocab = m.config.vocab;
+    let mut kv = cache(m, seqs * (prompt_len + new + 1), seqs);
+    let ids: Vec<usize> = (0..seqs).map(|_| kv.new_seq()).collect();
+    let (mut b, mut logits) = (Batch::default(), Vec::new());
+    for (i, &s) in ids.iter().enumerate() {
+        kv.reserve(s, prompt_len).map_err(|_| anyhow::anyhow!("KV full"))?;
+        b.push_seq(s, 0, &prompt(prompt_len, i + 2, vocab), true);
+    }
+    m.forward(&b, &mut kv, &mut logits)?;
+    let t = Instant::now();
+    for step in 0..new {
+        let next: Vec<u32> = (0..seqs).map(|r| argmax(&logits[r * vocab..(r + 1) * vocab])).collect();
+        b.clear();
+        for (&s, &tok) in ids.iter().zip(&next) {
+            kv.reserve(s, 1).map_err(|_| anyhow::anyhow!("KV full"))?;
+            b.push_seq(s, prompt_len + step, &[tok], true);
+        }
+        m.forward(&b, &mut kv, &mut logits)?;
+    }
+    Ok((seqs * new) as f64 / t.elapsed().as_secs_f64())
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+pub fn run(common: &Common, only: Option<&str>) -> Result<()> {
+    if let Some(o) = only {
+        if !PARTS.contains(&o) && o != "explore" {
+            bail!("--only must be one of {}", PARTS.join(", "));
+        }
+    }
+    let (mut m, _tok) = load(common)?;
+    let want = |p: &str| only.is_none_or(|o| o == p);
+    let mut out = Map::new();
+    let mut report = |name: &str, v: Value| {
+        if !common.json {
+            eprintln!("{name:<10} {v}");
+        }
+        out.insert(name.to_string(), v);
+    };
+    decode(&mut m, 1, 8, 8)?; // warm-up: page in weights, grow buffers
+    for (name, n) in [("pp128", 128), ("pp512", 512)] {
+        if want(name) {
+            let runs = (0..RUNS).map(|_| prefill(&mut m, n)).collect::<Result<Vec<_>>>()?;
+            report(name, json!(round(median(runs))));
+        }
+    }
+    if want("tg128") {
+        let runs = (0..RUNS).map(|_| decode(&mut m, 1, 8, 128)).collect::<Result<Vec<_>>>()?;
+        report("tg128", json!(round(median(runs))));
+    }
+    if want("parallel") {
+        let mut par = Map::new();
+        for n in [1, 2, 4, 8, 16, 32] {
+            let runs = (0..RUNS).map(|_| decode(&mut m, n, 128, 64)).collect::<Result<Vec<_>>>()?;
+            let v = round(median(runs));
+            if !common.json {
+                eprintln!("parallel {n:>2} {v}");
+            }
+            par.insert(n.to_string(), json!(v));
+        }
+        out.insert("parallel".into(), Value::Object(par));
+    }
+    out.insert("peak_rss_mb".into(), json!(round(peak_rss_mb())));
+    println!("{}", Value::Object(out));
+    Ok(())
+}
+
+fn round(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
 }
