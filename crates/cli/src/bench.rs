@@ -16,11 +16,19 @@ const PARTS: [&str; 4] = ["pp128", "pp512", "tg128", "parallel"];
 const RUNS: usize = 3;
 
 fn cache(m: &Model, tokens: usize, seqs: usize) -> KvCache {
-    KvCache::new(&KvConfig { layer_windows: m.layer_windows(), row: m.config.kv_row(), block_size: 16, capacity_tokens: tokens, max_seqs: seqs })
+    KvCache::new(&KvConfig {
+        layer_windows: m.layer_windows(),
+        row: m.config.kv_row(),
+        block_size: 16,
+        capacity_tokens: tokens,
+        max_seqs: seqs,
+    })
 }
 
 fn prompt(len: usize, salt: usize, vocab: usize) -> Vec<u32> {
-    (0..len).map(|i| (1000 + (i * 7919 + salt * 104_729) % (vocab - 2000)) as u32).collect()
+    (0..len)
+        .map(|i| (1000 + (i * 7919 + salt * 104_729) % (vocab - 2000)) as u32)
+        .collect()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -49,13 +57,16 @@ fn decode(m: &mut Model, seqs: usize, prompt_len: usize, new: usize) -> Result<f
     let ids: Vec<usize> = (0..seqs).map(|_| kv.new_seq()).collect();
     let (mut b, mut logits) = (Batch::default(), Vec::new());
     for (i, &s) in ids.iter().enumerate() {
-        kv.reserve(s, prompt_len).map_err(|_| anyhow::anyhow!("KV full"))?;
+        kv.reserve(s, prompt_len)
+            .map_err(|_| anyhow::anyhow!("KV full"))?;
         b.push_seq(s, 0, &prompt(prompt_len, i + 2, vocab), true);
     }
     m.forward(&b, &mut kv, &mut logits)?;
     let t = Instant::now();
     for step in 0..new {
-        let next: Vec<u32> = (0..seqs).map(|r| argmax(&logits[r * vocab..(r + 1) * vocab])).collect();
+        let next: Vec<u32> = (0..seqs)
+            .map(|r| argmax(&logits[r * vocab..(r + 1) * vocab]))
+            .collect();
         b.clear();
         for (&s, &tok) in ids.iter().zip(&next) {
             kv.reserve(s, 1).map_err(|_| anyhow::anyhow!("KV full"))?;
@@ -94,18 +105,24 @@ pub fn run(common: &Common, only: Option<&str>) -> Result<()> {
     decode(&mut m, 1, 8, 8)?; // warm-up: page in weights, grow buffers
     for (name, n) in [("pp128", 128), ("pp512", 512)] {
         if want(name) {
-            let runs = (0..RUNS).map(|_| prefill(&mut m, n)).collect::<Result<Vec<_>>>()?;
+            let runs = (0..RUNS)
+                .map(|_| prefill(&mut m, n))
+                .collect::<Result<Vec<_>>>()?;
             report(name, json!(round(median(runs))));
         }
     }
     if want("tg128") {
-        let runs = (0..RUNS).map(|_| decode(&mut m, 1, 8, 128)).collect::<Result<Vec<_>>>()?;
+        let runs = (0..RUNS)
+            .map(|_| decode(&mut m, 1, 8, 128))
+            .collect::<Result<Vec<_>>>()?;
         report("tg128", json!(round(median(runs))));
     }
     if want("parallel") {
         let mut par = Map::new();
         for n in [1, 2, 4, 8, 16, 32] {
-            let runs = (0..RUNS).map(|_| decode(&mut m, n, 128, 64)).collect::<Result<Vec<_>>>()?;
+            let runs = (0..RUNS)
+                .map(|_| decode(&mut m, n, 128, 64))
+                .collect::<Result<Vec<_>>>()?;
             let v = round(median(runs));
             if !common.json {
                 eprintln!("parallel {n:>2} {v}");

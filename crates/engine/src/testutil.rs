@@ -9,7 +9,9 @@ use half::f16;
 
 /// Uniform floats in [-scale, scale).
 pub fn rand_f32(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
-    (0..n).map(|_| (rng.next_f64() as f32 * 2.0 - 1.0) * scale).collect()
+    (0..n)
+        .map(|_| (rng.next_f64() as f32 * 2.0 - 1.0) * scale)
+        .collect()
 }
 
 /// Encodes floats as Q8_0 blocks (scale = amax/127 as f16, codes rounded).
@@ -18,9 +20,16 @@ pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
     for b in x.chunks_exact(32) {
         let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = f16::from_f32(amax / 127.0);
-        let inv = if d.to_f32() > 0.0 { 1.0 / d.to_f32() } else { 0.0 };
+        let inv = if d.to_f32() > 0.0 {
+            1.0 / d.to_f32()
+        } else {
+            0.0
+        };
         out.extend_from_slice(&d.to_le_bytes());
-        out.extend(b.iter().map(|v| ((v * inv).round().clamp(-127.0, 127.0) as i8) as u8));
+        out.extend(
+            b.iter()
+                .map(|v| ((v * inv).round().clamp(-127.0, 127.0) as i8) as u8),
+        );
     }
     out
 }
@@ -30,8 +39,11 @@ pub fn random_blocks(rng: &mut Rng, ty: GgmlType, n_elems: usize) -> Vec<u8> {
     let blocks = n_elems / ty.block_elems();
     let mut out = Vec::with_capacity(blocks * ty.block_bytes());
     for _ in 0..blocks {
-        let mut b: Vec<u8> = (0..ty.block_bytes()).map(|_| rng.next_u64() as u8).collect();
-        let mut set_half = |at: usize, v: f32| b[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+        let mut b: Vec<u8> = (0..ty.block_bytes())
+            .map(|_| rng.next_u64() as u8)
+            .collect();
+        let mut set_half =
+            |at: usize, v: f32| b[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
         let s = 0.001 + rng.next_f64() as f32 * 0.01;
         match ty {
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => set_half(0, s),
@@ -42,9 +54,18 @@ pub fn random_blocks(rng: &mut Rng, ty: GgmlType, n_elems: usize) -> Vec<u8> {
             GgmlType::Q6_K => set_half(208, s),
             GgmlType::F16 | GgmlType::BF16 | GgmlType::F32 => {
                 return match ty {
-                    GgmlType::F32 => rand_f32(rng, n_elems, 1.0).iter().flat_map(|v| v.to_le_bytes()).collect(),
-                    GgmlType::F16 => rand_f32(rng, n_elems, 1.0).iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect(),
-                    _ => rand_f32(rng, n_elems, 1.0).iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
+                    GgmlType::F32 => rand_f32(rng, n_elems, 1.0)
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect(),
+                    GgmlType::F16 => rand_f32(rng, n_elems, 1.0)
+                        .iter()
+                        .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+                        .collect(),
+                    _ => rand_f32(rng, n_elems, 1.0)
+                        .iter()
+                        .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                        .collect(),
                 }
             }
         }
@@ -72,29 +93,66 @@ pub struct Tiny {
 
 impl Tiny {
     pub fn gemma3() -> Self {
-        Self { arch: "gemma3", vocab: 96, n_embd: 64, n_layer: 6, n_head: 2, n_head_kv: 1, head_dim: 32, n_ff: 128, ctx: 256, window: 8, quantized: true }
+        Self {
+            arch: "gemma3",
+            vocab: 96,
+            n_embd: 64,
+            n_layer: 6,
+            n_head: 2,
+            n_head_kv: 1,
+            head_dim: 32,
+            n_ff: 128,
+            ctx: 256,
+            window: 8,
+            quantized: true,
+        }
     }
     pub fn llama() -> Self {
-        Self { arch: "llama", n_head: 4, n_head_kv: 2, head_dim: 16, n_layer: 2, ..Self::gemma3() }
+        Self {
+            arch: "llama",
+            n_head: 4,
+            n_head_kv: 2,
+            head_dim: 16,
+            n_layer: 2,
+            ..Self::gemma3()
+        }
     }
     pub fn gpt2() -> Self {
-        Self { arch: "gpt2", n_head: 4, n_head_kv: 4, head_dim: 16, n_layer: 2, ..Self::gemma3() }
+        Self {
+            arch: "gpt2",
+            n_head: 4,
+            n_head_kv: 4,
+            head_dim: 16,
+            n_layer: 2,
+            ..Self::gemma3()
+        }
     }
     /// The same shape with F32 matrices.
     pub fn float(self) -> Self {
-        Self { quantized: false, ..self }
+        Self {
+            quantized: false,
+            ..self
+        }
     }
 }
 
 /// A vocabulary of byte tokens, a few letters and words, and control tokens 0..3.
 fn vocab(t: &Tiny, w: &mut GgufWriter) {
-    let mut pieces: Vec<String> = vec!["<pad>".into(), "<eos>".into(), "<bos>".into(), "<unk>".into()];
+    let mut pieces: Vec<String> = vec![
+        "<pad>".into(),
+        "<eos>".into(),
+        "<bos>".into(),
+        "<unk>".into(),
+    ];
     let mut types = vec![3i32; 4];
     for b in 0..256usize.min(t.vocab.saturating_sub(40)) {
         pieces.push(format!("<0x{b:02X}>"));
         types.push(6);
     }
-    let words = ["▁", "a", "b", "c", "e", "h", "l", "o", "t", "he", "▁t", "▁the", "ll", "llo", "▁he", "▁hello", "▁a", "▁b"];
+    let words = [
+        "▁", "a", "b", "c", "e", "h", "l", "o", "t", "he", "▁t", "▁the", "ll", "llo", "▁he",
+        "▁hello", "▁a", "▁b",
+    ];
     for wd in words {
         if pieces.len() < t.vocab {
             pieces.push(wd.to_string());
@@ -107,9 +165,15 @@ fn vocab(t: &Tiny, w: &mut GgufWriter) {
     }
     let scores: Vec<Value> = (0..t.vocab).map(|i| Value::F32(-(i as f32))).collect();
     w.meta("tokenizer.ggml.model", Value::Str("llama".into()))
-        .meta("tokenizer.ggml.tokens", Value::Array(pieces.into_iter().map(Value::Str).collect()))
+        .meta(
+            "tokenizer.ggml.tokens",
+            Value::Array(pieces.into_iter().map(Value::Str).collect()),
+        )
         .meta("tokenizer.ggml.scores", Value::Array(scores))
-        .meta("tokenizer.ggml.token_type", Value::Array(types.into_iter().map(Value::I32).collect()))
+        .meta(
+            "tokenizer.ggml.token_type",
+            Value::Array(types.into_iter().map(Value::I32).collect()),
+        )
         .meta("tokenizer.ggml.bos_token_id", Value::U32(2))
         .meta("tokenizer.ggml.eos_token_id", Value::U32(1))
         .meta("tokenizer.ggml.add_bos_token", Value::Bool(true))
@@ -126,7 +190,10 @@ pub fn tiny_model(t: &Tiny, seed: u64) -> Vec<u8> {
     w.meta(&k("embedding_length"), Value::U32(t.n_embd as u32))
         .meta(&k("block_count"), Value::U32(t.n_layer as u32))
         .meta(&k("attention.head_count"), Value::U32(t.n_head as u32))
-        .meta(&k("attention.head_count_kv"), Value::U32(t.n_head_kv as u32))
+        .meta(
+            &k("attention.head_count_kv"),
+            Value::U32(t.n_head_kv as u32),
+        )
         .meta(&k("attention.key_length"), Value::U32(t.head_dim as u32))
         .meta(&k("feed_forward_length"), Value::U32(t.n_ff as u32))
         .meta(&k("context_length"), Value::U32(t.ctx as u32))
@@ -139,7 +206,12 @@ pub fn tiny_model(t: &Tiny, seed: u64) -> Vec<u8> {
     let mut mat = |w: &mut GgufWriter, name: &str, n: usize, kk: usize| {
         let data = rand_f32(&mut rng, n * kk, 0.5);
         if t.quantized {
-            w.tensor(name, &[kk as u64, n as u64], GgmlType::Q8_0, quantize_q8_0(&data));
+            w.tensor(
+                name,
+                &[kk as u64, n as u64],
+                GgmlType::Q8_0,
+                quantize_q8_0(&data),
+            );
         } else {
             w.tensor_f32(name, &[kk as u64, n as u64], &data);
         }
@@ -180,7 +252,12 @@ pub fn tiny_model(t: &Tiny, seed: u64) -> Vec<u8> {
             norm(&mut w, &mut rng, &p("post_ffw_norm"), d, false);
         }
         if ln {
-            for (name, n) in [("attn_qkv.bias", 3 * d), ("attn_output.bias", d), ("ffn_up.bias", t.n_ff), ("ffn_down.bias", d)] {
+            for (name, n) in [
+                ("attn_qkv.bias", 3 * d),
+                ("attn_output.bias", d),
+                ("ffn_up.bias", t.n_ff),
+                ("ffn_down.bias", d),
+            ] {
                 w.tensor_f32(&p(name), &[n as u64], &rand_f32(&mut rng, n, 0.1));
             }
         }

@@ -20,7 +20,10 @@ fn round_trip() {
     let f = GgufFile::from_bytes(small_file()).unwrap();
     assert_eq!(f.get_str("general.architecture").unwrap(), "gemma3");
     let a = f.tensor_info("a").unwrap();
-    assert_eq!((a.dims.clone(), a.ty, a.n_bytes), (vec![4, 2], GgmlType::F32, 32));
+    assert_eq!(
+        (a.dims.clone(), a.ty, a.n_bytes),
+        (vec![4, 2], GgmlType::F32, 32)
+    );
     assert_eq!(&f.tensor_data(a)[4..8], &2.0f32.to_le_bytes());
     assert_eq!(f.tensor_info("b").unwrap().n_bytes, 34);
 }
@@ -33,7 +36,10 @@ fn every_truncation_is_an_error() {
         let e = GgufFile::from_bytes(bytes[..len].to_vec()).err();
         assert!(e.is_some(), "a file cut to {len} bytes was accepted");
     }
-    let e = GgufFile::from_bytes(bytes[..60].to_vec()).err().unwrap().to_string();
+    let e = GgufFile::from_bytes(bytes[..60].to_vec())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("truncated") || e.contains("cannot fit"), "{e}");
 }
 
@@ -42,11 +48,17 @@ fn unsupported_type_is_named() {
     let mut bytes = small_file();
     // Tensor b's entry: name (u64 len 1, "b"), n_dims u32, one u64 dim, then the type id.
     let name = [1u8, 0, 0, 0, 0, 0, 0, 0, b'b'];
-    let pos = bytes.windows(9).position(|w| w == name).expect("tensor b entry");
+    let pos = bytes
+        .windows(9)
+        .position(|w| w == name)
+        .expect("tensor b entry");
     let at = pos + 9 + 4 + 8;
     assert_eq!(bytes[at..at + 4], 8u32.to_le_bytes());
     bytes[at..at + 4].copy_from_slice(&10u32.to_le_bytes());
-    let e = GgufFile::from_bytes(bytes).err().expect("unsupported").to_string();
+    let e = GgufFile::from_bytes(bytes)
+        .err()
+        .expect("unsupported")
+        .to_string();
     assert!(e.contains("Q2_K") && e.contains("`b`"), "{e}");
 }
 

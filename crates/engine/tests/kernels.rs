@@ -40,12 +40,25 @@ fn check_type(ty: GgmlType, n: usize, k: usize, rows: usize, pool: &ThreadPool) 
     for r in 0..rows {
         for c in 0..n {
             let xr: Vec<f64> = (0..k)
-                .map(|i| if quantized { acts.codes[r * k + i] as f64 * acts.scales[(r * k + i) / 32] as f64 } else { x[r * k + i] as f64 })
+                .map(|i| {
+                    if quantized {
+                        acts.codes[r * k + i] as f64 * acts.scales[(r * k + i) / 32] as f64
+                    } else {
+                        x[r * k + i] as f64
+                    }
+                })
                 .collect();
             let want: f64 = (0..k).map(|i| xr[i] * w[c * k + i] as f64).sum();
             let got = out[r * n + c] as f64;
-            let scale: f64 = (0..k).map(|i| (xr[i] * w[c * k + i] as f64).abs()).sum::<f64>() + 1e-9;
-            assert!((got - want).abs() <= 1e-5 * scale, "{} r{r} c{c}: {got} vs {want}", ty.name());
+            let scale: f64 = (0..k)
+                .map(|i| (xr[i] * w[c * k + i] as f64).abs())
+                .sum::<f64>()
+                + 1e-9;
+            assert!(
+                (got - want).abs() <= 1e-5 * scale,
+                "{} r{r} c{c}: {got} vs {want}",
+                ty.name()
+            );
         }
     }
     if Isa::detect() != Isa::Scalar {
@@ -81,7 +94,15 @@ fn rows_do_not_depend_on_each_other() {
     for r in 0..9 {
         one.quantize(&x[r * k..(r + 1) * k], 1, k);
         let mut out = vec![0f32; n];
-        matmul(&pool, Isa::detect(), &packed, &x[r * k..], &one, 1, &mut out);
+        matmul(
+            &pool,
+            Isa::detect(),
+            &packed,
+            &x[r * k..],
+            &one,
+            1,
+            &mut out,
+        );
         assert_eq!(out, out_all[r * n..(r + 1) * n]);
     }
 }

@@ -9,12 +9,21 @@ use everett_engine::model::layers::{packed_row, Activation, Linear, Norm};
 use everett_engine::model::{Model, Qkv};
 use everett_engine::testutil::{tiny_model, Tiny};
 
+/// One f64 vector per position.
+type Rows = Vec<Vec<f64>>;
+
 fn load(t: &Tiny) -> Model {
     Model::from_gguf(&GgufFile::from_bytes(tiny_model(t, 42)).unwrap(), 2).unwrap()
 }
 
 fn cache(m: &Model, tokens: usize, seqs: usize) -> KvCache {
-    KvCache::new(&KvConfig { layer_windows: m.layer_windows(), row: m.config.kv_row(), block_size: 4, capacity_tokens: tokens, max_seqs: seqs })
+    KvCache::new(&KvConfig {
+        layer_windows: m.layer_windows(),
+        row: m.config.kv_row(),
+        block_size: 4,
+        capacity_tokens: tokens,
+        max_seqs: seqs,
+    })
 }
 
 /// Runs `tokens` as one sequence in one batch; returns logits of every row.
@@ -47,13 +56,20 @@ fn norm(n: &Norm, x: &[f64], eps: f32) -> Vec<f64> {
     match &n.b {
         None => {
             let inv = 1.0 / (x.iter().map(|v| v * v).sum::<f64>() / len + eps as f64).sqrt();
-            x.iter().zip(&n.w).map(|(v, w)| v * inv * *w as f64).collect()
+            x.iter()
+                .zip(&n.w)
+                .map(|(v, w)| v * inv * *w as f64)
+                .collect()
         }
         Some(b) => {
             let mean = x.iter().sum::<f64>() / len;
             let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / len;
             let inv = 1.0 / (var + eps as f64).sqrt();
-            x.iter().zip(&n.w).zip(b).map(|((v, w), bb)| (v - mean) * inv * *w as f64 + *bb as f64).collect()
+            x.iter()
+                .zip(&n.w)
+                .zip(b)
+                .map(|((v, w), bb)| (v - mean) * inv * *w as f64 + *bb as f64)
+                .collect()
         }
     }
 }
@@ -66,7 +82,11 @@ fn rope(x: &mut [f64], hd: usize, pos: usize, base: f64, neox: bool) {
     for head in x.chunks_exact_mut(hd) {
         for i in 0..hd / 2 {
             let th = pos as f64 * base.powf(-((2 * i) as f64) / hd as f64);
-            let (a, b) = if neox { (i, i + hd / 2) } else { (2 * i, 2 * i + 1) };
+            let (a, b) = if neox {
+                (i, i + hd / 2)
+            } else {
+                (2 * i, 2 * i + 1)
+            };
             let (x0, x1) = (head[a], head[b]);
             head[a] = x0 * th.cos() - x1 * th.sin();
             head[b] = x0 * th.sin() + x1 * th.cos();
@@ -86,20 +106,34 @@ fn reference(m: &Model, t: &Tiny, tokens: &[u32]) -> Vec<Vec<f64>> {
         .map(|(p, &tok)| {
             m.embedding_row(tok as usize, &mut row);
             let pe = w.pos_embd.as_ref().map(|pe| &pe[p * d..(p + 1) * d]);
-            (0..d).map(|i| row[i] as f64 * w.embd_scale as f64 + pe.map_or(0.0, |pe| pe[i] as f64)).collect()
+            (0..d)
+                .map(|i| row[i] as f64 * w.embd_scale as f64 + pe.map_or(0.0, |pe| pe[i] as f64))
+                .collect()
         })
         .collect();
     for (il, b) in w.blocks.iter().enumerate() {
         let h: Vec<Vec<f64>> = x.iter().map(|r| norm(&b.attn_norm, r, c.eps)).collect();
-        let (mut q, mut k, v): (Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<f64>>) = match &b.qkv {
-            Qkv::Separate { q, k, v } => (h.iter().map(|r| lin(q, r)).collect(), h.iter().map(|r| lin(k, r)).collect(), h.iter().map(|r| lin(v, r)).collect()),
+        let (mut q, mut k, v): (Rows, Rows, Rows) = match &b.qkv {
+            Qkv::Separate { q, k, v } => (
+                h.iter().map(|r| lin(q, r)).collect(),
+                h.iter().map(|r| lin(k, r)).collect(),
+                h.iter().map(|r| lin(v, r)).collect(),
+            ),
             Qkv::Fused(l) => {
                 let all: Vec<Vec<f64>> = h.iter().map(|r| lin(l, r)).collect();
-                (all.iter().map(|r| r[..d].to_vec()).collect(), all.iter().map(|r| r[d..2 * d].to_vec()).collect(), all.iter().map(|r| r[2 * d..].to_vec()).collect())
+                (
+                    all.iter().map(|r| r[..d].to_vec()).collect(),
+                    all.iter().map(|r| r[d..2 * d].to_vec()).collect(),
+                    all.iter().map(|r| r[2 * d..].to_vec()).collect(),
+                )
             }
         };
         let window = c.layer_window(il);
-        let base = if window.is_some() { c.rope_base_local } else { c.rope_base } as f64;
+        let base = if window.is_some() {
+            c.rope_base_local
+        } else {
+            c.rope_base
+        } as f64;
         for p in 0..n {
             if let (Some(qn), Some(kn)) = (&b.q_norm, &b.k_norm) {
                 q[p] = q[p].chunks(hd).flat_map(|h| norm(qn, h, c.eps)).collect();
@@ -118,7 +152,12 @@ fn reference(m: &Model, t: &Tiny, tokens: &[u32]) -> Vec<Vec<f64>> {
                 let kh = hh / group;
                 let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
                 let s: Vec<f64> = (first..=p)
-                    .map(|j| (0..hd).map(|i| q[p][hh * hd + i] * k[j][kh * hd + i]).sum::<f64>() / (hd as f64).sqrt())
+                    .map(|j| {
+                        (0..hd)
+                            .map(|i| q[p][hh * hd + i] * k[j][kh * hd + i])
+                            .sum::<f64>()
+                            / (hd as f64).sqrt()
+                    })
                     .collect();
                 let mx = s.iter().cloned().fold(f64::MIN, f64::max);
                 let e: Vec<f64> = s.iter().map(|v| (v - mx).exp()).collect();
@@ -140,8 +179,16 @@ fn reference(m: &Model, t: &Tiny, tokens: &[u32]) -> Vec<Vec<f64>> {
             let up = lin(&b.mlp.up, &h);
             let act: Vec<f64> = match b.mlp.act {
                 Activation::Gelu => up.iter().map(|u| gelu(*u)).collect(),
-                Activation::GeGlu => lin(b.mlp.gate.as_ref().unwrap(), &h).iter().zip(&up).map(|(g, u)| gelu(*g) * u).collect(),
-                Activation::SwiGlu => lin(b.mlp.gate.as_ref().unwrap(), &h).iter().zip(&up).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect(),
+                Activation::GeGlu => lin(b.mlp.gate.as_ref().unwrap(), &h)
+                    .iter()
+                    .zip(&up)
+                    .map(|(g, u)| gelu(*g) * u)
+                    .collect(),
+                Activation::SwiGlu => lin(b.mlp.gate.as_ref().unwrap(), &h)
+                    .iter()
+                    .zip(&up)
+                    .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                    .collect(),
             };
             let mut f = lin(&b.mlp.down, &act);
             if let Some(pn) = &b.post_ffn_norm {
@@ -150,8 +197,13 @@ fn reference(m: &Model, t: &Tiny, tokens: &[u32]) -> Vec<Vec<f64>> {
             x[p].iter_mut().zip(&f).for_each(|(a, b)| *a += b);
         }
     }
-    let out = Linear { w: clone_output(m), bias: None };
-    x.iter().map(|r| lin(&out, &norm(&w.output_norm, r, c.eps))).collect()
+    let out = Linear {
+        w: clone_output(m),
+        bias: None,
+    };
+    x.iter()
+        .map(|r| lin(&out, &norm(&w.output_norm, r, c.eps)))
+        .collect()
 }
 
 fn clone_output(m: &Model) -> everett_engine::kernels::pack::PackedMatrix {
@@ -164,12 +216,18 @@ fn clone_output(m: &Model) -> everett_engine::kernels::pack::PackedMatrix {
 }
 
 fn prompt(len: usize, salt: u32) -> Vec<u32> {
-    (0..len as u32).map(|i| 4 + (i * 7 + salt * 13) % 90).collect()
+    (0..len as u32)
+        .map(|i| 4 + (i * 7 + salt * 13) % 90)
+        .collect()
 }
 
 #[test]
 fn matches_the_reference_forward_for_every_architecture() {
-    for t in [Tiny::gemma3().float(), Tiny::llama().float(), Tiny::gpt2().float()] {
+    for t in [
+        Tiny::gemma3().float(),
+        Tiny::llama().float(),
+        Tiny::gpt2().float(),
+    ] {
         let mut m = load(&t);
         // 20 tokens: past the tiny Gemma window of 8, so dropped blocks and the mask are exercised.
         let toks = prompt(20, 1);
@@ -178,9 +236,17 @@ fn matches_the_reference_forward_for_every_architecture() {
         let v = m.config.vocab;
         for (p, w) in want.iter().enumerate() {
             let scale = w.iter().fold(0f64, |a, b| a.max(b.abs()));
-            let err = w.iter().zip(&ours[p * v..(p + 1) * v]).map(|(a, b)| (a - *b as f64).abs()).fold(0f64, f64::max);
+            let err = w
+                .iter()
+                .zip(&ours[p * v..(p + 1) * v])
+                .map(|(a, b)| (a - *b as f64).abs())
+                .fold(0f64, f64::max);
             // Float weights and activations: only f32 rounding separates us from the f64 reference.
-            assert!(err <= 1e-4 * scale, "{} pos {p}: max error {err} (scale {scale})", t.arch);
+            assert!(
+                err <= 1e-4 * scale,
+                "{} pos {p}: max error {err} (scale {scale})",
+                t.arch
+            );
         }
     }
 }
@@ -217,7 +283,11 @@ fn logits_are_batch_invariant() {
     let mut target_seq = 0;
     for i in 0..17 {
         let s = kv.new_seq();
-        let toks = if i == 9 { target.clone() } else { prompt(1 + (i * 5) % 23, i as u32 + 10) };
+        let toks = if i == 9 {
+            target.clone()
+        } else {
+            prompt(1 + (i * 5) % 23, i as u32 + 10)
+        };
         if i == 9 {
             target_seq = s;
         }
@@ -227,7 +297,10 @@ fn logits_are_batch_invariant() {
     let mut logits = Vec::new();
     m.forward(&b, &mut kv, &mut logits).unwrap();
     let row = b.spans().iter().position(|sp| sp.0 == target_seq).unwrap();
-    assert_eq!(logits[row * v..(row + 1) * v], alone[(target.len() - 1) * v..target.len() * v]);
+    assert_eq!(
+        logits[row * v..(row + 1) * v],
+        alone[(target.len() - 1) * v..target.len() * v]
+    );
 }
 
 #[test]

@@ -146,7 +146,7 @@ fn read_tensor_info(c: &mut Cursor) -> Result<TensorInfo> {
         .try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?))
         .filter(|&n| n > 0)
         .ok_or_else(|| Error::tensor(&name, format!("bad shape {dims:?}")))?;
-    if dims[0] as usize % ty.block_elems() != 0 {
+    if !(dims[0] as usize).is_multiple_of(ty.block_elems()) {
         return Err(Error::tensor(
             &name,
             format!(

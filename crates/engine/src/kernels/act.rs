@@ -20,7 +20,7 @@ pub struct QuantActs {
 impl QuantActs {
     /// Quantizes `x` (`[rows, k]`, k a multiple of 32). Each row's result depends on that row only.
     pub fn quantize(&mut self, x: &[f32], rows: usize, k: usize) {
-        debug_assert!(k % 32 == 0 && x.len() >= rows * k);
+        debug_assert!(k.is_multiple_of(32) && x.len() >= rows * k);
         self.rows = rows;
         self.k = k;
         self.codes.resize(rows * k, 0);

@@ -114,7 +114,12 @@ unsafe fn dot_fma(a: &[f32], b: &[f32]) -> f32 {
 fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let ca = a.chunks_exact(8);
-    let tail: f32 = ca.remainder().iter().zip(&b[a.len() - a.len() % 8..]).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(&b[a.len() - a.len() % 8..])
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in ca.zip(b.chunks_exact(8)) {
         for i in 0..8 {
             acc[i] = x[i].mul_add(y[i], acc[i]);

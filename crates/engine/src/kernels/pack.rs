@@ -60,12 +60,14 @@ impl PackedMatrix {
                 format!("has {} bytes, expected {expect}", data.len()),
             ));
         }
-        let Some(layout) = code_layout(ty).filter(|_| std::env::var_os("EVERETT_FLOAT_WEIGHTS").is_none()) else {
+        let Some(layout) =
+            code_layout(ty).filter(|_| std::env::var_os("EVERETT_FLOAT_WEIGHTS").is_none())
+        else {
             let mut out = vec![0f32; n * k];
             dequantize(ty, data, &mut out);
             return Ok(Self::Float { n, k, data: out });
         };
-        if k % ty.block_elems() != 0 || k % 32 != 0 {
+        if !k.is_multiple_of(ty.block_elems()) || !k.is_multiple_of(32) {
             return Err(Error::tensor(
                 name,
                 format!(

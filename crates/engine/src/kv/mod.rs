@@ -168,7 +168,8 @@ impl KvCache {
             .map(|(g, grp)| {
                 let t = &seq.tables[g];
                 // Writing into a shared partial block copies it.
-                let cow = n > 0 && seq.len % bs != 0 && grp.pool.ref_count(t[seq.len / bs]) > 1;
+                let cow =
+                    n > 0 && !seq.len.is_multiple_of(bs) && grp.pool.ref_count(t[seq.len / bs]) > 1;
                 fresh + usize::from(cow)
             })
             .collect()
@@ -189,7 +190,7 @@ impl KvCache {
         let mut seq = self.seqs[id].take().expect("unknown sequence id");
         for (g, grp) in self.groups.iter_mut().enumerate() {
             let t = &mut seq.tables[g];
-            if n > 0 && seq.len % bs != 0 {
+            if n > 0 && !seq.len.is_multiple_of(bs) {
                 let at = seq.len / bs;
                 if grp.pool.ref_count(t[at]) > 1 {
                     let fresh = grp.pool.alloc().expect("counted above");

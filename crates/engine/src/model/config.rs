@@ -102,7 +102,7 @@ impl Config {
             "must be > 0".into(),
         )?;
         check(
-            self.n_head_kv > 0 && self.n_head % self.n_head_kv == 0,
+            self.n_head_kv > 0 && self.n_head.is_multiple_of(self.n_head_kv),
             "attention.head_count_kv",
             format!(
                 "{} must divide the head count {}",
@@ -110,7 +110,7 @@ impl Config {
             ),
         )?;
         check(
-            self.head_dim > 0 && self.head_dim % 2 == 0,
+            self.head_dim > 0 && self.head_dim.is_multiple_of(2),
             "attention.key_length",
             format!("{} must be even", self.head_dim),
         )?;
@@ -136,7 +136,7 @@ impl Config {
     /// The attention window of layer `il`: Gemma 3 makes every 6th layer global.
     pub fn layer_window(&self, il: usize) -> Option<usize> {
         match self.arch {
-            Arch::Gemma3 if (il + 1) % 6 != 0 => self.sliding_window,
+            Arch::Gemma3 if !(il + 1).is_multiple_of(6) => self.sliding_window,
             _ => None,
         }
     }

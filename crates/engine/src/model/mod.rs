@@ -21,6 +21,7 @@ use layers::{Embedding, Linear, Mlp, Norm};
 use std::path::Path;
 
 /// Query/key/value projections: separate matrices or one fused `[q; k; v]` matrix (GPT-2).
+#[allow(clippy::large_enum_variant)] // one per layer, built once
 pub enum Qkv {
     Separate { q: Linear, k: Linear, v: Linear },
     Fused(Linear),

@@ -266,7 +266,7 @@ impl Model {
 
 /// Quantizes activations when the row length allows it (float-only models may not).
 fn quantize(acts: &mut QuantActs, x: &[f32], rows: usize, k: usize) {
-    if k % 32 == 0 {
+    if k.is_multiple_of(32) {
         acts.quantize(x, rows, k);
     }
 }
