@@ -6,7 +6,7 @@ use crate::commands::load;
 use crate::Common;
 use anyhow::{bail, Result};
 use everett_engine::batch::Batch;
-use everett_engine::kv::{KvCache, KvConfig};
+use everett_engine::kv::KvCache;
 use everett_engine::model::Model;
 use everett_engine::sample::argmax;
 use serde_json::{json, Map, Value};
@@ -16,13 +16,7 @@ const PARTS: [&str; 4] = ["pp128", "pp512", "tg128", "parallel"];
 const RUNS: usize = 3;
 
 fn cache(m: &Model, tokens: usize, seqs: usize) -> KvCache {
-    KvCache::new(&KvConfig {
-        layer_windows: m.layer_windows(),
-        row: m.config.kv_row(),
-        block_size: 16,
-        capacity_tokens: tokens,
-        max_seqs: seqs,
-    })
+    KvCache::new(&m.kv_config(tokens, seqs))
 }
 
 fn prompt(len: usize, salt: usize, vocab: usize) -> Vec<u32> {

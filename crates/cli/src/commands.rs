@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use everett_engine::batch::Batch;
 use everett_engine::generate::{generate_batch, Generator, Output, Request};
 use everett_engine::gguf::GgufFile;
-use everett_engine::kv::{KvCache, KvConfig};
+use everett_engine::kv::KvCache;
 use everett_engine::model::Model;
 use everett_engine::sample::{log_norm_and_entropy, SamplingParams};
 use everett_engine::tokenizer::Tokenizer;
@@ -177,13 +177,7 @@ pub fn perplexity(common: &Common, file: &Path, ctx: usize) -> Result<()> {
         );
     }
     let vocab = model.config.vocab;
-    let mut kv = KvCache::new(&KvConfig {
-        layer_windows: model.layer_windows(),
-        row: model.config.kv_row(),
-        block_size: 16,
-        capacity_tokens: ctx,
-        max_seqs: 1,
-    });
+    let mut kv = KvCache::new(&model.kv_config(ctx, 1));
     let (mut nll, mut scored) = (0f64, 0usize);
     let (mut batch, mut logits) = (Batch::default(), Vec::new());
     const SUB: usize = 64;

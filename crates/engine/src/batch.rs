@@ -40,10 +40,6 @@ impl Batch {
         self.tokens.is_empty()
     }
 
-    pub fn logit_rows(&self) -> usize {
-        self.want_logits.iter().filter(|&&w| w).count()
-    }
-
     /// Each sequence's rows as (seq, first row, row count), in order of first appearance.
     /// Rows of one sequence must be contiguous and consecutive in position.
     pub fn spans(&self) -> Vec<(SeqId, usize, usize)> {

@@ -5,7 +5,7 @@
 
 use crate::batch::Batch;
 use crate::error::{Error, Result};
-use crate::kv::{KvCache, KvConfig, SeqId};
+use crate::kv::{KvCache, SeqId};
 use crate::model::Model;
 use crate::sample::{sample, Rng, SamplingParams};
 use crate::tokenizer::stream::Detokenizer;
@@ -90,13 +90,7 @@ impl<'m> Generator<'m> {
         capacity_tokens: usize,
         max_seqs: usize,
     ) -> Self {
-        let kv = KvCache::new(&KvConfig {
-            layer_windows: model.layer_windows(),
-            row: model.config.kv_row(),
-            block_size: 16,
-            capacity_tokens,
-            max_seqs,
-        });
+        let kv = KvCache::new(&model.kv_config(capacity_tokens, max_seqs));
         Self {
             model,
             tok,
@@ -151,7 +145,7 @@ impl<'m> Generator<'m> {
     /// One engine step: every unfinished sequence feeds its uncached tokens as one batch.
     /// Returns (output index, new token) for each token produced.
     pub fn step(&mut self) -> Result<Vec<(usize, TokenInfo)>> {
-        self.schedule()?;
+        self.schedule();
         if self.batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -160,7 +154,7 @@ impl<'m> Generator<'m> {
         Ok(self.sample_and_update())
     }
 
-    fn schedule(&mut self) -> Result<()> {
+    fn schedule(&mut self) {
         self.batch.clear();
         for r in self
             .running
@@ -176,7 +170,6 @@ impl<'m> Generator<'m> {
             self.batch.push_seq(r.seq, r.cached, new, true);
             r.cached = r.ids.len();
         }
-        Ok(())
     }
 
     fn sample_and_update(&mut self) -> Vec<(usize, TokenInfo)> {

@@ -17,12 +17,10 @@ fn load(t: &Tiny) -> Model {
 }
 
 fn cache(m: &Model, tokens: usize, seqs: usize) -> KvCache {
+    // Small blocks so that short test sequences span many of them.
     KvCache::new(&KvConfig {
-        layer_windows: m.layer_windows(),
-        row: m.config.kv_row(),
         block_size: 4,
-        capacity_tokens: tokens,
-        max_seqs: seqs,
+        ..m.kv_config(tokens, seqs)
     })
 }
 

@@ -4,6 +4,7 @@
 //! bit (same operation order per output), and neither lets one row's numbers depend on another's.
 
 use super::act::QuantActs;
+use super::ops::dot;
 use super::pack::{CodeMatrix, PackedMatrix, GROUP};
 use super::pool::{split, ThreadPool};
 
@@ -96,21 +97,7 @@ fn float_cols(
     for r in 0..rows {
         let xr = &x[r * k..(r + 1) * k];
         for c in cols.clone() {
-            let wr = &w[c * k..(c + 1) * k];
-            let mut acc = [0f32; 8];
-            let mut chunks_x = xr.chunks_exact(8);
-            for (a, b) in (&mut chunks_x).zip(wr.chunks_exact(8)) {
-                for i in 0..8 {
-                    acc[i] = a[i].mul_add(b[i], acc[i]);
-                }
-            }
-            let tail: f32 = chunks_x
-                .remainder()
-                .iter()
-                .zip(&wr[k - k % 8..])
-                .map(|(a, b)| a * b)
-                .sum();
-            let s = acc.iter().sum::<f32>() + tail;
+            let s = dot(xr, &w[c * k..(c + 1) * k]);
             // SAFETY: (r, c) is inside out and column c belongs to this thread.
             unsafe { *out.get().add(r * n + c) = s };
         }

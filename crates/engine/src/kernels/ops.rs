@@ -1,4 +1,4 @@
-//! Small per-row operations: RMSNorm, LayerNorm, rotary embeddings, GELU/SiLU gates, softmax.
+//! Small per-row operations: RMSNorm, LayerNorm, rotary embeddings, GELU/SiLU, dot and axpy.
 //! Each works on one row at a time so that results never depend on batch composition.
 
 /// `x = x / rms(x) * w`, in place; `x.len() == w.len()`.
@@ -65,20 +65,6 @@ impl Rope {
                 head[b] = x0 * sin + x1 * cos;
             }
         }
-    }
-}
-
-/// Softmax in place; returns nothing, the row sums to 1.
-pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0.0;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    for v in x.iter_mut() {
-        *v *= inv;
     }
 }
 

@@ -60,9 +60,7 @@ impl PackedMatrix {
                 format!("has {} bytes, expected {expect}", data.len()),
             ));
         }
-        let Some(layout) =
-            code_layout(ty).filter(|_| std::env::var_os("EVERETT_FLOAT_WEIGHTS").is_none())
-        else {
+        let Some(layout) = code_layout(ty) else {
             let mut out = vec![0f32; n * k];
             dequantize(ty, data, &mut out);
             return Ok(Self::Float { n, k, data: out });

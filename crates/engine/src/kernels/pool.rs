@@ -4,7 +4,7 @@
 //! a wake-up each; nothing is allocated per call. It does not schedule tasks or steal work: the
 //! kernels split their work evenly themselves.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -16,7 +16,7 @@ struct Shared {
     generation: AtomicUsize,
     pending: AtomicUsize,
     wake: Condvar,
-    shutdown: AtomicUsize,
+    shutdown: AtomicBool,
 }
 
 /// The pool. Dropping it stops the workers.
@@ -36,7 +36,7 @@ impl ThreadPool {
             generation: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             wake: Condvar::new(),
-            shutdown: AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
         });
         let workers = (1..threads)
             .map(|i| {
@@ -91,7 +91,7 @@ fn worker(s: Arc<Shared>, index: usize, n: usize) {
         let job = {
             let mut g = s.job.lock().unwrap_or_else(|e| e.into_inner());
             while s.generation.load(Ordering::Acquire) == seen {
-                if s.shutdown.load(Ordering::Acquire) != 0 {
+                if s.shutdown.load(Ordering::Acquire) {
                     return;
                 }
                 g = s.wake.wait(g).unwrap_or_else(|e| e.into_inner());
@@ -99,7 +99,7 @@ fn worker(s: Arc<Shared>, index: usize, n: usize) {
             seen = s.generation.load(Ordering::Acquire);
             *g
         };
-        if s.shutdown.load(Ordering::Acquire) != 0 {
+        if s.shutdown.load(Ordering::Acquire) {
             return;
         }
         if let Some(job) = job {
@@ -111,7 +111,7 @@ fn worker(s: Arc<Shared>, index: usize, n: usize) {
 
 impl Drop for ThreadPool {
     fn drop(&mut self) {
-        self.shared.shutdown.store(1, Ordering::SeqCst);
+        self.shared.shutdown.store(true, Ordering::SeqCst);
         self.shared.generation.fetch_add(1, Ordering::SeqCst);
         {
             let _g = self.shared.job.lock().unwrap_or_else(|e| e.into_inner());

@@ -2,7 +2,7 @@
 //! by sqrt(n_embd), tied output; 5 of 6 layers attend through a sliding window with RoPE base
 //! 10 000, every 6th is global with the file's base. (The GGUF norms already include Gemma's +1.)
 
-use super::layers::{Activation, Embedding, Loader, Mlp};
+use super::layers::{Activation, Loader, Mlp};
 use super::{Block, Config, Qkv, Weights};
 use crate::error::Result;
 use crate::gguf::GgufFile;
@@ -11,24 +11,7 @@ use crate::kernels::ops::Rope;
 pub fn load(file: &GgufFile, c: &Config) -> Result<Weights> {
     let l = Loader { file };
     let (d, hd) = (c.n_embd, c.head_dim);
-    let output = l.matrix(
-        if l.has("output.weight") {
-            "output.weight"
-        } else {
-            "token_embd.weight"
-        },
-        c.vocab,
-        d,
-    )?;
-    let embedding = if l.has("output.weight") {
-        Embedding::Table {
-            rows: c.vocab,
-            dim: d,
-            data: l.vector("token_embd.weight", c.vocab * d)?,
-        }
-    } else {
-        Embedding::Tied
-    };
+    let (output, embedding) = l.output_and_embedding(c.vocab, d)?;
     let mut blocks = Vec::with_capacity(c.n_layer);
     for il in 0..c.n_layer {
         let p = |s: &str| format!("blk.{il}.{s}");

@@ -1,7 +1,7 @@
 //! GPT-2 wiring: LayerNorm with biases, a fused QKV projection, GELU MLP without a gate, learned
 //! absolute position embeddings, no RoPE.
 
-use super::layers::{Activation, Embedding, Loader, Mlp};
+use super::layers::{Activation, Loader, Mlp};
 use super::{Block, Config, Qkv, Weights};
 use crate::error::Result;
 use crate::gguf::GgufFile;
@@ -9,25 +9,7 @@ use crate::gguf::GgufFile;
 pub fn load(file: &GgufFile, c: &Config) -> Result<Weights> {
     let l = Loader { file };
     let d = c.n_embd;
-    let tied = !l.has("output.weight");
-    let output = l.matrix(
-        if tied {
-            "token_embd.weight"
-        } else {
-            "output.weight"
-        },
-        c.vocab,
-        d,
-    )?;
-    let embedding = if tied {
-        Embedding::Tied
-    } else {
-        Embedding::Table {
-            rows: c.vocab,
-            dim: d,
-            data: l.vector("token_embd.weight", c.vocab * d)?,
-        }
-    };
+    let (output, embedding) = l.output_and_embedding(c.vocab, d)?;
     let mut blocks = Vec::with_capacity(c.n_layer);
     for il in 0..c.n_layer {
         let p = |s: &str| format!("blk.{il}.{s}");

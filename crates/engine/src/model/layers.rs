@@ -62,6 +62,26 @@ impl Loader<'_> {
         Ok(Linear { w, bias })
     }
 
+    /// The output matrix `[vocab, d]` and the embedding table: tied models (no `output.weight`)
+    /// read embeddings back from the packed output matrix instead of keeping a second copy.
+    pub fn output_and_embedding(
+        &self,
+        vocab: usize,
+        d: usize,
+    ) -> Result<(PackedMatrix, Embedding)> {
+        if !self.has("output.weight") {
+            return Ok((self.matrix("token_embd.weight", vocab, d)?, Embedding::Tied));
+        }
+        let table = self.vector("token_embd.weight", vocab * d)?;
+        Ok((
+            self.matrix("output.weight", vocab, d)?,
+            Embedding::Table {
+                dim: d,
+                data: table,
+            },
+        ))
+    }
+
     pub fn rms_norm(&self, name: &str, len: usize) -> Result<Norm> {
         Ok(Norm {
             w: self.vector(&format!("{name}.weight"), len)?,
@@ -118,11 +138,7 @@ pub struct Mlp {
 /// Token embeddings: either rows of the packed output matrix (tied models) or a raw table.
 pub enum Embedding {
     Tied,
-    Table {
-        rows: usize,
-        dim: usize,
-        data: Vec<f32>,
-    },
+    Table { dim: usize, data: Vec<f32> },
 }
 
 impl Embedding {

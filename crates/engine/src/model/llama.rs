@@ -1,7 +1,7 @@
 //! Llama / Mistral / Qwen2 wiring: RMSNorm, SwiGLU, grouped-query attention, RoPE (adjacent
 //! pairs for Llama, halves for Qwen2), optional QKV biases, tied or separate output.
 
-use super::layers::{Activation, Embedding, Loader, Mlp};
+use super::layers::{Activation, Loader, Mlp};
 use super::{Block, Config, Qkv, Weights};
 use crate::error::Result;
 use crate::gguf::GgufFile;
@@ -13,25 +13,7 @@ pub fn load(file: &GgufFile, c: &Config) -> Result<Weights> {
     let neox = file
         .get_str("general.architecture")
         .is_ok_and(|a| a == "qwen2");
-    let tied = !l.has("output.weight");
-    let output = l.matrix(
-        if tied {
-            "token_embd.weight"
-        } else {
-            "output.weight"
-        },
-        c.vocab,
-        d,
-    )?;
-    let embedding = if tied {
-        Embedding::Tied
-    } else {
-        Embedding::Table {
-            rows: c.vocab,
-            dim: d,
-            data: l.vector("token_embd.weight", c.vocab * d)?,
-        }
-    };
+    let (output, embedding) = l.output_and_embedding(c.vocab, d)?;
     let mut blocks = Vec::with_capacity(c.n_layer);
     for il in 0..c.n_layer {
         let p = |s: &str| format!("blk.{il}.{s}");

@@ -16,9 +16,12 @@ use crate::kernels::matmul::Isa;
 use crate::kernels::ops::Rope;
 use crate::kernels::pack::PackedMatrix;
 use crate::kernels::pool::ThreadPool;
+use crate::kv::KvConfig;
 pub use config::{Arch, Config};
 use layers::{Embedding, Linear, Mlp, Norm};
-use std::path::Path;
+
+/// Tokens per KV block.
+pub const KV_BLOCK_SIZE: usize = 16;
 
 /// Query/key/value projections: separate matrices or one fused `[q; k; v]` matrix (GPT-2).
 #[allow(clippy::large_enum_variant)] // one per layer, built once
@@ -64,14 +67,6 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads and repacks all weights; `threads` sizes the compute pool.
-    pub fn load(path: &Path, threads: usize) -> Result<Self> {
-        let file = GgufFile::open(path)?;
-        let m = Self::from_gguf(&file, threads)?;
-        file.release_pages();
-        Ok(m)
-    }
-
     pub fn from_gguf(file: &GgufFile, threads: usize) -> Result<Self> {
         let config = Config::from_gguf(file)?;
         let weights = match config.arch {
@@ -88,20 +83,18 @@ impl Model {
         })
     }
 
-    pub fn isa(&self) -> Isa {
-        self.isa
-    }
-
-    pub fn set_isa(&mut self, isa: Isa) {
-        self.isa = isa;
-    }
-
     pub fn threads(&self) -> usize {
         self.pool.threads()
     }
 
-    /// Per-layer attention windows, for sizing the KV cache.
-    pub fn layer_windows(&self) -> Vec<Option<usize>> {
-        self.weights.blocks.iter().map(|b| b.window).collect()
+    /// A KV cache layout for this model: `capacity_tokens` over at most `max_seqs` sequences.
+    pub fn kv_config(&self, capacity_tokens: usize, max_seqs: usize) -> KvConfig {
+        KvConfig {
+            layer_windows: self.weights.blocks.iter().map(|b| b.window).collect(),
+            row: self.config.kv_row(),
+            block_size: KV_BLOCK_SIZE,
+            capacity_tokens,
+            max_seqs,
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! that want them. Every linear layer runs once over all rows of the batch.
 
 use super::attention::{attend, AttnShape};
-use super::layers::{packed_row, Activation, Linear};
+use super::layers::{Activation, Linear};
 use super::{Model, Qkv};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
@@ -260,7 +260,7 @@ impl Model {
 
     /// Decodes row `id` of the tied/untied embedding (used by tests and tools).
     pub fn embedding_row(&self, id: usize, out: &mut [f32]) {
-        packed_row(&self.weights.output, id, out)
+        self.weights.embedding.row(&self.weights.output, id, out)
     }
 }
 

@@ -110,9 +110,15 @@ pub struct Choice {
 
 /// Log-sum-exp and entropy of softmax(logits), in one stable pass pair.
 pub fn log_norm_and_entropy(logits: &[f32]) -> (f32, f32) {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    scaled_log_norm_and_entropy(logits, 1.0)
+}
+
+/// The same for `softmax(logits / t)`, without materialising the scaled row.
+fn scaled_log_norm_and_entropy(logits: &[f32], t: f32) -> (f32, f32) {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v / t));
     let (mut z, mut zx) = (0f64, 0f64);
     for &l in logits {
+        let l = l / t;
         let e = ((l - max) as f64).exp();
         z += e;
         zx += e * (l - max) as f64;
@@ -186,7 +192,7 @@ pub fn candidates(logits: &[f32], p: &SamplingParams) -> Vec<(u32, f32)> {
     let t = p.temperature.max(1e-6);
     // Widen the sorted prefix until it covers top-p (exact, without sorting the whole vocab).
     let mut n = if p.top_k > 0 { p.top_k } else { 256 }.min(logits.len());
-    let (lse, _) = log_norm_and_entropy(&logits.iter().map(|l| l / t).collect::<Vec<_>>());
+    let (lse, _) = scaled_log_norm_and_entropy(logits, t);
     loop {
         let top = top_n(logits, n);
         let probs: Vec<(u32, f32)> = top.iter().map(|&(i, l)| (i, (l / t - lse).exp())).collect();
