@@ -156,6 +156,24 @@ impl GgufFile {
         }
     }
 
+    /// Like `release_pages`, for the whole pages inside bytes `range` of one tensor's data: the
+    /// loader calls it while repacking, so the source and the packed copy never add up in memory.
+    pub fn release_tensor_range(&self, t: &TensorInfo, range: std::ops::Range<usize>) {
+        #[cfg(unix)]
+        if let Storage::Mapped(m) = &self.storage {
+            const PAGE: usize = 4096;
+            let base = self.data_offset + t.offset;
+            let start = (base + range.start).next_multiple_of(PAGE);
+            let end = (base + range.end.min(t.n_bytes)) / PAGE * PAGE;
+            if end > start {
+                // SAFETY: advisory only, as in `release_pages`; the range lies inside the map.
+                let _ = unsafe {
+                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+                };
+            }
+        }
+    }
+
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.metadata.get(key)
     }

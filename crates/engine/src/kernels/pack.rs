@@ -51,6 +51,20 @@ impl PackedMatrix {
 
     /// Packs `n` rows of `k` elements of type `ty` from `data` (GGUF row-major bytes).
     pub fn pack(name: &str, ty: GgmlType, data: &[u8], n: usize, k: usize) -> Result<Self> {
+        Self::pack_with(name, ty, data, n, k, |_| {})
+    }
+
+    /// `pack`, calling `consumed(bytes)` now and then with how much of `data` it has finished
+    /// reading, so a caller can let the OS drop those source pages while packing goes on.
+    pub fn pack_with(
+        name: &str,
+        ty: GgmlType,
+        data: &[u8],
+        n: usize,
+        k: usize,
+        mut consumed: impl FnMut(usize),
+    ) -> Result<Self> {
+        const ROWS_PER_REPORT: usize = 1024;
         let expect = ty
             .bytes_for(n * k)
             .ok_or_else(|| Error::tensor(name, "size is not whole blocks"))?;
@@ -108,6 +122,9 @@ impl PackedMatrix {
                 if layout.has_offset {
                     m.offsets[at] = sub.offset;
                 }
+            }
+            if (row + 1) % ROWS_PER_REPORT == 0 {
+                consumed((row + 1) * row_bytes);
             }
         }
         // Padding columns keep code = zero point so they contribute exactly 0.

@@ -31,7 +31,13 @@ impl Loader<'_> {
                 format!("shape {:?}, expected [{k}, {n}]", t.dims),
             ));
         }
-        PackedMatrix::pack(name, t.ty, self.file.tensor_data(t), n, k)
+        let mut done = 0;
+        let packed = PackedMatrix::pack_with(name, t.ty, self.file.tensor_data(t), n, k, |d| {
+            self.file.release_tensor_range(t, done..d);
+            done = d;
+        });
+        self.file.release_tensor_range(t, done..t.n_bytes);
+        packed
     }
 
     /// A 1-D f32 vector of `len` elements, from any float or quantized type.
