@@ -1,7 +1,7 @@
 //! `out[rows, n] = x[rows, k] @ W[n, k]^T` over packed weights, split by output columns across the
 //! thread pool so that each weight byte is read once per step however many rows the batch has.
-//! The scalar kernel is the reference; the AVX-512 VNNI kernel (`vnni`) must agree with it bit for
-//! bit (same operation order per output), and neither lets one row's numbers depend on another's.
+//! The scalar kernel is the reference; the AVX2 (`avx2`) and AVX-512 VNNI (`vnni`) kernels must
+//! agree with it bit for bit (same operation order per output), and neither lets one row's numbers depend on another's.
 
 use super::act::QuantActs;
 use super::ops::dot;
@@ -12,20 +12,52 @@ use super::pool::{split, ThreadPool};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
     Scalar,
+    Avx2,
     Avx512Vnni,
 }
 
 impl Isa {
+    /// The best kernel family this CPU runs. `EVERETT_ISA=scalar|avx2|avx512vnni` caps it (to
+    /// compare kernels on one machine); a capped choice the CPU lacks falls back to the best one.
     pub fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f")
-            && std::is_x86_feature_detected!("avx512bw")
-            && std::is_x86_feature_detected!("avx512vnni")
-            && std::env::var_os("EVERETT_FORCE_SCALAR").is_none()
+        let best = *Self::available()
+            .last()
+            .expect("scalar is always available");
+        match std::env::var("EVERETT_ISA")
+            .ok()
+            .and_then(|s| Self::parse(&s))
         {
-            return Isa::Avx512Vnni;
+            Some(isa) if Self::available().contains(&isa) => isa,
+            _ => best,
         }
-        Isa::Scalar
+    }
+
+    /// Every kernel family this CPU can run, slowest first (tests compare each with scalar).
+    pub fn available() -> Vec<Self> {
+        #[allow(unused_mut)]
+        let mut isas = vec![Isa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                isas.push(Isa::Avx2);
+            }
+            if std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512vnni")
+            {
+                isas.push(Isa::Avx512Vnni);
+            }
+        }
+        isas
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "scalar" => Some(Isa::Scalar),
+            "avx2" => Some(Isa::Avx2),
+            "avx512vnni" => Some(Isa::Avx512Vnni),
+            _ => None,
+        }
     }
 }
 
@@ -120,6 +152,8 @@ unsafe fn code_tile(
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => unsafe { super::vnni::code_tile(m, g, acts, r0, r, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { super::avx2::code_tile(m, g, acts, r0, r, out) },
         _ => unsafe { code_tile_scalar(m, g, acts, r0, r, out) },
     }
 }

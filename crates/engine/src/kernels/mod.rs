@@ -1,7 +1,8 @@
 //! CPU compute: weight repacking, activation quantization, the batched matmul (scalar reference
-//! and AVX-512 VNNI), the thread pool, and the small per-row ops (norms, RoPE, activations).
+//! AVX2 and AVX-512 VNNI), the thread pool, and the small per-row ops (norms, RoPE, activations).
 
 pub mod act;
+mod avx2;
 pub mod matmul;
 pub mod ops;
 pub mod pack;
