@@ -1,8 +1,9 @@
-//! The `everett` command line: generate, tokenize, perplexity, inspect, pull, bench.
+//! The `everett` command line: generate, explore, tokenize, perplexity, inspect, pull, bench.
 //! Parsing flags and printing live here; everything else is `everett-engine`.
 
 mod bench;
 mod commands;
+mod explore;
 mod pull;
 
 use anyhow::Result;
@@ -80,6 +81,8 @@ enum Cmd {
         #[command(flatten)]
         args: GenerateArgs,
     },
+    /// Explore many futures of one prompt as a tree ("superposition"), then measure.
+    Explore(explore::ExploreArgs),
     /// Show the token ids of a text.
     Tokenize {
         #[command(flatten)]
@@ -126,6 +129,7 @@ fn main() {
 fn run() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Generate { common, args } => commands::generate(&common, &args),
+        Cmd::Explore(args) => explore::run(&args),
         Cmd::Tokenize {
             common,
             text,

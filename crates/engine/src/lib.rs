@@ -9,6 +9,7 @@ pub mod kernels;
 pub mod kv;
 pub mod model;
 pub mod sample;
+pub mod superposition;
 #[doc(hidden)]
 pub mod testutil;
 pub mod tokenizer;
