@@ -1,18 +1,24 @@
 //! `everett bench`: prefill (pp128, pp512), single-sequence decode (tg128), total decode
 //! throughput with 1–32 parallel sequences (128-token prompts, 64 new tokens each) and peak RSS.
 //! Each figure is the median of several runs. Greedy argmax picks the next tokens, as in real use.
+//! `explore` times a superposition search (width 16, branches 3, 32 steps) against one greedy
+//! 32-token generation of the same prompt, and against the same search without KV sharing.
 
 use crate::commands::load;
 use crate::Common;
 use anyhow::{bail, Result};
 use everett_engine::batch::Batch;
+use everett_engine::generate::{generate_batch, Request};
 use everett_engine::kv::KvCache;
 use everett_engine::model::Model;
-use everett_engine::sample::argmax;
+use everett_engine::sample::{argmax, SamplingParams};
+use everett_engine::superposition::{explore, ExploreParams};
+use everett_engine::tokenizer::Tokenizer;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
-const PARTS: [&str; 4] = ["pp128", "pp512", "tg128", "parallel"];
+const PARTS: [&str; 5] = ["pp128", "pp512", "tg128", "parallel", "explore"];
+const EXPLORE_PROMPT: &str = "The meaning of life is";
 const RUNS: usize = 3;
 
 fn cache(m: &Model, tokens: usize, seqs: usize) -> KvCache {
@@ -83,11 +89,11 @@ fn peak_rss_mb() -> f64 {
 
 pub fn run(common: &Common, only: Option<&str>) -> Result<()> {
     if let Some(o) = only {
-        if !PARTS.contains(&o) && o != "explore" {
+        if !PARTS.contains(&o) {
             bail!("--only must be one of {}", PARTS.join(", "));
         }
     }
-    let (mut m, _tok) = load(common)?;
+    let (mut m, tok) = load(common)?;
     let want = |p: &str| only.is_none_or(|o| o == p);
     let mut out = Map::new();
     let mut report = |name: &str, v: Value| {
@@ -125,9 +131,71 @@ pub fn run(common: &Common, only: Option<&str>) -> Result<()> {
         }
         out.insert("parallel".into(), Value::Object(par));
     }
+    if want("explore") {
+        let v = explore_vs_generate(&mut m, &tok)?;
+        if !common.json {
+            eprintln!("explore    {v}");
+        }
+        out.insert("explore".into(), v);
+    }
     out.insert("peak_rss_mb".into(), json!(round(peak_rss_mb())));
     println!("{}", Value::Object(out));
     Ok(())
+}
+
+/// Wall time of `f`, in seconds.
+fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(f64, T)> {
+    let t = Instant::now();
+    let v = f()?;
+    Ok((t.elapsed().as_secs_f64(), v))
+}
+
+/// The explorer's cost relative to plain generation and to recomputing without sharing.
+fn explore_vs_generate(m: &mut Model, tok: &Tokenizer) -> Result<Value> {
+    let ids = tok.encode(EXPLORE_PROMPT, true, false);
+    let p = ExploreParams {
+        branches: 3,
+        width: 16,
+        steps: 32,
+        ..Default::default()
+    };
+    let greedy = || Request {
+        prompt_ids: ids.clone(),
+        sampling: SamplingParams::default(),
+        max_tokens: 32,
+        stop_strings: Vec::new(),
+        stop_ids: Vec::new(),
+    };
+    let (mut gen, mut shared, mut unshared) = (Vec::new(), Vec::new(), Vec::new());
+    let mut last = None;
+    for _ in 0..RUNS {
+        gen.push(timed(|| Ok(generate_batch(m, tok, vec![greedy()])?))?.0);
+        let (t, e) = timed(|| Ok(explore(m, tok, EXPLORE_PROMPT, &ids, &p)?))?;
+        shared.push(t);
+        last = Some(e);
+    }
+    // Recomputing every path each step is slow; one run is enough to see the difference.
+    let no_share = ExploreParams {
+        no_share: true,
+        ..p.clone()
+    };
+    unshared.push(timed(|| Ok(explore(m, tok, EXPLORE_PROMPT, &ids, &no_share)?))?.0);
+    let e = last.expect("RUNS > 0");
+    let (g, s, u) = (median(gen), median(shared), median(unshared));
+    Ok(json!({
+        "ratio_vs_generate": round2(s / g),
+        "ratio_no_share": round2(u / s),
+        "forward_passes": e.stats.forward_passes,
+        "kv_blocks_used": e.stats.kv_blocks_used,
+        "kv_blocks_unshared": e.stats.kv_blocks_unshared,
+        "generate_ms": round(g * 1e3),
+        "explore_ms": round(s * 1e3),
+        "no_share_ms": round(u * 1e3),
+    }))
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
 }
 
 fn round(v: f64) -> f64 {

@@ -106,3 +106,18 @@ fn rows_do_not_depend_on_each_other() {
         assert_eq!(out, out_all[r * n..(r + 1) * n]);
     }
 }
+
+#[test]
+fn fast_exp_is_accurate_over_its_range() {
+    use everett_engine::kernels::ops::exp_fast;
+    let mut worst = 0f64;
+    // Below about -87 results are subnormal and lose relative precision; nothing needs them.
+    for i in 0..168_000 {
+        let x = -80.0 + i as f32 * 0.001;
+        let want = (x as f64).exp();
+        worst = worst.max(((exp_fast(x) as f64) - want).abs() / want);
+    }
+    assert!(worst < 5e-7, "relative error {worst}");
+    assert!(exp_fast(-1000.0) < 1e-37);
+    assert!(exp_fast(1000.0).is_finite() && exp_fast(1000.0) > 1e38);
+}

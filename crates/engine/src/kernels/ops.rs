@@ -21,6 +21,28 @@ pub fn layer_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
     }
 }
 
+/// `e^x` to about 2e-7 relative for x in [-87, 88] (clamped outside), branch-free so that loops
+/// over it vectorize: x = n·ln2 + r with |r| ≤ ln2/2, e^r by its degree-7 Taylor polynomial,
+/// 2^n by building the float's exponent bits.
+#[inline(always)]
+pub fn exp_fast(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // Adding and subtracting 1.5·2^23 rounds to the nearest integer in any SIMD width.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
 /// GELU, tanh approximation (as in GPT-2 and Gemma).
 #[inline]
 pub fn gelu(x: f32) -> f32 {

@@ -87,6 +87,11 @@ impl Model {
         self.pool.threads()
     }
 
+    /// The compute threads, for work beside the forward pass (e.g. reading many logit rows).
+    pub fn pool(&self) -> &ThreadPool {
+        &self.pool
+    }
+
     /// A KV cache layout for this model: `capacity_tokens` over at most `max_seqs` sequences.
     pub fn kv_config(&self, capacity_tokens: usize, max_seqs: usize) -> KvConfig {
         KvConfig {

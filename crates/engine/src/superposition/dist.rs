@@ -3,6 +3,7 @@
 //! proposes (top-k, or k drawn without replacement). It never materialises the vocabulary-sized
 //! probability row and does not allocate per element.
 
+use crate::kernels::ops::exp_fast;
 use crate::sample::rng::Rng;
 
 /// Summary of `p = softmax(logits / temperature)` over the whole vocabulary.
@@ -18,25 +19,71 @@ pub struct DistStats {
     pub max_scaled: f32,
 }
 
+/// Lanes of the element-wise loops below: wide enough for two AVX-512 registers of f32.
+const LANES: usize = 16;
+
 /// Stats of the tempered distribution, in two passes over the row.
 pub fn stats(logits: &[f32], temperature: f32) -> DistStats {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { stats_avx2(logits, temperature) };
+    }
+    stats_body(logits, temperature)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn stats_avx2(logits: &[f32], temperature: f32) -> DistStats {
+    stats_body(logits, temperature)
+}
+
+/// Lane-wise maximum (vectorizes, unlike a fold with `f32::max`).
+#[inline(always)]
+fn max_of(xs: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; LANES];
+    let mut it = xs.chunks_exact(LANES);
+    for v in &mut it {
+        for j in 0..LANES {
+            m[j] = if v[j] > m[j] { v[j] } else { m[j] };
+        }
+    }
+    let rest = it
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    m.iter().fold(rest, |a, &b| a.max(b))
+}
+
+#[inline(always)]
+fn stats_body(logits: &[f32], temperature: f32) -> DistStats {
     let inv_t = 1.0 / temperature;
-    let max_scaled = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * inv_t;
-    // Sums of e, e·x, e·x² with x = l/T − max ≤ 0, in f32 lanes folded into f64 every chunk so
-    // that the vocabulary-long sum keeps f64 accuracy and the inner loop still vectorizes.
+    let max_scaled = max_of(logits) * inv_t;
+    // Sums of e, e·x, e·x² with x = l/T − max ≤ 0: f32 lanes, folded into f64 every chunk so
+    // that the vocabulary-long sum keeps f64 accuracy while the inner loop vectorizes.
     let (mut z, mut zx, mut zxx) = (0f64, 0f64, 0f64);
     for chunk in logits.chunks(1024) {
-        let (mut a, mut b, mut c) = (0f32, 0f32, 0f32);
-        for &l in chunk {
-            let x = l * inv_t - max_scaled;
-            let e = x.exp();
-            a += e;
-            b += e * x;
-            c += e * x * x;
+        let (mut a, mut b, mut c) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
+        let mut it = chunk.chunks_exact(LANES);
+        for v in &mut it {
+            for j in 0..LANES {
+                let x = v[j] * inv_t - max_scaled;
+                let e = exp_fast(x);
+                a[j] += e;
+                b[j] += e * x;
+                c[j] += e * x * x;
+            }
         }
-        z += a as f64;
-        zx += b as f64;
-        zxx += c as f64;
+        for &l in it.remainder() {
+            let x = l * inv_t - max_scaled;
+            let e = exp_fast(x);
+            a[0] += e;
+            b[0] += e * x;
+            c[0] += e * x * x;
+        }
+        z += a.iter().map(|&v| v as f64).sum::<f64>();
+        zx += b.iter().map(|&v| v as f64).sum::<f64>();
+        zxx += c.iter().map(|&v| v as f64).sum::<f64>();
     }
     let mean_x = zx / z;
     let log_z = z.ln();
@@ -50,20 +97,31 @@ pub fn stats(logits: &[f32], temperature: f32) -> DistStats {
 }
 
 /// The `k` best (id, logit) of the row whose logit is at least `floor`, best first; ties go to
-/// the lower id. One pass, no allocation beyond the `k` slots.
+/// the lower id. One pass that skips every 64-wide chunk whose maximum cannot enter the list.
 pub fn top_k(logits: &[f32], k: usize, floor: f32) -> Vec<(u32, f32)> {
     let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
     if k == 0 {
         return best;
     }
-    for (i, &l) in logits.iter().enumerate() {
-        if l < floor || (best.len() == k && l <= best[k - 1].1) {
+    const CHUNK: usize = 64;
+    for (c, chunk) in logits.chunks(CHUNK).enumerate() {
+        let bar = if best.len() == k {
+            best[k - 1].1
+        } else {
+            floor
+        };
+        if max_of(chunk) < bar {
             continue;
         }
-        // Strictly greater moves ahead, so an equal logit keeps the earlier (lower) id first.
-        let at = best.partition_point(|b| b.1 >= l);
-        best.insert(at, (i as u32, l));
-        best.truncate(k);
+        for (j, &l) in chunk.iter().enumerate() {
+            if l < floor || (best.len() == k && l <= best[k - 1].1) {
+                continue;
+            }
+            // Strictly greater moves ahead, so an equal logit keeps the earlier (lower) id first.
+            let at = best.partition_point(|b| b.1 >= l);
+            best.insert(at, ((c * CHUNK + j) as u32, l));
+            best.truncate(k);
+        }
     }
     best
 }

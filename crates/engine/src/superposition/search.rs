@@ -7,11 +7,13 @@ use super::dist::{self, DistStats};
 use super::{Alt, ExploreParams, FinishReason, NextDist, Node, Stats, Status};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
+use crate::kernels::pool::split;
 use crate::kv::{KvCache, SeqId};
 use crate::model::{Model, KV_BLOCK_SIZE};
 use crate::sample::Rng;
 use crate::tokenizer::Tokenizer;
 use std::cmp::Ordering;
+use std::sync::Mutex;
 
 /// Alternatives kept per expanded node for display.
 const TOP_ALTS: usize = 5;
@@ -52,7 +54,6 @@ struct Search<'a> {
     logits: Vec<f32>,
     nodes: Vec<Node>,
     stats: Stats,
-    rng: Rng,
 }
 
 /// Runs the search; returns every node created and the counters.
@@ -98,7 +99,6 @@ pub(super) fn run(
         logits: Vec::new(),
         nodes: vec![root],
         stats: Stats::default(),
-        rng: Rng::new(p.seed),
     };
     let seq = s.kv.new_seq();
     s.run_rows(&[(seq, 0, prompt.to_vec())])?;
@@ -180,25 +180,33 @@ impl Search<'_> {
     }
 
     /// Every leaf's proposed children, and each leaf's own next-token summary on its node.
+    /// The vocabulary-long reads run on the thread pool, one leaf per task; each leaf draws from
+    /// its own seeded stream, so results do not depend on the thread count.
     fn candidates(&mut self, leaves: &[Leaf]) -> Vec<Candidate> {
         let (vocab, t, k) = (self.model.config.vocab, self.p.temperature, self.p.branches);
+        let (p, logits) = (self.p, &self.logits);
+        let reads: Vec<Mutex<Option<LeafRead>>> = leaves.iter().map(|_| Mutex::new(None)).collect();
+        self.model.pool().run(&|ti, nt| {
+            for i in split(leaves.len(), ti, nt) {
+                let row = &logits[i * vocab..(i + 1) * vocab];
+                let seed = p.seed ^ (leaves[i].node as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let read = read_leaf(row, p, seed);
+                *reads[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(read);
+            }
+        });
         let mut out = Vec::with_capacity(leaves.len() * k);
-        for (i, leaf) in leaves.iter().enumerate() {
-            let logits = &self.logits[i * vocab..(i + 1) * vocab];
-            let st = dist::stats(logits, t);
-            // p_i ≥ min_p · p_max  ⇔  l_i / T ≥ max_scaled + ln(min_p).
-            let floor = if self.p.min_p > 0.0 {
-                (st.max_scaled + self.p.min_p.ln()) * t
-            } else {
-                f32::NEG_INFINITY
-            };
+        for (i, (leaf, read)) in leaves.iter().zip(reads).enumerate() {
+            let read = read
+                .into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .expect("every leaf read");
+            let st = read.stats;
             let lp = |l: f32| (l as f64 / t as f64 - st.log_norm) as f32;
-            let best = dist::top_k(logits, TOP_ALTS.max(2), f32::NEG_INFINITY);
-            let gap = match best.as_slice() {
+            let gap = match read.best.as_slice() {
                 [a, b, ..] => lp(a.1).exp() - lp(b.1).exp(),
                 _ => 1.0,
             };
-            let top = best
+            let top = read.best[..read.best.len().min(TOP_ALTS)]
                 .iter()
                 .map(|&(id, l)| Alt {
                     token_id: id,
@@ -212,15 +220,8 @@ impl Search<'_> {
                 top_gap: gap,
                 top,
             });
-            let mut kids = if self.p.stochastic {
-                dist::sample_k(logits, k, floor, t, &mut self.rng)
-            } else {
-                dist::top_k(logits, k, floor)
-            };
-            // Rank among the siblings: by probability, lower id first on ties.
-            kids.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             let parent_score = self.nodes[leaf.node].score;
-            for (r, &(token, l)) in kids.iter().enumerate() {
+            for (r, &(token, l)) in read.children.iter().enumerate() {
                 let logprob = lp(l);
                 out.push(Candidate {
                     parent: leaf.node,
@@ -360,6 +361,43 @@ impl Search<'_> {
         self.stats.kv_blocks_unshared =
             self.stats.kv_blocks_unshared.max(self.kv.unshared_blocks());
         Ok(())
+    }
+}
+
+/// What one leaf's logits row says: its distribution, its best tokens, its proposed children.
+struct LeafRead {
+    stats: DistStats,
+    /// The best `max(branches, TOP_ALTS)` tokens, best first.
+    best: Vec<(u32, f32)>,
+    /// The children, ranked by probability (lower id first on ties).
+    children: Vec<(u32, f32)>,
+}
+
+fn read_leaf(row: &[f32], p: &ExploreParams, seed: u64) -> LeafRead {
+    let t = p.temperature;
+    let stats = dist::stats(row, t);
+    // p_i ≥ min_p · p_max  ⇔  l_i / T ≥ max_scaled + ln(min_p).
+    let floor = if p.min_p > 0.0 {
+        (stats.max_scaled + p.min_p.ln()) * t
+    } else {
+        f32::NEG_INFINITY
+    };
+    let best = dist::top_k(row, p.branches.max(TOP_ALTS), f32::NEG_INFINITY);
+    let mut children: Vec<(u32, f32)> = if p.stochastic {
+        dist::sample_k(row, p.branches, floor, t, &mut Rng::new(seed))
+    } else {
+        // The top-k above the floor are the floored prefix of the unfloored top list.
+        best.iter()
+            .copied()
+            .filter(|c| c.1 >= floor)
+            .take(p.branches)
+            .collect()
+    };
+    children.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    LeafRead {
+        stats,
+        best,
+        children,
     }
 }
 
