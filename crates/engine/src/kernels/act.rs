@@ -32,14 +32,24 @@ impl QuantActs {
             .zip(self.codes.chunks_exact_mut(32))
             .enumerate()
         {
-            let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let mut lanes = [0f32; 8];
+            for c in src.chunks_exact(8) {
+                for j in 0..8 {
+                    let a = c[j].abs();
+                    lanes[j] = if a > lanes[j] { a } else { lanes[j] };
+                }
+            }
+            let amax = lanes.iter().fold(0f32, |m, &v| m.max(v));
             let d = amax / 127.0;
             let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+            // Adding and subtracting 1.5·2^23 rounds to nearest (ties to even), branch-free.
+            const ROUND: f32 = 12_582_912.0;
+            for (o, v) in dst.iter_mut().zip(src) {
+                *o = ((v * inv + ROUND) - ROUND) as i32 as i8;
+            }
             let mut sum = [0i32; 2];
-            for (i, (o, v)) in dst.iter_mut().zip(src).enumerate() {
-                let q = (v * inv).round() as i32;
-                *o = q as i8;
-                sum[i / 16] += q;
+            for (i, &q) in dst.iter().enumerate() {
+                sum[i / 16] += q as i32;
             }
             self.scales[b] = d;
             self.sums16[2 * b] = sum[0];

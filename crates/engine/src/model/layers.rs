@@ -124,15 +124,7 @@ impl Norm {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// `gelu(gate) * up` (Gemma).
-    GeGlu,
-    /// `silu(gate) * up` (Llama).
-    SwiGlu,
-    /// `gelu(up)` with no gate (GPT-2).
-    Gelu,
-}
+pub use crate::kernels::ops::Activation;
 
 pub struct Mlp {
     pub gate: Option<Linear>,

@@ -4,13 +4,13 @@
 //! that want them. Every linear layer runs once over all rows of the batch.
 
 use super::attention::{attend, AttnShape};
-use super::layers::{Activation, Linear};
+use super::layers::Linear;
 use super::{Model, Qkv};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::kernels::act::QuantActs;
 use crate::kernels::matmul::matmul;
-use crate::kernels::ops::{gelu, silu};
+use crate::kernels::ops::activate;
 use crate::kv::KvCache;
 
 /// Buffers reused across steps; they grow to the largest batch seen and then stay.
@@ -171,17 +171,7 @@ impl Model {
             if let Some(g) = &blk.mlp.gate {
                 lin(pool, isa, g, &s.h, &s.acts, &mut s.gate[..ff]);
             }
-            match blk.mlp.act {
-                Activation::GeGlu => s.up[..ff]
-                    .iter_mut()
-                    .zip(&s.gate[..ff])
-                    .for_each(|(u, g)| *u *= gelu(*g)),
-                Activation::SwiGlu => s.up[..ff]
-                    .iter_mut()
-                    .zip(&s.gate[..ff])
-                    .for_each(|(u, g)| *u *= silu(*g)),
-                Activation::Gelu => s.up[..ff].iter_mut().for_each(|u| *u = gelu(*u)),
-            }
+            activate(blk.mlp.act, &mut s.up[..ff], &s.gate[..ff]);
             quantize(&mut s.acts, &s.up, t, c.n_ff);
             lin(pool, isa, &blk.mlp.down, &s.up, &s.acts, &mut s.o[..t * d]);
             if let Some(n) = &blk.post_ffn_norm {
