@@ -73,7 +73,7 @@ fn every_type_matches_reference_and_simd_matches_scalar() {
     let pool = ThreadPool::new(2);
     for ty in TYPES {
         // n not a multiple of 16 exercises the padded column group; rows 1..=7 every tile size.
-        for rows in [1, 3, 7] {
+        for rows in [1, 3, 7, 16, 21] {
             check_type(ty, 37, 512, rows, &pool);
         }
     }
