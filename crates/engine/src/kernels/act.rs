@@ -2,6 +2,8 @@
 //! the integer sums per 16 and per 32 that the affine weight formats need. The buffers are kept
 //! and reused across steps: after warm-up nothing here allocates.
 
+use super::pool::{split, ThreadPool, PAR_ROWS};
+
 /// Activation rows `[rows, k]` as int8 codes with per-32 scales.
 #[derive(Default)]
 pub struct QuantActs {
@@ -20,41 +22,117 @@ pub struct QuantActs {
 impl QuantActs {
     /// Quantizes `x` (`[rows, k]`, k a multiple of 32). Each row's result depends on that row only.
     pub fn quantize(&mut self, x: &[f32], rows: usize, k: usize) {
-        debug_assert!(k.is_multiple_of(32) && x.len() >= rows * k);
+        self.resize(rows, k);
+        for r in 0..rows {
+            quantize_row(
+                &x[r * k..(r + 1) * k],
+                &mut self.codes[r * k..(r + 1) * k],
+                &mut self.scales[r * k / 32..(r + 1) * k / 32],
+                &mut self.sums16[r * k / 16..(r + 1) * k / 16],
+                &mut self.sums32[r * k / 32..(r + 1) * k / 32],
+            );
+        }
+    }
+
+    /// `quantize`, with the rows spread over `pool` (the same bits: rows are independent).
+    pub fn quantize_on(&mut self, pool: &ThreadPool, x: &[f32], rows: usize, k: usize) {
+        if rows < PAR_ROWS || pool.threads() == 1 {
+            return self.quantize(x, rows, k);
+        }
+        self.resize(rows, k);
+        let bufs = Bufs {
+            codes: self.codes.as_mut_ptr(),
+            scales: self.scales.as_mut_ptr(),
+            sums16: self.sums16.as_mut_ptr(),
+            sums32: self.sums32.as_mut_ptr(),
+        };
+        pool.run(&|i, n| {
+            for r in split(rows, i, n) {
+                // SAFETY: row r's cells of each buffer (sized by `resize` above, untouched
+                // otherwise until `run` returns) are written by this thread only: thread i owns
+                // rows split(rows, i, n), disjoint from the other threads'.
+                let (codes, scales, sums16, sums32) = unsafe { bufs.row(r, k) };
+                quantize_row(&x[r * k..(r + 1) * k], codes, scales, sums16, sums32);
+            }
+        });
+    }
+
+    fn resize(&mut self, rows: usize, k: usize) {
+        debug_assert!(k.is_multiple_of(32));
         self.rows = rows;
         self.k = k;
         self.codes.resize(rows * k, 0);
         self.scales.resize(rows * k / 32, 0.0);
         self.sums16.resize(rows * k / 16, 0);
         self.sums32.resize(rows * k / 32, 0);
-        for (b, (src, dst)) in x[..rows * k]
-            .chunks_exact(32)
-            .zip(self.codes.chunks_exact_mut(32))
-            .enumerate()
-        {
-            let mut lanes = [0f32; 8];
-            for c in src.chunks_exact(8) {
-                for j in 0..8 {
-                    let a = c[j].abs();
-                    lanes[j] = if a > lanes[j] { a } else { lanes[j] };
-                }
+    }
+}
+
+/// One row: `codes`/`src` hold k values, `scales`/`sums32` k/32, `sums16` k/16.
+fn quantize_row(
+    src: &[f32],
+    codes: &mut [i8],
+    scales: &mut [f32],
+    sums16: &mut [i32],
+    sums32: &mut [i32],
+) {
+    // Adding and subtracting 1.5·2^23 rounds to nearest (ties to even), branch-free.
+    const ROUND: f32 = 12_582_912.0;
+    for (b, (src, dst)) in src
+        .chunks_exact(32)
+        .zip(codes.chunks_exact_mut(32))
+        .enumerate()
+    {
+        let mut lanes = [0f32; 8];
+        for c in src.chunks_exact(8) {
+            for j in 0..8 {
+                let a = c[j].abs();
+                lanes[j] = if a > lanes[j] { a } else { lanes[j] };
             }
-            let amax = lanes.iter().fold(0f32, |m, &v| m.max(v));
-            let d = amax / 127.0;
-            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-            // Adding and subtracting 1.5·2^23 rounds to nearest (ties to even), branch-free.
-            const ROUND: f32 = 12_582_912.0;
-            for (o, v) in dst.iter_mut().zip(src) {
-                *o = ((v * inv + ROUND) - ROUND) as i32 as i8;
-            }
-            let mut sum = [0i32; 2];
-            for (i, &q) in dst.iter().enumerate() {
-                sum[i / 16] += q as i32;
-            }
-            self.scales[b] = d;
-            self.sums16[2 * b] = sum[0];
-            self.sums16[2 * b + 1] = sum[1];
-            self.sums32[b] = sum[0] + sum[1];
+        }
+        let amax = lanes.iter().fold(0f32, |m, &v| m.max(v));
+        let d = amax / 127.0;
+        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+        for (o, v) in dst.iter_mut().zip(src) {
+            *o = ((v * inv + ROUND) - ROUND) as i32 as i8;
+        }
+        let mut sum = [0i32; 2];
+        for (i, &q) in dst.iter().enumerate() {
+            sum[i / 16] += q as i32;
+        }
+        scales[b] = d;
+        sums16[2 * b] = sum[0];
+        sums16[2 * b + 1] = sum[1];
+        sums32[b] = sum[0] + sum[1];
+    }
+}
+
+/// Base pointers of the four buffers, so that pool threads can each take their own rows.
+struct Bufs {
+    codes: *mut i8,
+    scales: *mut f32,
+    sums16: *mut i32,
+    sums32: *mut i32,
+}
+// SAFETY: only used by `quantize_on`, whose threads take disjoint rows.
+unsafe impl Sync for Bufs {}
+
+impl Bufs {
+    /// Row `r`'s slices of the four buffers.
+    ///
+    /// # Safety
+    /// The buffers hold at least r + 1 rows of a k-wide layout and no one else uses row r.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, r: usize, k: usize) -> (&mut [i8], &mut [f32], &mut [i32], &mut [i32]) {
+        use std::slice::from_raw_parts_mut as part;
+        // SAFETY: per the contract.
+        unsafe {
+            (
+                part(self.codes.add(r * k), k),
+                part(self.scales.add(r * k / 32), k / 32),
+                part(self.sums16.add(r * k / 16), k / 16),
+                part(self.sums32.add(r * k / 32), k / 32),
+            )
         }
     }
 }

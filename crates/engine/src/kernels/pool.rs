@@ -123,6 +123,50 @@ impl Drop for ThreadPool {
     }
 }
 
+/// Below this many rows, row-wise work runs on the calling thread: waking the pool would cost
+/// more than it saves.
+pub const PAR_ROWS: usize = 8;
+
+impl ThreadPool {
+    /// Calls `f(row, data_row)` for every `row_len`-long row of `data`, spread over the pool
+    /// when there are at least `PAR_ROWS` rows. Rows are disjoint, so each is written by exactly one thread.
+    pub fn for_rows<T: Send>(
+        &self,
+        data: &mut [T],
+        row_len: usize,
+        f: &(dyn Fn(usize, &mut [T]) + Sync),
+    ) {
+        let rows = data.len() / row_len.max(1);
+        if rows < PAR_ROWS || self.threads() == 1 {
+            data.chunks_exact_mut(row_len)
+                .enumerate()
+                .for_each(|(r, row)| f(r, row));
+            return;
+        }
+        let base = RowsPtr(data.as_mut_ptr());
+        self.run(&|i, n| {
+            for r in split(rows, i, n) {
+                // SAFETY: thread i owns rows split(rows, i, n), disjoint from every other
+                // thread's; the rows lie inside `data`, which outlives `run`.
+                let row =
+                    unsafe { std::slice::from_raw_parts_mut(base.get().add(r * row_len), row_len) };
+                f(r, row);
+            }
+        });
+    }
+}
+
+struct RowsPtr<T>(*mut T);
+// SAFETY: only used to hand disjoint rows to the pool's threads (see `for_rows`).
+unsafe impl<T: Send> Send for RowsPtr<T> {}
+unsafe impl<T: Send> Sync for RowsPtr<T> {}
+
+impl<T> RowsPtr<T> {
+    fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
 /// The half-open range of `total` items that thread `i` of `n` owns (contiguous, balanced).
 pub fn split(total: usize, i: usize, n: usize) -> std::ops::Range<usize> {
     let base = total / n;

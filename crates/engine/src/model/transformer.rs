@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::kernels::act::QuantActs;
 use crate::kernels::matmul::matmul;
 use crate::kernels::ops::activate;
+use crate::kernels::pool::ThreadPool;
 use crate::kv::KvCache;
 
 /// Buffers reused across steps; they grow to the largest batch seen and then stay.
@@ -92,10 +93,8 @@ impl Model {
         for (il, blk) in w.blocks.iter().enumerate() {
             // Attention.
             s.h[..t * d].copy_from_slice(&s.x[..t * d]);
-            s.h[..t * d]
-                .chunks_exact_mut(d)
-                .for_each(|r| blk.attn_norm.apply(r, c.eps));
-            quantize(&mut s.acts, &s.h, t, d);
+            pool.for_rows(&mut s.h[..t * d], d, &|_, r| blk.attn_norm.apply(r, c.eps));
+            quantize(pool, &mut s.acts, &s.h, t, d);
             match &blk.qkv {
                 Qkv::Separate { q, k, v } => {
                     lin(pool, isa, q, &s.h, &s.acts, &mut s.q[..t * qn]);
@@ -149,12 +148,10 @@ impl Model {
                 &mut s.scores,
                 max_len,
             );
-            quantize(&mut s.acts, &s.att, t, qn);
+            quantize(pool, &mut s.acts, &s.att, t, qn);
             lin(pool, isa, &blk.o, &s.att, &s.acts, &mut s.o[..t * d]);
             if let Some(n) = &blk.post_attn_norm {
-                s.o[..t * d]
-                    .chunks_exact_mut(d)
-                    .for_each(|r| n.apply(r, c.eps));
+                pool.for_rows(&mut s.o[..t * d], d, &|_, r| n.apply(r, c.eps));
             }
             s.x[..t * d]
                 .iter_mut()
@@ -162,22 +159,21 @@ impl Model {
                 .for_each(|(a, b)| *a += b);
             // MLP.
             s.h[..t * d].copy_from_slice(&s.x[..t * d]);
-            s.h[..t * d]
-                .chunks_exact_mut(d)
-                .for_each(|r| blk.ffn_norm.apply(r, c.eps));
-            quantize(&mut s.acts, &s.h, t, d);
+            pool.for_rows(&mut s.h[..t * d], d, &|_, r| blk.ffn_norm.apply(r, c.eps));
+            quantize(pool, &mut s.acts, &s.h, t, d);
             let ff = t * c.n_ff;
             lin(pool, isa, &blk.mlp.up, &s.h, &s.acts, &mut s.up[..ff]);
             if let Some(g) = &blk.mlp.gate {
                 lin(pool, isa, g, &s.h, &s.acts, &mut s.gate[..ff]);
             }
-            activate(blk.mlp.act, &mut s.up[..ff], &s.gate[..ff]);
-            quantize(&mut s.acts, &s.up, t, c.n_ff);
+            let (nf, gate) = (c.n_ff, &s.gate[..ff]);
+            pool.for_rows(&mut s.up[..ff], nf, &|i, up| {
+                activate(blk.mlp.act, up, &gate[i * nf..(i + 1) * nf]);
+            });
+            quantize(pool, &mut s.acts, &s.up, t, c.n_ff);
             lin(pool, isa, &blk.mlp.down, &s.up, &s.acts, &mut s.o[..t * d]);
             if let Some(n) = &blk.post_ffn_norm {
-                s.o[..t * d]
-                    .chunks_exact_mut(d)
-                    .for_each(|r| n.apply(r, c.eps));
+                pool.for_rows(&mut s.o[..t * d], d, &|_, r| n.apply(r, c.eps));
             }
             s.x[..t * d]
                 .iter_mut()
@@ -193,7 +189,7 @@ impl Model {
         }
         logits.resize(rows.len() * c.vocab, 0.0);
         if !rows.is_empty() {
-            quantize(&mut s.acts, &s.h, rows.len(), d);
+            quantize(pool, &mut s.acts, &s.h, rows.len(), d);
             matmul(pool, isa, &w.output, &s.h, &s.acts, rows.len(), logits);
         }
         for (seq, _, n) in batch.spans() {
@@ -255,8 +251,8 @@ impl Model {
 }
 
 /// Quantizes activations when the row length allows it (float-only models may not).
-fn quantize(acts: &mut QuantActs, x: &[f32], rows: usize, k: usize) {
+fn quantize(pool: &ThreadPool, acts: &mut QuantActs, x: &[f32], rows: usize, k: usize) {
     if k.is_multiple_of(32) {
-        acts.quantize(x, rows, k);
+        acts.quantize_on(pool, x, rows, k);
     }
 }
