@@ -1,7 +1,8 @@
 //! Causal attention of a flat batch over the paged KV cache: each row attends to its own
 //! sequence's positions up to its own (inside the layer's window), never to another sequence.
-//! Rows × heads are split across the thread pool; every (row, head) is computed in a fixed
-//! order, so results do not depend on what else is in the batch.
+//! Rows × (groups of heads sharing a KV head) are split across the thread pool; every
+//! (row, head) is computed in a fixed order, so results do not depend on what else is in the
+//! batch or on how heads were grouped.
 
 use crate::batch::Batch;
 use crate::kernels::matmul::OutPtr;
@@ -17,7 +18,8 @@ pub struct AttnShape {
 }
 
 /// `out[t, h*hd..]` = softmax(q·K^T·scale) V for every row t and head h.
-/// `q`: `[rows, n_head*head_dim]`; `scores`: per-thread scratch of `threads * max_len`.
+/// `q`: `[rows, n_head*head_dim]`; `scores`: per-thread scratch of
+/// `threads * n_head * (max_len + 1)`.
 pub fn attend(
     pool: &ThreadPool,
     kv: &KvCache,
@@ -31,40 +33,59 @@ pub fn attend(
 ) {
     let (nh, hd) = (shape.n_head, shape.head_dim);
     let group = nh / shape.n_head_kv;
+    // Heads that share a KV head are computed together, so each cached key and value row is
+    // read once for all of them; with too few rows to keep every thread busy the group is split.
+    let mut per = group;
+    while per > 1 && per.is_multiple_of(2) && batch.len() * nh / per < pool.threads() {
+        per /= 2;
+    }
     let out_ptr = OutPtr(out.as_mut_ptr());
     let sc_ptr = OutPtr(scores.as_mut_ptr());
-    let items = batch.len() * nh;
+    let items = batch.len() * nh / per;
     pool.run(&|ti, nt| {
-        // SAFETY: each thread owns scores[ti*max_len..(ti+1)*max_len].
-        let sc = unsafe { std::slice::from_raw_parts_mut(sc_ptr.get().add(ti * max_len), max_len) };
+        let span = per * (max_len + 1);
+        // SAFETY: each thread owns scores[ti*span..(ti+1)*span].
+        let sc = unsafe { std::slice::from_raw_parts_mut(sc_ptr.get().add(ti * span), span) };
         for item in split(items, ti, nt) {
-            let (t, h) = (item / nh, item % nh);
+            let (t, h0) = (item / (nh / per), item % (nh / per) * per);
             let pos = batch.positions[t];
             let view = kv.view(layer, batch.seqs[t]);
             let first = view.first_visible(pos);
-            let qh = &q[(t * nh + h) * hd..(t * nh + h + 1) * hd];
-            let kvh = h / group;
-            let sc = &mut sc[..pos + 1 - first];
-            let mut max = f32::NEG_INFINITY;
+            let len = pos + 1 - first;
+            let kvh = h0 / group;
+            let q_of = |j: usize| &q[(t * nh + h0 + j) * hd..(t * nh + h0 + j + 1) * hd];
+            // sc[j * len + i]: head h0 + j, key first + i; then 1/sum of each head.
+            let (sc, inv) = sc.split_at_mut(per * len);
             for (i, p) in (first..=pos).enumerate() {
-                let s = dot(qh, &view.key(p)[kvh * hd..(kvh + 1) * hd]) * shape.scale;
-                sc[i] = s;
-                max = max.max(s);
+                let key = &view.key(p)[kvh * hd..(kvh + 1) * hd];
+                for j in 0..per {
+                    sc[j * len + i] = dot(q_of(j), key) * shape.scale;
+                }
             }
-            let mut sum = 0f32;
-            for s in sc.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
+            for j in 0..per {
+                let row = &mut sc[j * len..(j + 1) * len];
+                let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                let mut sum = 0f32;
+                for s in row.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                inv[j] = 1.0 / sum;
             }
-            // SAFETY: row t, head h is written by this thread only.
-            let o =
-                unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((t * nh + h) * hd), hd) };
+            // SAFETY: row t, heads h0..h0+per are written by this thread only.
+            let o = unsafe {
+                std::slice::from_raw_parts_mut(out_ptr.get().add((t * nh + h0) * hd), per * hd)
+            };
             o.fill(0.0);
             for (i, p) in (first..=pos).enumerate() {
-                axpy(o, sc[i], &view.value(p)[kvh * hd..(kvh + 1) * hd]);
+                let value = &view.value(p)[kvh * hd..(kvh + 1) * hd];
+                for (j, oh) in o.chunks_exact_mut(hd).enumerate() {
+                    axpy(oh, sc[j * len + i], value);
+                }
             }
-            let inv = 1.0 / sum;
-            o.iter_mut().for_each(|v| *v *= inv);
+            for (j, oh) in o.chunks_exact_mut(hd).enumerate() {
+                oh.iter_mut().for_each(|v| *v *= inv[j]);
+            }
         }
     });
 }

@@ -61,7 +61,10 @@ impl Model {
         grow(&mut s.o, t * d);
         grow(&mut s.gate, t * c.n_ff);
         grow(&mut s.up, t * c.n_ff);
-        grow(&mut s.scores, self.pool.threads() * max_len);
+        grow(
+            &mut s.scores,
+            self.pool.threads() * c.n_head * (max_len + 1),
+        );
         let w = &self.weights;
         for (i, &tok) in batch.tokens.iter().enumerate() {
             let row = &mut s.x[i * d..(i + 1) * d];
