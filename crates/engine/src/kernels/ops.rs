@@ -109,18 +109,19 @@ impl Rope {
         Self { inv_freq, neox }
     }
 
-    /// Rotates every head of `x` (`[heads, dim]`) for position `pos`.
+    /// Rotates every head of `x` (`[heads, dim]`) for position `pos`. Each angle's sine and
+    /// cosine are computed once and used for all heads.
     pub fn apply(&self, x: &mut [f32], dim: usize, pos: usize) {
         let half = dim / 2;
-        for head in x.chunks_exact_mut(dim) {
-            for (i, f) in self.inv_freq.iter().enumerate() {
-                let theta = pos as f32 * f;
-                let (sin, cos) = theta.sin_cos();
-                let (a, b) = if self.neox {
-                    (i, i + half)
-                } else {
-                    (2 * i, 2 * i + 1)
-                };
+        for (i, f) in self.inv_freq.iter().enumerate() {
+            let theta = pos as f32 * f;
+            let (sin, cos) = theta.sin_cos();
+            let (a, b) = if self.neox {
+                (i, i + half)
+            } else {
+                (2 * i, 2 * i + 1)
+            };
+            for head in x.chunks_exact_mut(dim) {
                 let (x0, x1) = (head[a], head[b]);
                 head[a] = x0 * cos - x1 * sin;
                 head[b] = x0 * sin + x1 * cos;

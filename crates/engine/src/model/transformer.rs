@@ -121,23 +121,27 @@ impl Model {
                     }
                 }
             }
-            for i in 0..t {
-                let (qr, kr) = (
-                    &mut s.q[i * qn..(i + 1) * qn],
-                    &mut s.k[i * kvn..(i + 1) * kvn],
-                );
+            // Per-head norms and RoPE, row-parallel; then the keys and values go to the cache.
+            let positions = &batch.positions;
+            pool.for_rows(&mut s.q[..t * qn], qn, &|i, qr| {
                 if let Some(n) = &blk.q_norm {
                     qr.chunks_exact_mut(hd).for_each(|h| n.apply(h, c.eps));
                 }
+                if let Some(rope) = &blk.rope {
+                    rope.apply(qr, hd, positions[i]);
+                }
+            });
+            pool.for_rows(&mut s.k[..t * kvn], kvn, &|i, kr| {
                 if let Some(n) = &blk.k_norm {
                     kr.chunks_exact_mut(hd).for_each(|h| n.apply(h, c.eps));
                 }
                 if let Some(rope) = &blk.rope {
-                    rope.apply(qr, hd, batch.positions[i]);
-                    rope.apply(kr, hd, batch.positions[i]);
+                    rope.apply(kr, hd, positions[i]);
                 }
+            });
+            for i in 0..t {
                 let (kc, vc) = kv.row_mut(il, batch.seqs[i], batch.positions[i]);
-                kc.copy_from_slice(kr);
+                kc.copy_from_slice(&s.k[i * kvn..(i + 1) * kvn]);
                 vc.copy_from_slice(&s.v[i * kvn..(i + 1) * kvn]);
             }
             attend(
