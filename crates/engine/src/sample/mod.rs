@@ -3,6 +3,7 @@
 //! (the chosen token's logprob, the top-n alternatives and the entropy of the model's raw
 //! distribution). Stop conditions are the caller's (see `generate`).
 
+pub mod dist;
 pub mod rng;
 
 use crate::error::{Error, Result};
@@ -110,43 +111,13 @@ pub struct Choice {
 
 /// Log-sum-exp and entropy of softmax(logits), in one stable pass pair.
 pub fn log_norm_and_entropy(logits: &[f32]) -> (f32, f32) {
-    scaled_log_norm_and_entropy(logits, 1.0)
-}
-
-/// The same for `softmax(logits / t)`, without materialising the scaled row.
-fn scaled_log_norm_and_entropy(logits: &[f32], t: f32) -> (f32, f32) {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v / t));
-    let (mut z, mut zx) = (0f64, 0f64);
-    for &l in logits {
-        let l = l / t;
-        let e = ((l - max) as f64).exp();
-        z += e;
-        zx += e * (l - max) as f64;
-    }
-    let lse = max as f64 + z.ln();
-    // H = lse - E[l]
-    let entropy = lse - (zx / z + max as f64);
-    (lse as f32, entropy.max(0.0) as f32)
+    let s = dist::stats(logits, 1.0);
+    (s.log_norm as f32, s.entropy as f32)
 }
 
 /// The `n` highest logits as (id, logit), best first; ties go to the lower id.
 pub fn top_n(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
-    let n = n.min(logits.len());
-    if n == 0 {
-        return Vec::new();
-    }
-    let better = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-    let mut idx: Vec<(u32, f32)> = logits
-        .iter()
-        .enumerate()
-        .map(|(i, &l)| (i as u32, l))
-        .collect();
-    if n < idx.len() {
-        idx.select_nth_unstable_by(n - 1, better);
-        idx.truncate(n);
-    }
-    idx.sort_by(better);
-    idx
+    dist::top_k(logits, n, f32::NEG_INFINITY)
 }
 
 /// Index of the largest logit (lowest id on ties).
@@ -199,7 +170,7 @@ pub fn candidates(logits: &[f32], p: &SamplingParams) -> Vec<(u32, f32)> {
     let t = p.temperature.max(1e-6);
     // Widen the sorted prefix until it covers top-p (exact, without sorting the whole vocab).
     let mut n = if p.top_k > 0 { p.top_k } else { 256 }.min(logits.len());
-    let (lse, _) = scaled_log_norm_and_entropy(logits, t);
+    let lse = dist::stats(logits, t).log_norm as f32;
     loop {
         let top = top_n(logits, n);
         let probs: Vec<(u32, f32)> = top.iter().map(|&(i, l)| (i, (l / t - lse).exp())).collect();

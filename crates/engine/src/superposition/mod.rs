@@ -16,7 +16,6 @@
 //! `html` (one offline page); the CLI and the server choose which to show.
 
 mod analysis;
-pub mod dist;
 pub mod html;
 pub mod render;
 mod search;

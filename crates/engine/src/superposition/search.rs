@@ -3,13 +3,13 @@
 //! instead recomputed from the first prompt token each step (the seed prototype's method), which
 //! gives the same tree at a much higher cost. Analysis of the finished tree is in `analysis`.
 
-use super::dist::{self, DistStats};
 use super::{Alt, ExploreParams, FinishReason, NextDist, Node, Stats, Status};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::kernels::pool::split;
 use crate::kv::{KvCache, SeqId};
 use crate::model::{Model, KV_BLOCK_SIZE};
+use crate::sample::dist::{self, DistStats};
 use crate::sample::Rng;
 use crate::tokenizer::Tokenizer;
 use std::cmp::Ordering;

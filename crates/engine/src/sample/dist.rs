@@ -1,7 +1,7 @@
-//! One leaf's next-token distribution, as the explorer needs it: the log-normaliser of
-//! `softmax(logits / T)`, its entropy and varentropy, the top-two gap, and the children the leaf
-//! proposes (top-k, or k drawn without replacement). It never materialises the vocabulary-sized
-//! probability row and does not allocate per element.
+//! Reading a whole next-token distribution fast: the log-normaliser of `softmax(logits / T)`,
+//! its entropy and varentropy (vectorized, f64-accurate sums), the top-k, and k draws without
+//! replacement. Used by every sampling step and by the explorer for each leaf. It never
+//! materialises the vocabulary-sized probability row and does not allocate per element.
 
 use crate::kernels::ops::exp_fast;
 use crate::sample::rng::Rng;
