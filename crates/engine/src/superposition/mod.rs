@@ -109,6 +109,8 @@ impl Default for ExploreParams {
 pub const MAX_BRANCHES: usize = 64;
 pub const MAX_WIDTH: usize = 256;
 pub const MAX_STEPS: usize = 1024;
+/// Upper bound of `width × steps`: the KV the live paths' own tokens may need.
+pub const MAX_TREE_TOKENS: usize = 32_768;
 
 impl ExploreParams {
     pub fn validate(&self) -> Result<()> {
@@ -292,6 +294,27 @@ pub fn explore(
         return Err(Error::Request(format!(
             "prompt token id {bad} is outside the vocabulary"
         )));
+    }
+    if prompt_ids.len() + params.steps > model.config.context_length {
+        return Err(Error::param(
+            "steps",
+            format!(
+                "prompt ({} tokens) + steps ({}) exceed the model's context of {} tokens",
+                prompt_ids.len(),
+                params.steps,
+                model.config.context_length
+            ),
+        ));
+    }
+    // Each live path may hold up to `steps` tokens of its own KV.
+    if params.width * params.steps > MAX_TREE_TOKENS {
+        return Err(Error::param(
+            "width",
+            format!(
+                "width × steps = {} exceeds {MAX_TREE_TOKENS} tokens of KV for the tree",
+                params.width * params.steps
+            ),
+        ));
     }
     let start = std::time::Instant::now();
     let (nodes, mut stats) = search::run(model, tok, prompt_ids, params)?;
