@@ -62,6 +62,16 @@ unsafe fn tile<const R: usize, const BS: usize, const OFF: bool>(
         };
         let a: [*const i32; R] =
             std::array::from_fn(|i| acts.codes.as_ptr().add((r0 + i) * k) as *const i32);
+        // Per row: the activation code sums per weight sub-block and the per-32 scales, read
+        // through raw pointers (no bounds checks in the epilogue) and broadcast from memory.
+        let sums = if BS == 16 { &acts.sums16 } else { &acts.sums32 };
+        let sum_at: [*const i32; R] = std::array::from_fn(|i| sums.as_ptr().add((r0 + i) * n_sub));
+        let da_at: [*const f32; R] =
+            std::array::from_fn(|i| acts.scales.as_ptr().add((r0 + i) * (k / 32)));
+        // Every zero point is 0 or a power of two, so `zero · sum` is a shift: exact, one µop.
+        let zero = m.layout.zero;
+        debug_assert!(zero == 0 || (zero as u32).is_power_of_two());
+        let zshift = _mm_cvtsi32_si128(zero.trailing_zeros() as i32);
         let mut facc = [_mm512_setzero_ps(); R];
         for b in 0..n_sub {
             let mut iacc = [_mm512_setzero_si512(); R];
@@ -74,14 +84,16 @@ unsafe fn tile<const R: usize, const BS: usize, const OFF: bool>(
             }
             let s = _mm512_loadu_ps(scales.add(b * GROUP));
             for i in 0..R {
-                let (sum, da) = block_sums(acts, r0 + i, b, BS);
-                let iv = _mm512_sub_epi32(iacc[i], _mm512_set1_epi32(m.layout.zero * sum));
-                facc[i] = _mm512_fmadd_ps(
-                    _mm512_cvtepi32_ps(iv),
-                    _mm512_mul_ps(s, _mm512_set1_ps(da)),
-                    facc[i],
-                );
+                let da = _mm512_set1_ps(*da_at[i].add(b * BS / 32));
+                let iv = if zero != 0 {
+                    let zs = _mm512_sll_epi32(_mm512_set1_epi32(*sum_at[i].add(b)), zshift);
+                    _mm512_sub_epi32(iacc[i], zs)
+                } else {
+                    iacc[i]
+                };
+                facc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iv), _mm512_mul_ps(s, da), facc[i]);
                 if OFF {
+                    let (sum, da) = block_sums(acts, r0 + i, b, BS);
                     let o = _mm512_loadu_ps(offsets.add(b * GROUP));
                     facc[i] = _mm512_fmadd_ps(o, _mm512_set1_ps(da * sum as f32), facc[i]);
                 }
