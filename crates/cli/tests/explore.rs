@@ -202,3 +202,37 @@ fn html_page_loads_offline_and_shows_every_node() {
     assert_eq!(dom.matches("class=\"node ").count(), nodes);
     assert!(dom.contains("<svg"), "no entropy chart");
 }
+
+#[test]
+fn bench_explore_prints_the_documented_object() {
+    let dir = workdir("bench");
+    let model = tiny_file(&dir);
+    let out = everett(&[
+        "bench",
+        "--model",
+        model.to_str().unwrap(),
+        "--only",
+        "explore",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let e = &v["explore"];
+    for key in [
+        "ratio_vs_generate",
+        "ratio_no_share",
+        "forward_passes",
+        "kv_blocks_used",
+        "kv_blocks_unshared",
+    ] {
+        assert!(
+            e[key].as_f64().is_some_and(|x| x > 0.0),
+            "explore.{key} missing or not positive: {v}"
+        );
+    }
+    assert!(e["kv_blocks_used"].as_f64() <= e["kv_blocks_unshared"].as_f64());
+}
