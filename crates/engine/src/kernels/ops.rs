@@ -130,7 +130,8 @@ impl Rope {
     }
 }
 
-fn has_fma() -> bool {
+/// Whether the AVX2+FMA compiled variants may run on this CPU.
+pub(crate) fn has_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")

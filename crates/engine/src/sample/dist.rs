@@ -3,7 +3,7 @@
 //! replacement. Used by every sampling step and by the explorer for each leaf. It never
 //! materialises the vocabulary-sized probability row and does not allocate per element.
 
-use crate::kernels::ops::exp_fast;
+use crate::kernels::ops::{exp_fast, has_fma};
 use crate::sample::rng::Rng;
 
 /// Summary of `p = softmax(logits / temperature)` over the whole vocabulary.
@@ -25,7 +25,7 @@ const LANES: usize = 16;
 /// Stats of the tempered distribution, in two passes over the row.
 pub fn stats(logits: &[f32], temperature: f32) -> DistStats {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+    if has_fma() {
         // SAFETY: the CPU has the features the function is compiled for.
         return unsafe { stats_avx2(logits, temperature) };
     }
@@ -40,7 +40,7 @@ unsafe fn stats_avx2(logits: &[f32], temperature: f32) -> DistStats {
 
 /// Lane-wise maximum (vectorizes, unlike a fold with `f32::max`).
 #[inline(always)]
-fn max_of(xs: &[f32]) -> f32 {
+pub(crate) fn max_of(xs: &[f32]) -> f32 {
     let mut m = [f32::NEG_INFINITY; LANES];
     let mut it = xs.chunks_exact(LANES);
     for v in &mut it {

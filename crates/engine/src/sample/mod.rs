@@ -122,19 +122,8 @@ pub fn top_n(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
 
 /// Index of the largest logit (lowest id on ties).
 pub fn argmax(logits: &[f32]) -> u32 {
-    // Two passes that vectorize: the maximum lane-wise, then the first position holding it.
-    let mut lanes = [f32::NEG_INFINITY; 16];
-    let mut it = logits.chunks_exact(16);
-    for c in &mut it {
-        for j in 0..16 {
-            lanes[j] = if c[j] > lanes[j] { c[j] } else { lanes[j] };
-        }
-    }
-    let max = it
-        .remainder()
-        .iter()
-        .chain(&lanes)
-        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    // Two passes that vectorize: the maximum, then the first position holding it.
+    let max = dist::max_of(logits);
     logits.iter().position(|&l| l == max).unwrap_or(0) as u32
 }
 

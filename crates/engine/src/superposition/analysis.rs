@@ -11,7 +11,7 @@
 //! longest common prefix of the (up to) three best paths.
 
 use super::search::normalized;
-use super::{Exploration, ExploreParams, Measure, Node, Path, Stats, Status};
+use super::{path_ids, Exploration, ExploreParams, Measure, Node, Path, Stats, Status};
 use crate::sample::Rng;
 use crate::tokenizer::Tokenizer;
 use serde::Serialize;
@@ -73,17 +73,6 @@ pub(super) fn analyse(
         entropy_by_depth,
         stats,
     }
-}
-
-fn path_ids(nodes: &[Node], id: usize) -> Vec<u32> {
-    let mut out = Vec::new();
-    let mut at = Some(id);
-    while let Some(n) = at {
-        out.extend(nodes[n].token_id);
-        at = nodes[n].parent;
-    }
-    out.reverse();
-    out
 }
 
 fn ranked_paths(nodes: &[Node], p: &ExploreParams, tok: &Tokenizer) -> Vec<Path> {

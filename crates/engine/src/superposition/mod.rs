@@ -275,6 +275,18 @@ pub struct Exploration {
     pub stats: Stats,
 }
 
+/// The generated tokens of the path from the root to node `id`.
+pub(crate) fn path_ids(nodes: &[Node], id: usize) -> Vec<u32> {
+    let mut out = Vec::with_capacity(nodes[id].depth);
+    let mut at = Some(id);
+    while let Some(n) = at {
+        out.extend(nodes[n].token_id);
+        at = nodes[n].parent;
+    }
+    out.reverse();
+    out
+}
+
 /// Explores the futures of `prompt` (its ids include BOS when the model adds one).
 pub fn explore(
     model: &mut Model,

@@ -3,17 +3,15 @@
 //! instead recomputed from the first prompt token each step (the seed prototype's method), which
 //! gives the same tree at a much higher cost. Analysis of the finished tree is in `analysis`.
 
-use super::{Alt, ExploreParams, FinishReason, NextDist, Node, Stats, Status};
+use super::{path_ids, Alt, ExploreParams, FinishReason, NextDist, Node, Stats, Status};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
-use crate::kernels::pool::split;
 use crate::kv::{KvCache, SeqId};
 use crate::model::{Model, KV_BLOCK_SIZE};
 use crate::sample::dist::{self, DistStats};
 use crate::sample::Rng;
 use crate::tokenizer::Tokenizer;
 use std::cmp::Ordering;
-use std::sync::Mutex;
 
 /// Alternatives kept per expanded node for display.
 const TOP_ALTS: usize = 5;
@@ -180,26 +178,20 @@ impl Search<'_> {
     }
 
     /// Every leaf's proposed children, and each leaf's own next-token summary on its node.
-    /// The vocabulary-long reads run on the thread pool, one leaf per task; each leaf draws from
+    /// The vocabulary-long reads are spread over the thread pool by leaf; each leaf draws from
     /// its own seeded stream, so results do not depend on the thread count.
     fn candidates(&mut self, leaves: &[Leaf]) -> Vec<Candidate> {
         let (vocab, t, k) = (self.model.config.vocab, self.p.temperature, self.p.branches);
         let (p, logits) = (self.p, &self.logits);
-        let reads: Vec<Mutex<Option<LeafRead>>> = leaves.iter().map(|_| Mutex::new(None)).collect();
-        self.model.pool().run(&|ti, nt| {
-            for i in split(leaves.len(), ti, nt) {
-                let row = &logits[i * vocab..(i + 1) * vocab];
-                let seed = p.seed ^ (leaves[i].node as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                let read = read_leaf(row, p, seed);
-                *reads[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(read);
-            }
+        let mut reads: Vec<Option<LeafRead>> = leaves.iter().map(|_| None).collect();
+        self.model.pool().for_rows(&mut reads, 1, &|i, slot| {
+            let row = &logits[i * vocab..(i + 1) * vocab];
+            let seed = p.seed ^ (leaves[i].node as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            slot[0] = Some(read_leaf(row, p, seed));
         });
         let mut out = Vec::with_capacity(leaves.len() * k);
         for (i, (leaf, read)) in leaves.iter().zip(reads).enumerate() {
-            let read = read
-                .into_inner()
-                .unwrap_or_else(|e| e.into_inner())
-                .expect("every leaf read");
+            let read = read.expect("every leaf was read");
             let st = read.stats;
             let lp = |l: f32| (l as f64 / t as f64 - st.log_norm) as f32;
             let gap = match read.best.as_slice() {
@@ -327,19 +319,11 @@ impl Search<'_> {
 
     /// The tokens of the path to `id` (generated only, or with the prompt in front).
     fn path_tokens(&self, id: usize, with_prompt: bool) -> Vec<u32> {
-        let mut out = Vec::with_capacity(self.nodes[id].depth);
-        let mut at = Some(id);
-        while let Some(n) = at {
-            out.extend(self.nodes[n].token_id);
-            at = self.nodes[n].parent;
-        }
-        out.reverse();
+        let generated = path_ids(&self.nodes, id);
         if with_prompt {
-            let mut all = self.prompt.to_vec();
-            all.extend(out);
-            all
+            [self.prompt, &generated].concat()
         } else {
-            out
+            generated
         }
     }
 
