@@ -74,19 +74,42 @@ fn corpus_files_are_rejected_cleanly() {
     assert!(n > 0);
 }
 
+fn corrupt_and_load(tiny: &Tiny, flips: Vec<(usize, u8)>) {
+    let mut bytes = tiny_model(tiny, 1);
+    let header = 2048.min(bytes.len());
+    for (at, v) in flips {
+        bytes[at % header] = v;
+    }
+    if let Ok(f) = GgufFile::from_bytes(bytes) {
+        let _ = everett_engine::model::Model::from_gguf(&f, 1);
+        let _ = everett_engine::tokenizer::Tokenizer::from_gguf(&f);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    // A corrupt header once declared 10^11 blocks and the loader tried to reserve them all.
     #[test]
-    fn corrupted_bytes_never_panic(flips in proptest::collection::vec((0usize..4096, any::<u8>()), 1..8)) {
-        let mut bytes = tiny_model(&Tiny::gemma3(), 1);
-        let header = 2048.min(bytes.len());
-        for (at, v) in flips {
-            let i = at % header;
-            bytes[i] = v;
-        }
-        if let Ok(f) = GgufFile::from_bytes(bytes) {
-            let _ = everett_engine::model::Model::from_gguf(&f, 1);
-            let _ = everett_engine::tokenizer::Tokenizer::from_gguf(&f);
-        }
+    fn corrupted_bytes_never_panic(
+        arch in 0usize..3,
+        flips in proptest::collection::vec((0usize..4096, any::<u8>()), 1..8),
+    ) {
+        let tiny = [Tiny::gemma3(), Tiny::llama(), Tiny::gpt2()][arch];
+        corrupt_and_load(&tiny, flips);
     }
+}
+
+#[test]
+fn absurd_block_count_is_refused() {
+    let mut bytes = tiny_model(&Tiny::gemma3(), 1);
+    // Metadata entry layout: key, u32 value type, u32 value.
+    let key = b"gemma3.block_count";
+    let at = bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len() + 4;
+    bytes[at..at + 4].copy_from_slice(&3_000_000_000u32.to_le_bytes());
+    let f = GgufFile::from_bytes(bytes).unwrap();
+    let e = everett_engine::model::Model::from_gguf(&f, 1)
+        .err()
+        .expect("a block count beyond the tensors must be refused")
+        .to_string();
+    assert!(e.contains("block_count"), "{e}");
 }

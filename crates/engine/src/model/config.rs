@@ -5,6 +5,10 @@
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 
+/// The largest size any hyper-parameter may have (16 Mi): far beyond real models, small enough
+/// that products of two sizes cannot overflow.
+const MAX_DIM: usize = 1 << 24;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
     Gemma3,
@@ -83,6 +87,14 @@ impl Config {
             vocab,
         };
         c.validate()?;
+        // Every block owns at least one tensor: a block count beyond the tensor count is a
+        // corrupt header, caught here before anything is sized by it.
+        if c.n_layer > f.tensors.len() {
+            return Err(Error::meta(
+                &key("block_count"),
+                format!("{} blocks but only {} tensors", c.n_layer, f.tensors.len()),
+            ));
+        }
         Ok(c)
     }
 
@@ -94,6 +106,32 @@ impl Config {
                 Err(Error::meta(key, what))
             }
         };
+        // Products of these sizes index memory: bounding each keeps them far from overflow.
+        let sizes = [
+            (self.n_embd, "embedding_length"),
+            (self.n_layer, "block_count"),
+            (self.n_head, "attention.head_count"),
+            (self.n_head_kv, "attention.head_count_kv"),
+            (self.head_dim, "attention.key_length"),
+            (self.n_ff, "feed_forward_length"),
+            (self.context_length, "context_length"),
+            (self.vocab, "tokenizer.ggml.tokens"),
+        ];
+        for (v, key) in sizes {
+            check(
+                v <= MAX_DIM,
+                key,
+                format!("{v} exceeds the limit {MAX_DIM}"),
+            )?;
+        }
+        check(
+            self.n_head * self.head_dim <= MAX_DIM,
+            "attention.key_length",
+            format!(
+                "{} heads of {} exceed the limit {MAX_DIM}",
+                self.n_head, self.head_dim
+            ),
+        )?;
         check(self.n_embd > 0, "embedding_length", "must be > 0".into())?;
         check(self.n_layer > 0, "block_count", "must be > 0".into())?;
         check(

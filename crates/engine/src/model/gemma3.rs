@@ -12,7 +12,7 @@ pub fn load(file: &GgufFile, c: &Config) -> Result<Weights> {
     let l = Loader { file };
     let (d, hd) = (c.n_embd, c.head_dim);
     let (output, embedding) = l.output_and_embedding(c.vocab, d)?;
-    let mut blocks = Vec::with_capacity(c.n_layer);
+    let mut blocks = Vec::new();
     for il in 0..c.n_layer {
         let p = |s: &str| format!("blk.{il}.{s}");
         let window = c.layer_window(il);

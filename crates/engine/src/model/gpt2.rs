@@ -10,7 +10,7 @@ pub fn load(file: &GgufFile, c: &Config) -> Result<Weights> {
     let l = Loader { file };
     let d = c.n_embd;
     let (output, embedding) = l.output_and_embedding(c.vocab, d)?;
-    let mut blocks = Vec::with_capacity(c.n_layer);
+    let mut blocks = Vec::new();
     for il in 0..c.n_layer {
         let p = |s: &str| format!("blk.{il}.{s}");
         blocks.push(Block {

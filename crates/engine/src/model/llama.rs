@@ -14,7 +14,7 @@ pub fn load(file: &GgufFile, c: &Config) -> Result<Weights> {
         .get_str("general.architecture")
         .is_ok_and(|a| a == "qwen2");
     let (output, embedding) = l.output_and_embedding(c.vocab, d)?;
-    let mut blocks = Vec::with_capacity(c.n_layer);
+    let mut blocks = Vec::new();
     for il in 0..c.n_layer {
         let p = |s: &str| format!("blk.{il}.{s}");
         blocks.push(Block {
