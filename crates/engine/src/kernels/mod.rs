@@ -1,8 +1,10 @@
 //! CPU compute: weight repacking, activation quantization, the batched matmul (scalar reference
-//! AVX2 and AVX-512 VNNI), the thread pool, and the small per-row ops (norms, RoPE, activations).
+//! AVX2 and AVX-512 VNNI), the thread pool, the small per-row ops (norms, RoPE, activations),
+//! and attention's inner loops over a group of heads.
 
 pub mod act;
 mod avx2;
+pub mod heads;
 pub mod matmul;
 pub mod ops;
 pub mod pack;

@@ -308,6 +308,29 @@ impl SeqView<'_> {
         let a = self.at(pos);
         &self.v[a..a + self.row]
     }
+    /// Floats per cached row (all KV heads).
+    pub fn row(&self) -> usize {
+        self.row
+    }
+    /// Positions `from..to` as runs that lie contiguously in memory: (first position, count,
+    /// keys, values), each slice starting at the run's first row with rows `row()` apart.
+    pub fn runs(
+        &self,
+        from: usize,
+        to: usize,
+    ) -> impl Iterator<Item = (usize, usize, &[f32], &[f32])> + '_ {
+        let mut p = from;
+        std::iter::from_fn(move || {
+            if p >= to {
+                return None;
+            }
+            let count = (self.bs - p % self.bs).min(to - p);
+            let (a, len) = (self.at(p), count * self.row);
+            let run = (p, count, &self.k[a..a + len], &self.v[a..a + len]);
+            p += count;
+            Some(run)
+        })
+    }
     /// First position a query at `pos` may attend to.
     pub fn first_visible(&self, pos: usize) -> usize {
         self.window.map_or(0, |w| (pos + 1).saturating_sub(w))

@@ -5,8 +5,8 @@
 //! batch or on how heads were grouped.
 
 use crate::batch::Batch;
+use crate::kernels::heads::{self, MAX_HEADS};
 use crate::kernels::matmul::OutPtr;
-use crate::kernels::ops::{axpy, dot};
 use crate::kernels::pool::{split, ThreadPool};
 use crate::kv::KvCache;
 
@@ -52,15 +52,19 @@ pub fn attend(
             let view = kv.view(layer, batch.seqs[t]);
             let first = view.first_visible(pos);
             let len = pos + 1 - first;
-            let kvh = h0 / group;
-            let q_of = |j: usize| &q[(t * nh + h0 + j) * hd..(t * nh + h0 + j + 1) * hd];
+            let (kvh, stride) = (h0 / group, view.row());
+            let qs = &q[(t * nh + h0) * hd..(t * nh + h0 + per) * hd];
             // sc[j * len + i]: head h0 + j, key first + i; then 1/sum of each head.
             let (sc, inv) = sc.split_at_mut(per * len);
-            for (i, p) in (first..=pos).enumerate() {
-                let key = &view.key(p)[kvh * hd..(kvh + 1) * hd];
-                for j in 0..per {
-                    sc[j * len + i] = dot(q_of(j), key) * shape.scale;
+            let mut i0 = 0;
+            for (_, count, keys, _) in view.runs(first, pos + 1) {
+                for hc in (0..per).step_by(MAX_HEADS) {
+                    let hn = MAX_HEADS.min(per - hc);
+                    let (q_part, keys) = (&qs[hc * hd..(hc + hn) * hd], &keys[kvh * hd..]);
+                    let out = &mut sc[hc * len + i0..];
+                    heads::scores(q_part, hd, keys, stride, count, shape.scale, out, len);
                 }
+                i0 += count;
             }
             for j in 0..per {
                 let row = &mut sc[j * len..(j + 1) * len];
@@ -77,11 +81,15 @@ pub fn attend(
                 std::slice::from_raw_parts_mut(out_ptr.get().add((t * nh + h0) * hd), per * hd)
             };
             o.fill(0.0);
-            for (i, p) in (first..=pos).enumerate() {
-                let value = &view.value(p)[kvh * hd..(kvh + 1) * hd];
-                for (j, oh) in o.chunks_exact_mut(hd).enumerate() {
-                    axpy(oh, sc[j * len + i], value);
+            let mut i0 = 0;
+            for (_, count, _, values) in view.runs(first, pos + 1) {
+                for hc in (0..per).step_by(MAX_HEADS) {
+                    let hn = MAX_HEADS.min(per - hc);
+                    let (o_part, values) = (&mut o[hc * hd..(hc + hn) * hd], &values[kvh * hd..]);
+                    let w = &sc[hc * len + i0..];
+                    heads::weighted_sum(o_part, hd, w, len, values, stride, count);
                 }
+                i0 += count;
             }
             for (j, oh) in o.chunks_exact_mut(hd).enumerate() {
                 oh.iter_mut().for_each(|v| *v *= inv[j]);
