@@ -24,7 +24,8 @@ pub fn load(common: &Common) -> Result<(Model, Tokenizer)> {
     }
     let file = GgufFile::open(&path)?;
     let tok = Tokenizer::from_gguf(&file)?;
-    let model = Model::from_gguf(&file, common.threads)?;
+    let mut model = Model::from_gguf(&file, common.threads)?;
+    model.kv_type = common.kv_type;
     file.release_pages();
     Ok((model, tok))
 }

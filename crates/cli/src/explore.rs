@@ -6,6 +6,7 @@ use crate::commands::load;
 use crate::Common;
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
+use everett_engine::kv::KvType;
 use everett_engine::superposition::{explore, html, render, ExploreParams, Measure};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -20,6 +21,9 @@ pub struct ExploreArgs {
     /// Compute threads.
     #[arg(long, default_value_t = crate::default_threads())]
     pub threads: usize,
+    /// How the KV cache stores keys and values: f16 or f32.
+    #[arg(long, default_value = "f16", value_parser = crate::parse_kv_type)]
+    pub kv_type: KvType,
     /// Children proposed by each live path per step.
     #[arg(long, default_value_t = 3)]
     pub branches: usize,
@@ -96,6 +100,7 @@ pub fn run(a: &ExploreArgs) -> Result<()> {
         model: a.model.clone(),
         threads: a.threads,
         json: false,
+        kv_type: a.kv_type,
     };
     let (mut model, tok) = load(&common)?;
     let ids = tok.encode(&a.prompt, true, false);

@@ -8,6 +8,7 @@ mod pull;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use everett_engine::kv::KvType;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -33,6 +34,13 @@ pub struct Common {
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
+    /// How the KV cache stores keys and values: f16 (half the memory) or f32 (exact).
+    #[arg(long, global = true, default_value = "f16", value_parser = parse_kv_type)]
+    pub kv_type: KvType,
+}
+
+fn parse_kv_type(s: &str) -> Result<KvType, String> {
+    KvType::parse(s).ok_or_else(|| format!("expected f16 or f32, got {s:?}"))
 }
 
 fn default_threads() -> usize {

@@ -2,9 +2,54 @@
 //! head against one run of cached keys, and the score-weighted sum of a run of cached values.
 //! Each head's arithmetic is exactly that of `ops::dot` and repeated `ops::axpy` (same lanes,
 //! same order, one fused multiply-add per term): the heads are interleaved only so that their
-//! independent chains overlap and each cached row is loaded once for all of them.
+//! independent chains overlap and each cached row is loaded once for all of them. Rows cached
+//! as f16 are widened to f32 exactly before that same arithmetic.
 
+use super::f16;
 use super::ops::has_fma;
+
+/// Cached rows as stored: f32, or f16 bits.
+#[derive(Clone, Copy)]
+pub enum KvRows<'a> {
+    F32(&'a [f32]),
+    F16(&'a [u16]),
+}
+
+impl<'a> KvRows<'a> {
+    pub fn len(&self) -> usize {
+        match self {
+            Self::F32(r) => r.len(),
+            Self::F16(r) => r.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The rows from element `at` on.
+    pub fn skip(self, at: usize) -> Self {
+        match self {
+            Self::F32(r) => Self::F32(&r[at..]),
+            Self::F16(r) => Self::F16(&r[at..]),
+        }
+    }
+}
+
+/// An element of a cached row, widened to f32 exactly.
+trait Elem: Copy {
+    fn f32(self) -> f32;
+}
+impl Elem for f32 {
+    #[inline(always)]
+    fn f32(self) -> f32 {
+        self
+    }
+}
+impl Elem for u16 {
+    #[inline(always)]
+    fn f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+}
 
 /// Heads handled together by one pass (the register budget of the AVX2 variants).
 pub const MAX_HEADS: usize = 4;
@@ -15,7 +60,7 @@ pub const MAX_HEADS: usize = 4;
 pub fn scores(
     q: &[f32],
     d: usize,
-    keys: &[f32],
+    keys: KvRows,
     stride: usize,
     n: usize,
     scale: f32,
@@ -26,19 +71,32 @@ pub fn scores(
     assert!((1..=MAX_HEADS).contains(&heads) && q.len() == heads * d);
     assert!(n == 0 || (n - 1) * stride + d <= keys.len());
     assert!((heads - 1) * out_stride + n <= out.len());
-    let args = (q, d, keys, stride, n, scale, out, out_stride);
-    #[cfg(target_arch = "x86_64")]
-    if has_fma() {
-        // SAFETY: the CPU has avx2 and fma (checked above).
-        return unsafe { scores_fma(heads, args) };
+    match keys {
+        KvRows::F32(k) => {
+            let a = (q, d, k, stride, n, scale, out, out_stride);
+            #[cfg(target_arch = "x86_64")]
+            if has_fma() {
+                // SAFETY: the CPU has avx2 and fma (checked above).
+                return unsafe { scores_fma(heads, a) };
+            }
+            scores_any(heads, a)
+        }
+        KvRows::F16(k) => {
+            let a = (q, d, k, stride, n, scale, out, out_stride);
+            #[cfg(target_arch = "x86_64")]
+            if has_f16c() {
+                // SAFETY: the CPU has avx2, fma and f16c (checked above).
+                return unsafe { x86::scores_f16c(heads, a) };
+            }
+            scores_any(heads, a)
+        }
     }
-    scores_any(heads, args)
 }
 
-type ScoreArgs<'a> = (
+type ScoreArgs<'a, E> = (
     &'a [f32],
     usize,
-    &'a [f32],
+    &'a [E],
     usize,
     usize,
     f32,
@@ -48,28 +106,30 @@ type ScoreArgs<'a> = (
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn scores_fma(heads: usize, a: ScoreArgs) {
+unsafe fn scores_fma(heads: usize, a: ScoreArgs<f32>) {
     scores_any(heads, a)
 }
 
 #[inline(always)]
-fn scores_any(heads: usize, a: ScoreArgs) {
+fn scores_any<E: Elem>(heads: usize, a: ScoreArgs<E>) {
     match heads {
-        1 => scores_h::<1>(a),
-        2 => scores_h::<2>(a),
-        3 => scores_h::<3>(a),
-        _ => scores_h::<4>(a),
+        1 => scores_h::<1, E>(a),
+        2 => scores_h::<2, E>(a),
+        3 => scores_h::<3, E>(a),
+        _ => scores_h::<4, E>(a),
     }
 }
 
 #[inline(always)]
-fn scores_h<const H: usize>((q, d, keys, stride, n, scale, out, out_stride): ScoreArgs) {
+fn scores_h<const H: usize, E: Elem>(
+    (q, d, keys, stride, n, scale, out, out_stride): ScoreArgs<E>,
+) {
     let full = d - d % 8;
     for i in 0..n {
         let key = &keys[i * stride..i * stride + d];
         let mut acc = [[0f32; 8]; H];
         for c in (0..full).step_by(8) {
-            let k8: &[f32; 8] = key[c..c + 8].try_into().unwrap();
+            let k8: [f32; 8] = std::array::from_fn(|l| key[c + l].f32());
             for (j, lanes) in acc.iter_mut().enumerate() {
                 let q8: &[f32; 8] = q[j * d + c..j * d + c + 8].try_into().unwrap();
                 for l in 0..8 {
@@ -78,14 +138,18 @@ fn scores_h<const H: usize>((q, d, keys, stride, n, scale, out, out_stride): Sco
             }
         }
         for (j, lanes) in acc.iter().enumerate() {
-            let tail: f32 = q[j * d + full..(j + 1) * d]
-                .iter()
-                .zip(&key[full..])
-                .map(|(x, y)| x * y)
-                .sum();
-            out[j * out_stride + i] = (lanes.iter().sum::<f32>() + tail) * scale;
+            out[j * out_stride + i] =
+                finish(lanes, &q[j * d + full..(j + 1) * d], &key[full..]) * scale;
         }
     }
+}
+
+/// The end of one head's dot product, as `ops::dot` ends it: the lanes summed in order, plus
+/// the products of the last `d % 8` elements.
+#[inline(always)]
+fn finish<E: Elem>(lanes: &[f32; 8], q_tail: &[f32], key_tail: &[E]) -> f32 {
+    let tail: f32 = q_tail.iter().zip(key_tail).map(|(x, y)| x * y.f32()).sum();
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// `out[j*d..(j+1)*d] += Σ_i w[j * w_stride + i] · values[i*stride..][..d]` for heads
@@ -96,7 +160,7 @@ pub fn weighted_sum(
     d: usize,
     w: &[f32],
     w_stride: usize,
-    values: &[f32],
+    values: KvRows,
     stride: usize,
     n: usize,
 ) {
@@ -104,74 +168,202 @@ pub fn weighted_sum(
     assert!((1..=MAX_HEADS).contains(&heads) && out.len() == heads * d);
     assert!(n == 0 || (n - 1) * stride + d <= values.len());
     assert!((heads - 1) * w_stride + n <= w.len());
-    let args = (out, d, w, w_stride, values, stride, n);
-    #[cfg(target_arch = "x86_64")]
-    if has_fma() {
-        // SAFETY: the CPU has avx2 and fma (checked above).
-        return unsafe { weighted_fma(heads, args) };
+    match values {
+        KvRows::F32(v) => {
+            let a = (out, d, w, w_stride, v, stride, n);
+            #[cfg(target_arch = "x86_64")]
+            if has_fma() {
+                // SAFETY: the CPU has avx2 and fma (checked above).
+                return unsafe { weighted_fma(heads, a) };
+            }
+            weighted_any(heads, a)
+        }
+        KvRows::F16(v) => {
+            let a = (out, d, w, w_stride, v, stride, n);
+            #[cfg(target_arch = "x86_64")]
+            if has_f16c() {
+                // SAFETY: the CPU has avx2, fma and f16c (checked above).
+                return unsafe { x86::weighted_f16c(heads, a) };
+            }
+            weighted_any(heads, a)
+        }
     }
-    weighted_any(heads, args)
 }
 
-type SumArgs<'a> = (
+type SumArgs<'a, E> = (
     &'a mut [f32],
     usize,
     &'a [f32],
     usize,
-    &'a [f32],
+    &'a [E],
     usize,
     usize,
 );
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn weighted_fma(heads: usize, a: SumArgs) {
+unsafe fn weighted_fma(heads: usize, a: SumArgs<f32>) {
     weighted_any(heads, a)
 }
 
 #[inline(always)]
-fn weighted_any(heads: usize, a: SumArgs) {
+fn weighted_any<E: Elem>(heads: usize, a: SumArgs<E>) {
     match heads {
-        1 => weighted_h::<1>(a),
-        2 => weighted_h::<2>(a),
-        3 => weighted_h::<3>(a),
-        _ => weighted_h::<4>(a),
+        1 => weighted_h::<1, E>(a),
+        2 => weighted_h::<2, E>(a),
+        3 => weighted_h::<3, E>(a),
+        _ => weighted_h::<4, E>(a),
     }
 }
 
+/// Columns of every head kept in registers over all rows.
+const CHUNK: usize = 16;
+
 #[inline(always)]
-fn weighted_h<const H: usize>((out, d, w, w_stride, values, stride, n): SumArgs) {
-    const C: usize = 16;
-    let full = d - d % C;
-    for c in (0..full).step_by(C) {
-        // A 16-wide column chunk of every head stays in registers over all rows.
-        let mut acc = [[0f32; C]; H];
+fn weighted_h<const H: usize, E: Elem>((out, d, w, w_stride, values, stride, n): SumArgs<E>) {
+    let full = d - d % CHUNK;
+    for c in (0..full).step_by(CHUNK) {
+        let mut acc = [[0f32; CHUNK]; H];
         for (j, a) in acc.iter_mut().enumerate() {
-            a.copy_from_slice(&out[j * d + c..j * d + c + C]);
+            a.copy_from_slice(&out[j * d + c..j * d + c + CHUNK]);
         }
         for i in 0..n {
-            let v: &[f32; C] = values[i * stride + c..i * stride + c + C]
-                .try_into()
-                .unwrap();
+            let v: [f32; CHUNK] = std::array::from_fn(|l| values[i * stride + c + l].f32());
             for (j, a) in acc.iter_mut().enumerate() {
                 let s = w[j * w_stride + i];
-                for l in 0..C {
+                for l in 0..CHUNK {
                     a[l] = s.mul_add(v[l], a[l]);
                 }
             }
         }
         for (j, a) in acc.iter().enumerate() {
-            out[j * d + c..j * d + c + C].copy_from_slice(a);
+            out[j * d + c..j * d + c + CHUNK].copy_from_slice(a);
         }
     }
-    for c in full..d {
-        for j in 0..H {
+    weighted_tail(out, d, full, w, w_stride, values, stride, n, H);
+}
+
+/// Columns `from..d` of `weighted_sum`, one element at a time.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn weighted_tail<E: Elem>(
+    out: &mut [f32],
+    d: usize,
+    from: usize,
+    w: &[f32],
+    w_stride: usize,
+    values: &[E],
+    stride: usize,
+    n: usize,
+    heads: usize,
+) {
+    for c in from..d {
+        for j in 0..heads {
             let mut o = out[j * d + c];
             for i in 0..n {
-                o = w[j * w_stride + i].mul_add(values[i * stride + c], o);
+                o = w[j * w_stride + i].mul_add(values[i * stride + c].f32(), o);
             }
             out[j * d + c] = o;
         }
+    }
+}
+
+/// Whether the F16C variants may run on this CPU.
+#[cfg(target_arch = "x86_64")]
+fn has_f16c() -> bool {
+    has_fma() && std::is_x86_feature_detected!("f16c")
+}
+
+/// The f16 kernels with the CPU's exact half-to-float conversion.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{finish, weighted_tail, ScoreArgs, SumArgs, CHUNK};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn scores_f16c(heads: usize, a: ScoreArgs<u16>) {
+        // SAFETY: forwarded target features.
+        unsafe {
+            match heads {
+                1 => scores_h::<1>(a),
+                2 => scores_h::<2>(a),
+                3 => scores_h::<3>(a),
+                _ => scores_h::<4>(a),
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scores_h<const H: usize>(
+        (q, d, keys, stride, n, scale, out, out_stride): ScoreArgs<u16>,
+    ) {
+        let full = d - d % 8;
+        for i in 0..n {
+            let key = &keys[i * stride..i * stride + d];
+            let mut acc = [_mm256_setzero_ps(); H];
+            for c in (0..full).step_by(8) {
+                // SAFETY: c + 8 <= d = key.len() = each head's q length.
+                unsafe {
+                    let k8 = _mm256_cvtph_ps(_mm_loadu_si128(key.as_ptr().add(c) as *const _));
+                    for (j, lanes) in acc.iter_mut().enumerate() {
+                        let q8 = _mm256_loadu_ps(q.as_ptr().add(j * d + c));
+                        *lanes = _mm256_fmadd_ps(q8, k8, *lanes);
+                    }
+                }
+            }
+            for (j, lanes) in acc.iter().enumerate() {
+                let mut l = [0f32; 8];
+                // SAFETY: l holds 8 floats.
+                unsafe { _mm256_storeu_ps(l.as_mut_ptr(), *lanes) };
+                out[j * out_stride + i] =
+                    finish(&l, &q[j * d + full..(j + 1) * d], &key[full..]) * scale;
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn weighted_f16c(heads: usize, a: SumArgs<u16>) {
+        // SAFETY: forwarded target features.
+        unsafe {
+            match heads {
+                1 => weighted_h::<1>(a),
+                2 => weighted_h::<2>(a),
+                3 => weighted_h::<3>(a),
+                _ => weighted_h::<4>(a),
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn weighted_h<const H: usize>((out, d, w, w_stride, values, stride, n): SumArgs<u16>) {
+        let full = d - d % CHUNK;
+        // SAFETY: the caller checked that rows i < n of `values` hold d elements at stride
+        // `stride`, that `w` holds every (head, row) weight and `out` every head's d columns.
+        unsafe {
+            let (o, v) = (out.as_mut_ptr(), values.as_ptr());
+            for c in (0..full).step_by(CHUNK) {
+                let mut acc = [[_mm256_setzero_ps(); 2]; H];
+                for (j, a) in acc.iter_mut().enumerate() {
+                    a[0] = _mm256_loadu_ps(o.add(j * d + c));
+                    a[1] = _mm256_loadu_ps(o.add(j * d + c + 8));
+                }
+                for i in 0..n {
+                    let row = v.add(i * stride + c);
+                    let v0 = _mm256_cvtph_ps(_mm_loadu_si128(row as *const _));
+                    let v1 = _mm256_cvtph_ps(_mm_loadu_si128(row.add(8) as *const _));
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        let s = _mm256_set1_ps(*w.get_unchecked(j * w_stride + i));
+                        a[0] = _mm256_fmadd_ps(s, v0, a[0]);
+                        a[1] = _mm256_fmadd_ps(s, v1, a[1]);
+                    }
+                }
+                for (j, a) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(o.add(j * d + c), a[0]);
+                    _mm256_storeu_ps(o.add(j * d + c + 8), a[1]);
+                }
+            }
+        }
+        weighted_tail(out, d, full, w, w_stride, values, stride, n, H);
     }
 }
 
@@ -198,10 +390,10 @@ mod tests {
             let rows = data(n * stride + d, 2);
             let (ws, scale) = (n + 3, 0.125);
             let mut sc = vec![0f32; heads * ws];
-            scores(&q, d, &rows, stride, n, scale, &mut sc, ws);
+            scores(&q, d, KvRows::F32(&rows), stride, n, scale, &mut sc, ws);
             let mut out = data(heads * d, 3);
             let mut expect = out.clone();
-            weighted_sum(&mut out, d, &sc, ws, &rows, stride, n);
+            weighted_sum(&mut out, d, &sc, ws, KvRows::F32(&rows), stride, n);
             for j in 0..heads {
                 for i in 0..n {
                     let key = &rows[i * stride..i * stride + d];
@@ -214,6 +406,43 @@ mod tests {
                 .iter()
                 .zip(&expect)
                 .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+    }
+
+    #[test]
+    fn f16_rows_give_the_bits_of_their_f32_values_on_every_path() {
+        for (heads, d, n, stride) in [(4, 256, 9, 256), (3, 20, 7, 24), (1, 48, 3, 48)] {
+            let q = data(heads * d, 4);
+            let half: Vec<u16> = data(n * stride + d, 5)
+                .into_iter()
+                .map(f16::from_f32)
+                .collect();
+            let wide: Vec<f32> = half.iter().map(|&h| f16::to_f32(h)).collect();
+            let ws = n;
+            let run = |rows: KvRows| {
+                let mut sc = vec![0f32; heads * ws];
+                scores(&q, d, rows, stride, n, 0.5, &mut sc, ws);
+                let mut out = data(heads * d, 6);
+                weighted_sum(&mut out, d, &sc, ws, rows, stride, n);
+                (sc, out)
+            };
+            let generic = {
+                let mut sc = vec![0f32; heads * ws];
+                scores_any(
+                    heads,
+                    (&q[..], d, &half[..], stride, n, 0.5, &mut sc[..], ws),
+                );
+                let mut out = data(heads * d, 6);
+                weighted_any(heads, (&mut out[..], d, &sc[..], ws, &half[..], stride, n));
+                (sc, out)
+            };
+            let bits = |v: &(Vec<f32>, Vec<f32>)| {
+                let (a, b) = v;
+                a.iter().chain(b).map(|x| x.to_bits()).collect::<Vec<_>>()
+            };
+            let expect = bits(&run(KvRows::F32(&wide)));
+            assert_eq!(bits(&run(KvRows::F16(&half))), expect);
+            assert_eq!(bits(&generic), expect);
         }
     }
 }

@@ -3,10 +3,13 @@
 //! sliding-window layers can drop blocks that fell out of the window while global layers keep
 //! theirs. `fork` shares every block (ref counts) and a write into a shared block copies just
 //! that block first (copy-on-write). Running out of blocks is `KvFull`, a normal outcome.
-//! Storage is f32 so that cached keys/values are exactly what the model computed.
+//! Keys and values are stored as f16 (half the memory traffic of attention, as llama.cpp and
+//! vLLM do) or, on request, as f32: exactly what the model computed.
 
 pub mod pool;
 
+use crate::kernels::f16;
+use crate::kernels::heads::KvRows;
 use pool::{BlockId, BlockPool};
 
 /// Handle of a sequence in the cache.
@@ -18,13 +21,67 @@ pub struct KvFull;
 
 const DROPPED: BlockId = BlockId::MAX;
 
+/// How cached keys and values are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvType {
+    #[default]
+    F16,
+    F32,
+}
+
+impl KvType {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "f16" => Some(Self::F16),
+            "f32" => Some(Self::F32),
+            _ => None,
+        }
+    }
+}
+
+/// One group's keys or values, `[blocks][layers][block_size][row]`.
+enum Store {
+    F32(Vec<f32>),
+    F16(Vec<u16>),
+}
+
+impl Store {
+    fn new(ty: KvType, len: usize) -> Self {
+        match ty {
+            KvType::F32 => Self::F32(vec![0.0; len]),
+            KvType::F16 => Self::F16(vec![0; len]),
+        }
+    }
+    fn write(&mut self, at: usize, x: &[f32]) {
+        match self {
+            Self::F32(s) => s[at..at + x.len()].copy_from_slice(x),
+            Self::F16(s) => {
+                for (h, &v) in s[at..at + x.len()].iter_mut().zip(x) {
+                    *h = f16::from_f32(v);
+                }
+            }
+        }
+    }
+    fn rows(&self, range: std::ops::Range<usize>) -> KvRows<'_> {
+        match self {
+            Self::F32(s) => KvRows::F32(&s[range]),
+            Self::F16(s) => KvRows::F16(&s[range]),
+        }
+    }
+    fn copy_within(&mut self, from: std::ops::Range<usize>, to: usize) {
+        match self {
+            Self::F32(s) => s.copy_within(from, to),
+            Self::F16(s) => s.copy_within(from, to),
+        }
+    }
+}
+
 struct Group {
     window: Option<usize>,
     layers: usize,
     pool: BlockPool,
-    /// `[blocks][layers][block_size][row]`.
-    k: Vec<f32>,
-    v: Vec<f32>,
+    k: Store,
+    v: Store,
 }
 
 struct Seq {
@@ -41,6 +98,7 @@ pub struct KvConfig {
     /// Tokens of capacity for global layers (sliding groups get what their windows need).
     pub capacity_tokens: usize,
     pub max_seqs: usize,
+    pub dtype: KvType,
 }
 
 pub struct KvCache {
@@ -79,8 +137,8 @@ impl KvCache {
                     window: *w,
                     layers,
                     pool: BlockPool::new(blocks),
-                    k: vec![0.0; floats],
-                    v: vec![0.0; floats],
+                    k: Store::new(cfg.dtype, floats),
+                    v: Store::new(cfg.dtype, floats),
                 }
             })
             .collect();
@@ -242,15 +300,17 @@ impl KvCache {
             .sum()
     }
 
-    /// Where position `pos` of `id` lives for `layer`: (key row, value row) slices, mutable.
-    pub fn row_mut(&mut self, layer: usize, id: SeqId, pos: usize) -> (&mut [f32], &mut [f32]) {
+    /// Stores the key and value rows of position `pos` of `id` for `layer` (a reserved block).
+    pub fn write(&mut self, layer: usize, id: SeqId, pos: usize, key: &[f32], value: &[f32]) {
         let (g, li) = self.layer_slot[layer];
         let (bs, row) = (self.block_size, self.row);
+        assert!(key.len() == row && value.len() == row, "KV row size");
         let block = self.seqs[id].as_ref().expect("unknown sequence id").tables[g][pos / bs];
         debug_assert!(block != DROPPED, "write into a dropped block");
         let grp = &mut self.groups[g];
         let at = ((block as usize * grp.layers + li) * bs + pos % bs) * row;
-        (&mut grp.k[at..at + row], &mut grp.v[at..at + row])
+        grp.k.write(at, key);
+        grp.v.write(at, value);
     }
 
     /// A read view of `layer` for sequence `id`.
@@ -282,8 +342,8 @@ impl Group {
 /// Read access to one layer of one sequence's cache.
 pub struct SeqView<'a> {
     table: &'a [BlockId],
-    k: &'a [f32],
-    v: &'a [f32],
+    k: &'a Store,
+    v: &'a Store,
     layer: usize,
     layers: usize,
     bs: usize,
@@ -300,14 +360,6 @@ impl SeqView<'_> {
         );
         ((block as usize * self.layers + self.layer) * self.bs + pos % self.bs) * self.row
     }
-    pub fn key(&self, pos: usize) -> &[f32] {
-        let a = self.at(pos);
-        &self.k[a..a + self.row]
-    }
-    pub fn value(&self, pos: usize) -> &[f32] {
-        let a = self.at(pos);
-        &self.v[a..a + self.row]
-    }
     /// Floats per cached row (all KV heads).
     pub fn row(&self) -> usize {
         self.row
@@ -318,7 +370,7 @@ impl SeqView<'_> {
         &self,
         from: usize,
         to: usize,
-    ) -> impl Iterator<Item = (usize, usize, &[f32], &[f32])> + '_ {
+    ) -> impl Iterator<Item = (usize, usize, KvRows<'_>, KvRows<'_>)> + '_ {
         let mut p = from;
         std::iter::from_fn(move || {
             if p >= to {
@@ -326,7 +378,7 @@ impl SeqView<'_> {
             }
             let count = (self.bs - p % self.bs).min(to - p);
             let (a, len) = (self.at(p), count * self.row);
-            let run = (p, count, &self.k[a..a + len], &self.v[a..a + len]);
+            let run = (p, count, self.k.rows(a..a + len), self.v.rows(a..a + len));
             p += count;
             Some(run)
         })

@@ -60,7 +60,7 @@ pub fn attend(
             for (_, count, keys, _) in view.runs(first, pos + 1) {
                 for hc in (0..per).step_by(MAX_HEADS) {
                     let hn = MAX_HEADS.min(per - hc);
-                    let (q_part, keys) = (&qs[hc * hd..(hc + hn) * hd], &keys[kvh * hd..]);
+                    let (q_part, keys) = (&qs[hc * hd..(hc + hn) * hd], keys.skip(kvh * hd));
                     let out = &mut sc[hc * len + i0..];
                     heads::scores(q_part, hd, keys, stride, count, shape.scale, out, len);
                 }
@@ -85,7 +85,7 @@ pub fn attend(
             for (_, count, _, values) in view.runs(first, pos + 1) {
                 for hc in (0..per).step_by(MAX_HEADS) {
                     let hn = MAX_HEADS.min(per - hc);
-                    let (o_part, values) = (&mut o[hc * hd..(hc + hn) * hd], &values[kvh * hd..]);
+                    let (o_part, values) = (&mut o[hc * hd..(hc + hn) * hd], values.skip(kvh * hd));
                     let w = &sc[hc * len + i0..];
                     heads::weighted_sum(o_part, hd, w, len, values, stride, count);
                 }

@@ -16,7 +16,7 @@ use crate::kernels::matmul::Isa;
 use crate::kernels::ops::Rope;
 use crate::kernels::pack::PackedMatrix;
 use crate::kernels::pool::ThreadPool;
-use crate::kv::KvConfig;
+use crate::kv::{KvConfig, KvType};
 pub use config::{Arch, Config};
 use layers::{Embedding, Linear, Mlp, Norm};
 
@@ -61,6 +61,8 @@ pub struct Weights {
 pub struct Model {
     pub config: Config,
     pub weights: Weights,
+    /// How the caches from `kv_config` store keys and values (f16 unless set).
+    pub kv_type: KvType,
     pool: ThreadPool,
     isa: Isa,
     scratch: transformer::Scratch,
@@ -77,6 +79,7 @@ impl Model {
         Ok(Self {
             config,
             weights,
+            kv_type: KvType::default(),
             pool: ThreadPool::new(threads),
             isa: Isa::detect(),
             scratch: Default::default(),
@@ -100,6 +103,7 @@ impl Model {
             block_size: KV_BLOCK_SIZE,
             capacity_tokens,
             max_seqs,
+            dtype: self.kv_type,
         }
     }
 }

@@ -140,9 +140,8 @@ impl Model {
                 }
             });
             for i in 0..t {
-                let (kc, vc) = kv.row_mut(il, batch.seqs[i], batch.positions[i]);
-                kc.copy_from_slice(&s.k[i * kvn..(i + 1) * kvn]);
-                vc.copy_from_slice(&s.v[i * kvn..(i + 1) * kvn]);
+                let (key, value) = (&s.k[i * kvn..(i + 1) * kvn], &s.v[i * kvn..(i + 1) * kvn]);
+                kv.write(il, batch.seqs[i], batch.positions[i], key, value);
             }
             attend(
                 pool,
