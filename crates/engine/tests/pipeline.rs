@@ -4,7 +4,6 @@
 
 use everett_engine::batch::Batch;
 use everett_engine::gguf::GgufFile;
-use everett_engine::kernels::f16;
 use everett_engine::kv::{KvCache, KvConfig, KvType};
 use everett_engine::model::layers::{packed_row, Activation, Linear, Norm};
 use everett_engine::model::{Model, Qkv};
@@ -147,7 +146,7 @@ fn reference(m: &Model, t: &Tiny, tokens: &[u32], kv16: bool) -> Vec<Vec<f64>> {
             }
         }
         if kv16 {
-            let half = |x: &mut f64| *x = f16::to_f32(f16::from_f32(*x as f32)) as f64;
+            let half = |x: &mut f64| *x = half::f16::from_f32(*x as f32).to_f64();
             k.iter_mut().chain(v.iter_mut()).flatten().for_each(half);
         }
         let group = c.n_head / c.n_head_kv;

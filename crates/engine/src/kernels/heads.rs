@@ -5,8 +5,8 @@
 //! independent chains overlap and each cached row is loaded once for all of them. Rows cached
 //! as f16 are widened to f32 exactly before that same arithmetic.
 
-use super::f16;
 use super::ops::has_fma;
+use half::f16;
 
 /// Cached rows as stored: f32, or f16 bits.
 #[derive(Clone, Copy)]
@@ -47,7 +47,7 @@ impl Elem for f32 {
 impl Elem for u16 {
     #[inline(always)]
     fn f32(self) -> f32 {
-        f16::to_f32(self)
+        f16::from_bits(self).to_f32()
     }
 }
 
@@ -415,9 +415,9 @@ mod tests {
             let q = data(heads * d, 4);
             let half: Vec<u16> = data(n * stride + d, 5)
                 .into_iter()
-                .map(f16::from_f32)
+                .map(|x| f16::from_f32(x).to_bits())
                 .collect();
-            let wide: Vec<f32> = half.iter().map(|&h| f16::to_f32(h)).collect();
+            let wide: Vec<f32> = half.iter().map(|&h| f16::from_bits(h).to_f32()).collect();
             let ws = n;
             let run = |rows: KvRows| {
                 let mut sc = vec![0f32; heads * ws];

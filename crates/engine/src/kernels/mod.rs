@@ -4,7 +4,6 @@
 
 pub mod act;
 mod avx2;
-pub mod f16;
 pub mod heads;
 pub mod matmul;
 pub mod ops;

@@ -8,8 +8,8 @@
 
 pub mod pool;
 
-use crate::kernels::f16;
 use crate::kernels::heads::KvRows;
+use half::f16;
 use pool::{BlockId, BlockPool};
 
 /// Handle of a sequence in the cache.
@@ -57,7 +57,7 @@ impl Store {
             Self::F32(s) => s[at..at + x.len()].copy_from_slice(x),
             Self::F16(s) => {
                 for (h, &v) in s[at..at + x.len()].iter_mut().zip(x) {
-                    *h = f16::from_f32(v);
+                    *h = f16::from_f32(v).to_bits();
                 }
             }
         }
