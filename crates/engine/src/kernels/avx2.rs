@@ -18,8 +18,10 @@ use std::arch::x86_64::*;
 
 /// # Safety
 /// CPU must have avx2 and fma; caller owns the output cells of group `g`, rows `r0..r0+r`.
+/// `codes`: group `g` in the plain layout.
 pub(crate) unsafe fn code_tile(
     m: &CodeMatrix,
+    codes: &[u8],
     g: usize,
     acts: &QuantActs,
     r0: usize,
@@ -27,26 +29,28 @@ pub(crate) unsafe fn code_tile(
     out: OutPtr,
 ) {
     let signed = m.layout.zero == 128;
+    assert!(codes.len() >= m.k * GROUP);
+    let c = codes.as_ptr();
     // SAFETY: forwarded contract.
     unsafe {
         match (r, m.layout.sub_block, m.layout.has_offset, signed) {
-            (1, 32, false, true) => tile::<1, 32, false, true>(m, g, acts, r0, out),
-            (2, 32, false, true) => tile::<2, 32, false, true>(m, g, acts, r0, out),
-            (3, 32, false, true) => tile::<3, 32, false, true>(m, g, acts, r0, out),
-            (4, 32, false, true) => tile::<4, 32, false, true>(m, g, acts, r0, out),
-            (1, 32, false, false) => tile::<1, 32, false, false>(m, g, acts, r0, out),
-            (2, 32, false, false) => tile::<2, 32, false, false>(m, g, acts, r0, out),
-            (3, 32, false, false) => tile::<3, 32, false, false>(m, g, acts, r0, out),
-            (4, 32, false, false) => tile::<4, 32, false, false>(m, g, acts, r0, out),
-            (1, 32, true, false) => tile::<1, 32, true, false>(m, g, acts, r0, out),
-            (2, 32, true, false) => tile::<2, 32, true, false>(m, g, acts, r0, out),
-            (3, 32, true, false) => tile::<3, 32, true, false>(m, g, acts, r0, out),
-            (4, 32, true, false) => tile::<4, 32, true, false>(m, g, acts, r0, out),
-            (1, 16, false, false) => tile::<1, 16, false, false>(m, g, acts, r0, out),
-            (2, 16, false, false) => tile::<2, 16, false, false>(m, g, acts, r0, out),
-            (3, 16, false, false) => tile::<3, 16, false, false>(m, g, acts, r0, out),
-            (4, 16, false, false) => tile::<4, 16, false, false>(m, g, acts, r0, out),
-            _ => super::matmul::code_tile_scalar(m, g, acts, r0, r, out),
+            (1, 32, false, true) => tile::<1, 32, false, true>(m, c, g, acts, r0, out),
+            (2, 32, false, true) => tile::<2, 32, false, true>(m, c, g, acts, r0, out),
+            (3, 32, false, true) => tile::<3, 32, false, true>(m, c, g, acts, r0, out),
+            (4, 32, false, true) => tile::<4, 32, false, true>(m, c, g, acts, r0, out),
+            (1, 32, false, false) => tile::<1, 32, false, false>(m, c, g, acts, r0, out),
+            (2, 32, false, false) => tile::<2, 32, false, false>(m, c, g, acts, r0, out),
+            (3, 32, false, false) => tile::<3, 32, false, false>(m, c, g, acts, r0, out),
+            (4, 32, false, false) => tile::<4, 32, false, false>(m, c, g, acts, r0, out),
+            (1, 32, true, false) => tile::<1, 32, true, false>(m, c, g, acts, r0, out),
+            (2, 32, true, false) => tile::<2, 32, true, false>(m, c, g, acts, r0, out),
+            (3, 32, true, false) => tile::<3, 32, true, false>(m, c, g, acts, r0, out),
+            (4, 32, true, false) => tile::<4, 32, true, false>(m, c, g, acts, r0, out),
+            (1, 16, false, false) => tile::<1, 16, false, false>(m, c, g, acts, r0, out),
+            (2, 16, false, false) => tile::<2, 16, false, false>(m, c, g, acts, r0, out),
+            (3, 16, false, false) => tile::<3, 16, false, false>(m, c, g, acts, r0, out),
+            (4, 16, false, false) => tile::<4, 16, false, false>(m, c, g, acts, r0, out),
+            _ => super::matmul::code_tile_scalar(m, codes, g, acts, r0, r, out),
         }
     }
 }
@@ -69,6 +73,7 @@ unsafe fn dot4<const SIGNED: bool>(w: __m256i, a: __m256i, ones: __m256i) -> __m
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile<const R: usize, const BS: usize, const OFF: bool, const SIGNED: bool>(
     m: &CodeMatrix,
+    codes: *const u8,
     g: usize,
     acts: &QuantActs,
     r0: usize,
@@ -81,7 +86,6 @@ unsafe fn tile<const R: usize, const BS: usize, const OFF: bool, const SIGNED: b
     // SAFETY: all pointers index inside the packed buffers whose shapes `pack` established.
     unsafe {
         let ones = _mm256_set1_epi16(1);
-        let codes = m.codes.as_ptr().add(g * k * GROUP);
         let scales = m.scales.as_ptr().add(g * n_sub * GROUP);
         let offsets = if OFF {
             m.offsets.as_ptr().add(g * n_sub * GROUP)

@@ -102,16 +102,28 @@ pub fn matmul(
                 "activations not quantized for this matmul"
             );
             let groups = n.div_ceil(GROUP);
+            // One row tile reads compact codes directly; more rows share a plain copy of each
+            // group, unpacked once into this thread's buffer.
+            let direct = !m.is_plain() && rows <= ROW_TILE && direct_kernel(isa, m);
             pool.run(&|t, nt| {
-                for g in split(groups, t, nt) {
-                    let mut r0 = 0;
-                    while r0 < rows {
-                        let r = (rows - r0).min(ROW_TILE);
-                        // SAFETY: group g's columns are written only by this thread.
-                        unsafe { code_tile(isa, m, g, acts, r0, r, ptr) };
-                        r0 += r;
+                PLAIN.with_borrow_mut(|buf| {
+                    for g in split(groups, t, nt) {
+                        let (codes, bits) = if m.is_plain() || direct {
+                            (m.group(g), m.layout.bits)
+                        } else {
+                            buf.resize(m.k * GROUP, 0);
+                            unpack_group(isa, m, g, buf);
+                            (&buf[..], 8)
+                        };
+                        let mut r0 = 0;
+                        while r0 < rows {
+                            let r = (rows - r0).min(ROW_TILE);
+                            // SAFETY: group g's columns are written only by this thread.
+                            unsafe { code_tile(isa, m, codes, bits, g, acts, r0, r, ptr) };
+                            r0 += r;
+                        }
                     }
-                }
+                })
             });
         }
     }
@@ -136,13 +148,43 @@ fn float_cols(
     }
 }
 
-/// Computes columns of group `g` for rows `r0..r0+r`.
+thread_local! {
+    /// Each thread's plain copy of the group it is working on (grown once, then reused).
+    static PLAIN: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Whether `isa` has a kernel that reads `m`'s compact codes directly.
+fn direct_kernel(isa: Isa, m: &CodeMatrix) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni {
+        return super::vnni::has_direct(m.layout);
+    }
+    let _ = (isa, m);
+    false
+}
+
+/// Group `g` of `m` in the plain layout, into `out`.
+fn unpack_group(isa: Isa, m: &CodeMatrix, g: usize, out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni && super::vnni::has_direct(m.layout) {
+        // SAFETY: the CPU has avx512f/bw (it runs the VNNI kernels); the layout is one the
+        // VNNI code handles.
+        return unsafe { super::vnni::unpack_group(m, g, out) };
+    }
+    m.unpack_group(g, out)
+}
+
+/// Computes columns of group `g` for rows `r0..r0+r` from `codes`, the group stored with
+/// `bits`-bit codes (8: the plain layout; fewer only where `direct_kernel` holds).
 ///
 /// # Safety
 /// The caller must own those output cells; `r <= ROW_TILE`.
+#[allow(clippy::too_many_arguments)]
 unsafe fn code_tile(
     isa: Isa,
     m: &CodeMatrix,
+    codes: &[u8],
+    bits: u32,
     g: usize,
     acts: &QuantActs,
     r0: usize,
@@ -151,10 +193,10 @@ unsafe fn code_tile(
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { super::vnni::code_tile(m, g, acts, r0, r, out) },
+        Isa::Avx512Vnni => unsafe { super::vnni::code_tile(m, codes, bits, g, acts, r0, r, out) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { super::avx2::code_tile(m, g, acts, r0, r, out) },
-        _ => unsafe { code_tile_scalar(m, g, acts, r0, r, out) },
+        Isa::Avx2 => unsafe { super::avx2::code_tile(m, codes, g, acts, r0, r, out) },
+        _ => unsafe { code_tile_scalar(m, codes, g, acts, r0, r, out) },
     }
 }
 
@@ -164,6 +206,7 @@ unsafe fn code_tile(
 /// As `code_tile`.
 pub(crate) unsafe fn code_tile_scalar(
     m: &CodeMatrix,
+    codes: &[u8],
     g: usize,
     acts: &QuantActs,
     r0: usize,
@@ -172,7 +215,7 @@ pub(crate) unsafe fn code_tile_scalar(
 ) {
     let (k, bs) = (m.k, m.layout.sub_block);
     let n_sub = k / bs;
-    let codes = &m.codes[g * k * GROUP..(g + 1) * k * GROUP];
+    let codes = &codes[..k * GROUP];
     for row in r0..r0 + r {
         let a = &acts.codes[row * k..(row + 1) * k];
         for c in 0..GROUP {

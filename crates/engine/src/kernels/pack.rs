@@ -1,8 +1,11 @@
 //! Repacks a GGUF weight matrix once, at load time, into the layout our matmul kernels stream:
-//! unsigned 8-bit codes interleaved as `[col_group][k/4][16 cols][4]` (one 64-byte VNNI operand
-//! per step), with per-sub-block f32 scales (and offsets for types with a min). Every quantized
-//! GGML type becomes this one layout, so there is one kernel family instead of one per type.
-//! Float weights stay f32, row-major. It does not compute anything (see `matmul`).
+//! unsigned codes interleaved as `[col_group][k/4][16 cols][4]` (one 64-byte VNNI operand per
+//! step of 4 inputs), with per-sub-block f32 scales (and offsets for types with a min). Every
+//! quantized GGML type becomes this one layout, so there is one kernel family instead of one per
+//! type. Codes of fewer than 8 bits are stored compactly (single-sequence decode is bound by
+//! memory bandwidth): each pair of operands becomes one 64-byte nibble plane (low nibble: first
+//! operand, high nibble: second) plus, per further bit, one 8-byte mask per operand (bit i =
+//! that bit of byte i). Float weights stay f32, row-major. It does not compute anything.
 
 use super::quant::{code_layout, decode_block, dequantize, CodeLayout, SubBlock};
 use crate::error::{Error, Result};
@@ -16,12 +19,110 @@ pub struct CodeMatrix {
     pub n: usize,
     pub k: usize,
     pub layout: CodeLayout,
-    /// `[n_groups][k/4][GROUP][4]`.
-    pub codes: Vec<u8>,
+    /// `[n_groups][k/8][pair_bytes(bits)]` (see the module comment); for 8-bit codes that is
+    /// the plain `[n_groups][k/4][GROUP][4]`.
+    codes: Vec<u8>,
     /// `[n_groups][k/sub_block][GROUP]`.
     pub scales: Vec<f32>,
     /// Same shape as `scales`; empty when the type has no offsets.
     pub offsets: Vec<f32>,
+}
+
+/// Stored bytes of 8 inputs × 16 columns (two VNNI operands) of `bits`-bit codes.
+pub const fn pair_bytes(bits: u32) -> usize {
+    if bits >= 8 {
+        128
+    } else {
+        64 + 16 * (bits as usize - 4)
+    }
+}
+
+impl CodeMatrix {
+    /// Stored bytes of one column group.
+    pub fn group_bytes(&self) -> usize {
+        self.k / 8 * pair_bytes(self.layout.bits)
+    }
+
+    /// The stored codes of column group `g`.
+    pub fn group(&self, g: usize) -> &[u8] {
+        let gb = self.group_bytes();
+        &self.codes[g * gb..(g + 1) * gb]
+    }
+
+    /// Whether groups are stored in the plain 8-bit layout the tiles read.
+    pub fn is_plain(&self) -> bool {
+        self.layout.bits >= 8
+    }
+
+    /// The code of column `c` of group `g` at input `kk`.
+    pub fn code(&self, g: usize, kk: usize, c: usize) -> u8 {
+        let (step, i) = (kk / 4, c * 4 + kk % 4);
+        let group = self.group(g);
+        if self.is_plain() {
+            return group[step * 64 + i];
+        }
+        let pair = &group[step / 2 * pair_bytes(self.layout.bits)..];
+        let half = step % 2;
+        let mut code = (pair[i] >> (4 * half)) & 15;
+        for e in 0..self.layout.bits as usize - 4 {
+            let at = 64 + 16 * e + 8 * half;
+            let mask = u64::from_le_bytes(pair[at..at + 8].try_into().expect("8 bytes"));
+            code |= (((mask >> i) & 1) as u8) << (4 + e);
+        }
+        code
+    }
+
+    /// Writes group `g` in the plain layout `[k/4][GROUP][4]` into `out` (`k * GROUP` bytes).
+    pub fn unpack_group(&self, g: usize, out: &mut [u8]) {
+        if self.is_plain() {
+            return out.copy_from_slice(self.group(g));
+        }
+        let (pb, extra) = (pair_bytes(self.layout.bits), self.layout.bits as usize - 4);
+        for (pair, plain) in self
+            .group(g)
+            .chunks_exact(pb)
+            .zip(out.chunks_exact_mut(128))
+        {
+            for half in 0..2 {
+                let masks: [u64; 2] = std::array::from_fn(|e| {
+                    let at = 64 + 16 * e + 8 * half;
+                    pair.get(at..at + 8)
+                        .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+                });
+                for i in 0..64 {
+                    let mut code = (pair[i] >> (4 * half)) & 15;
+                    for (e, m) in masks.iter().enumerate().take(extra) {
+                        code |= (((m >> i) & 1) as u8) << (4 + e);
+                    }
+                    plain[half * 64 + i] = code;
+                }
+            }
+        }
+    }
+
+    /// Re-stores plain 8-bit groups compactly (see the module comment).
+    fn compact(&mut self) {
+        let (bits, pb) = (self.layout.bits, pair_bytes(self.layout.bits));
+        if bits >= 8 {
+            return;
+        }
+        let mut out = vec![0u8; self.codes.len() / 128 * pb];
+        for (plain, pair) in self.codes.chunks_exact(128).zip(out.chunks_exact_mut(pb)) {
+            let (a, b) = plain.split_at(64);
+            for i in 0..64 {
+                pair[i] = (a[i] & 15) | (b[i] << 4);
+            }
+            for e in 0..bits as usize - 4 {
+                for (half, op) in [a, b].into_iter().enumerate() {
+                    let mask =
+                        (0..64).fold(0u64, |m, i| m | (((op[i] >> (4 + e)) & 1) as u64) << i);
+                    let at = 64 + 16 * e + 8 * half;
+                    pair[at..at + 8].copy_from_slice(&mask.to_le_bytes());
+                }
+            }
+        }
+        self.codes = out;
+    }
 }
 
 /// A weight matrix `W` of shape `[n, k]` (n outputs, each a row of k inputs) ready for `x @ W^T`.
@@ -134,6 +235,57 @@ impl PackedMatrix {
                 m.codes[((g * (k / 4) + kk / 4) * GROUP + c) * 4 + kk % 4] = layout.zero as u8;
             }
         }
+        m.compact();
         Ok(Self::Codes(m))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::Rng;
+    use crate::testutil::random_blocks;
+
+    #[test]
+    fn compact_codes_read_back_as_the_plain_layout() {
+        let mut rng = Rng::new(3);
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q5_0,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+        ] {
+            let (n, k) = (37, 512);
+            let raw = random_blocks(&mut rng, ty, n * k);
+            let PackedMatrix::Codes(m) = PackedMatrix::pack("w", ty, &raw, n, k).unwrap() else {
+                panic!("{ty:?} packs to codes");
+            };
+            assert!(!m.is_plain());
+            assert_eq!(m.group_bytes() * 8, k * GROUP * m.layout.bits as usize);
+            // Every code decoded by `code` equals the source block's code, and `unpack_group`
+            // agrees with `code` everywhere (padding columns hold the zero point).
+            let be = ty.block_elems();
+            let row_bytes = raw.len() / n;
+            let mut plain = vec![0u8; k * GROUP];
+            let (mut codes, mut subs) = (vec![0u8; k], Vec::new());
+            for g in 0..n.div_ceil(GROUP) {
+                m.unpack_group(g, &mut plain);
+                for c in 0..GROUP {
+                    let row = g * GROUP + c;
+                    if row < n {
+                        let src = &raw[row * row_bytes..(row + 1) * row_bytes];
+                        for (b, blk) in src.chunks_exact(ty.block_bytes()).enumerate() {
+                            decode_block(ty, blk, &mut codes[b * be..(b + 1) * be], &mut subs);
+                        }
+                    } else {
+                        codes.fill(m.layout.zero as u8);
+                    }
+                    for (kk, &want) in codes.iter().enumerate() {
+                        assert_eq!(m.code(g, kk, c), want, "{ty:?} g{g} c{c} k{kk}");
+                        assert_eq!(plain[(kk / 4) * 64 + c * 4 + kk % 4], want);
+                    }
+                }
+            }
+        }
     }
 }

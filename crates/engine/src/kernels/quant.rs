@@ -16,28 +16,31 @@ pub(crate) struct SubBlock {
 }
 
 /// How a quantized type decodes into codes: codes per sub-block, the constant zero point of
-/// symmetric types and whether sub-blocks carry a float offset (a "min").
+/// symmetric types, whether sub-blocks carry a float offset (a "min"), and the bits a code needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CodeLayout {
     pub sub_block: usize,
     pub zero: i32,
     pub has_offset: bool,
+    pub bits: u32,
 }
 
 pub(crate) fn code_layout(ty: GgmlType) -> Option<CodeLayout> {
-    let l = |sub_block, zero, has_offset| {
+    let l = |sub_block, zero, has_offset, bits| {
         Some(CodeLayout {
             sub_block,
             zero,
             has_offset,
+            bits,
         })
     };
     match ty {
-        GgmlType::Q4_0 => l(32, 8, false),
-        GgmlType::Q5_0 => l(32, 16, false),
-        GgmlType::Q8_0 => l(32, 128, false),
-        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => l(32, 0, true),
-        GgmlType::Q6_K => l(16, 32, false),
+        GgmlType::Q4_0 => l(32, 8, false, 4),
+        GgmlType::Q5_0 => l(32, 16, false, 5),
+        GgmlType::Q8_0 => l(32, 128, false, 8),
+        GgmlType::Q4_1 | GgmlType::Q4_K => l(32, 0, true, 4),
+        GgmlType::Q5_1 | GgmlType::Q5_K => l(32, 0, true, 5),
+        GgmlType::Q6_K => l(16, 32, false, 6),
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => None,
     }
 }

@@ -6,42 +6,131 @@
 
 use super::act::QuantActs;
 use super::matmul::{block_sums, OutPtr, ROW_TILE};
-use super::pack::{CodeMatrix, GROUP};
+use super::pack::{pair_bytes, CodeMatrix, GROUP};
+use super::quant::CodeLayout;
 use std::arch::x86_64::*;
 
+/// Whether `code_tile` reads this layout's compact codes directly (`bits < 8`).
+pub(crate) fn has_direct(l: CodeLayout) -> bool {
+    matches!(
+        (l.sub_block, l.has_offset, l.bits),
+        (32, false, 4) | (32, false, 5) | (32, true, 4) | (32, true, 5) | (16, false, 6)
+    )
+}
+
+/// `codes` holds group `g` stored with `bits`-bit codes: 8 for the plain layout, else the
+/// compact one (then `has_direct(m.layout)` must hold).
+///
 /// # Safety
-/// CPU must have avx512f/bw/vnni; caller owns the output cells of group `g`, rows `r0..r0+r`.
+/// CPU must have avx512f/bw/vnni; caller owns the output cells of group `g`, rows `r0..r0+r`;
+/// `codes` holds the whole group.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn code_tile(
     m: &CodeMatrix,
+    codes: &[u8],
+    bits: u32,
     g: usize,
     acts: &QuantActs,
     r0: usize,
     r: usize,
     out: OutPtr,
 ) {
+    debug_assert!(codes.len() >= m.k / 8 * pair_bytes(bits));
+    let c = codes.as_ptr();
+    macro_rules! rows {
+        ($bs:literal, $off:literal, $bits:literal) => {
+            match r {
+                1 => tile::<1, $bs, $off, $bits>(m, c, g, acts, r0, out),
+                2 => tile::<2, $bs, $off, $bits>(m, c, g, acts, r0, out),
+                3 => tile::<3, $bs, $off, $bits>(m, c, g, acts, r0, out),
+                _ => tile::<4, $bs, $off, $bits>(m, c, g, acts, r0, out),
+            }
+        };
+    }
     // SAFETY: forwarded contract.
     unsafe {
-        match (r, m.layout.sub_block, m.layout.has_offset) {
-            (1, 32, false) => tile::<1, 32, false>(m, g, acts, r0, out),
-            (2, 32, false) => tile::<2, 32, false>(m, g, acts, r0, out),
-            (3, 32, false) => tile::<3, 32, false>(m, g, acts, r0, out),
-            (4, 32, false) => tile::<4, 32, false>(m, g, acts, r0, out),
-            (1, 32, true) => tile::<1, 32, true>(m, g, acts, r0, out),
-            (2, 32, true) => tile::<2, 32, true>(m, g, acts, r0, out),
-            (3, 32, true) => tile::<3, 32, true>(m, g, acts, r0, out),
-            (4, 32, true) => tile::<4, 32, true>(m, g, acts, r0, out),
-            (1, 16, false) => tile::<1, 16, false>(m, g, acts, r0, out),
-            (2, 16, false) => tile::<2, 16, false>(m, g, acts, r0, out),
-            (3, 16, false) => tile::<3, 16, false>(m, g, acts, r0, out),
-            (4, 16, false) => tile::<4, 16, false>(m, g, acts, r0, out),
-            _ => super::matmul::code_tile_scalar(m, g, acts, r0, r, out),
+        match (m.layout.sub_block, m.layout.has_offset, bits) {
+            (32, false, 8) => rows!(32, false, 8),
+            (32, true, 8) => rows!(32, true, 8),
+            (16, false, 8) => rows!(16, false, 8),
+            (32, false, 4) => rows!(32, false, 4),
+            (32, false, 5) => rows!(32, false, 5),
+            (32, true, 4) => rows!(32, true, 4),
+            (32, true, 5) => rows!(32, true, 5),
+            (16, false, 6) => rows!(16, false, 6),
+            _ => {
+                assert!(
+                    bits >= 8,
+                    "compact codes need a direct kernel (see has_direct)"
+                );
+                super::matmul::code_tile_scalar(m, codes, g, acts, r0, r, out)
+            }
         }
     }
 }
 
+/// The two 64-byte operands of pair `p` (inputs 8p..8p+8 of 16 columns) as plain codes.
+#[inline(always)]
+unsafe fn load_pair<const BITS: u32>(codes: *const u8, p: usize) -> (__m512i, __m512i) {
+    // SAFETY: the caller's pointer holds pair p; register intrinsics need avx512f/bw, which
+    // every caller enables.
+    unsafe {
+        if BITS >= 8 {
+            let at = codes.add(p * 128);
+            return (
+                _mm512_loadu_si512(at as *const __m512i),
+                _mm512_loadu_si512(at.add(64) as *const __m512i),
+            );
+        }
+        let at = codes.add(p * pair_bytes(BITS));
+        let nib = _mm512_loadu_si512(at as *const __m512i);
+        let low = _mm512_set1_epi8(15);
+        let mut a = _mm512_and_si512(nib, low);
+        let mut b = _mm512_and_si512(_mm512_srli_epi16::<4>(nib), low);
+        for e in 0..(BITS as usize).saturating_sub(4) {
+            let bit = _mm512_set1_epi8(1 << (4 + e));
+            let ka = (at.add(64 + 16 * e) as *const u64).read_unaligned();
+            let kb = (at.add(72 + 16 * e) as *const u64).read_unaligned();
+            a = _mm512_mask_add_epi8(a, ka, a, bit);
+            b = _mm512_mask_add_epi8(b, kb, b, bit);
+        }
+        (a, b)
+    }
+}
+
+/// `m.unpack_group` in registers: group `g` in the plain layout into `out` (`k * GROUP` bytes).
+///
+/// # Safety
+/// CPU must have avx512f/bw; `has_direct(m.layout)` or `m.is_plain()`.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) unsafe fn unpack_group(m: &CodeMatrix, g: usize, out: &mut [u8]) {
+    assert!(out.len() >= m.k * GROUP);
+    let codes = m.group(g).as_ptr();
+    macro_rules! unpack {
+        ($bits:literal) => {
+            for p in 0..m.k / 8 {
+                // SAFETY: pair p < k/8 lies in the group and 128 bytes at p*128 in `out`.
+                unsafe {
+                    let (a, b) = load_pair::<$bits>(codes, p);
+                    let o = out.as_mut_ptr().add(p * 128);
+                    _mm512_storeu_si512(o as *mut __m512i, a);
+                    _mm512_storeu_si512(o.add(64) as *mut __m512i, b);
+                }
+            }
+        };
+    }
+    match m.layout.bits {
+        4 => unpack!(4),
+        5 => unpack!(5),
+        6 => unpack!(6),
+        _ => out[..m.k * GROUP].copy_from_slice(m.group(g)),
+    }
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile<const R: usize, const BS: usize, const OFF: bool>(
+unsafe fn tile<const R: usize, const BS: usize, const OFF: bool, const BITS: u32>(
     m: &CodeMatrix,
+    codes: *const u8,
     g: usize,
     acts: &QuantActs,
     r0: usize,
@@ -53,7 +142,6 @@ unsafe fn tile<const R: usize, const BS: usize, const OFF: bool>(
     let steps = BS / 4;
     // SAFETY: all pointers index inside the packed buffers whose shapes `pack` established.
     unsafe {
-        let codes = m.codes.as_ptr().add(g * k * GROUP);
         let scales = m.scales.as_ptr().add(g * n_sub * GROUP);
         let offsets = if OFF {
             m.offsets.as_ptr().add(g * n_sub * GROUP)
@@ -75,11 +163,14 @@ unsafe fn tile<const R: usize, const BS: usize, const OFF: bool>(
         let mut facc = [_mm512_setzero_ps(); R];
         for b in 0..n_sub {
             let mut iacc = [_mm512_setzero_si512(); R];
-            for t in 0..steps {
+            for t in (0..steps).step_by(2) {
                 let step = b * steps + t;
-                let w = _mm512_loadu_si512(codes.add(step * 64) as *const __m512i);
-                for i in 0..R {
-                    iacc[i] = _mm512_dpbusd_epi32(iacc[i], w, _mm512_set1_epi32(*a[i].add(step)));
+                let (w0, w1) = load_pair::<BITS>(codes, step / 2);
+                for (s, w) in [(step, w0), (step + 1, w1)] {
+                    for i in 0..R {
+                        let x = _mm512_set1_epi32(*a[i].add(s));
+                        iacc[i] = _mm512_dpbusd_epi32(iacc[i], w, x);
+                    }
                 }
             }
             let s = _mm512_loadu_ps(scales.add(b * GROUP));

@@ -159,7 +159,7 @@ pub fn packed_row(m: &PackedMatrix, n: usize, out: &mut [f32]) {
             let (g, col, bs) = (n / GROUP, n % GROUP, c.layout.sub_block);
             let n_sub = c.k / bs;
             for (kk, o) in out.iter_mut().enumerate() {
-                let code = c.codes[((g * (c.k / 4) + kk / 4) * GROUP + col) * 4 + kk % 4] as i32;
+                let code = c.code(g, kk, col) as i32;
                 let at = (g * n_sub + kk / bs) * GROUP + col;
                 let off = if c.layout.has_offset {
                     c.offsets[at]
