@@ -7,9 +7,10 @@ use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::kv::{KvCache, SeqId};
 use crate::model::Model;
-use crate::sample::{sample, Rng, SamplingParams};
+use crate::sample::{sample, Choice, Rng, SamplingParams};
 use crate::tokenizer::stream::Detokenizer;
 use crate::tokenizer::Tokenizer;
+use std::sync::OnceLock;
 
 /// One generation request.
 #[derive(Debug, Clone)]
@@ -174,15 +175,29 @@ impl<'m> Generator<'m> {
 
     fn sample_and_update(&mut self) -> Vec<(usize, TokenInfo)> {
         let vocab = self.model.config.vocab;
+        // The running requests that own this step's logit rows, in row order.
+        let active: Vec<usize> = (0..self.running.len())
+            .filter(|&i| {
+                let r = &self.running[i];
+                r.out.finish_reason.is_none() && self.batch.seqs.contains(&r.seq)
+            })
+            .collect();
+        // Sampling reads a whole vocabulary row several times, so rows are sampled in parallel;
+        // each uses its own seeded stream, so a choice does not depend on the thread that made it.
+        let picks: Vec<OnceLock<(Choice, Rng)>> = active.iter().map(|_| OnceLock::new()).collect();
+        let running = &self.running;
+        let rows = &mut self.logits[..active.len() * vocab];
+        self.model.pool().for_rows(rows, vocab, &|row, logits| {
+            let r = &running[active[row]];
+            let mut rng = r.rng.clone();
+            let choice = sample(logits, &r.req.sampling, &r.ids, &mut rng);
+            let _ = picks[row].set((choice, rng));
+        });
         let mut events = Vec::new();
-        let mut row = 0;
-        for (i, r) in self.running.iter_mut().enumerate() {
-            if r.out.finish_reason.is_some() || !self.batch.seqs.contains(&r.seq) {
-                continue;
-            }
-            let logits = &mut self.logits[row * vocab..(row + 1) * vocab];
-            row += 1;
-            let choice = sample(logits, &r.req.sampling, &r.ids, &mut r.rng);
+        for (&i, pick) in active.iter().zip(picks) {
+            let (choice, rng) = pick.into_inner().expect("every row was sampled");
+            let r = &mut self.running[i];
+            r.rng = rng;
             r.ids.push(choice.id);
             let eog = self.tok.is_eog(choice.id) || r.req.stop_ids.contains(&choice.id);
             let mut text = if eog {

@@ -96,9 +96,22 @@ fn stats_body(logits: &[f32], temperature: f32) -> DistStats {
     }
 }
 
+/// Above this many, `top_k` sorts the whole row instead of keeping a sorted list.
+const SORT_ABOVE: usize = 64;
+
 /// The `k` best (id, logit) of the row whose logit is at least `floor`, best first; ties go to
 /// the lower id. One pass that skips every 64-wide chunk whose maximum cannot enter the list.
 pub fn top_k(logits: &[f32], k: usize, floor: f32) -> Vec<(u32, f32)> {
+    if k > SORT_ABOVE {
+        // Inserting into a long sorted list is quadratic: rank everything once instead.
+        let mut all: Vec<(u32, f32)> = (0u32..)
+            .zip(logits.iter().copied())
+            .filter(|&(_, l)| l >= floor)
+            .collect();
+        all.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.truncate(k);
+        return all;
+    }
     let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
     if k == 0 {
         return best;
@@ -207,6 +220,23 @@ mod tests {
         );
         assert_eq!(top_k(&l, 10, 2.5), vec![(4, 5.0), (1, 3.0), (2, 3.0)]);
         assert!(top_k(&l, 0, 0.0).is_empty());
+    }
+
+    #[test]
+    fn long_lists_rank_like_short_ones() {
+        // Few distinct values, so ties are everywhere; both code paths against a full sort.
+        let l: Vec<f32> = (0..5000u32)
+            .map(|i| ((i * 2_654_435_761u32) >> 24) as f32)
+            .collect();
+        for k in [SORT_ABOVE, SORT_ABOVE + 1, 4999] {
+            let mut want: Vec<(u32, f32)> = (0u32..)
+                .zip(l.iter().copied())
+                .filter(|x| x.1 >= 3.0)
+                .collect();
+            want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            want.truncate(k);
+            assert_eq!(top_k(&l, k, 3.0), want, "k {k}");
+        }
     }
 
     #[test]
