@@ -55,3 +55,13 @@ impl Error {
         }
     }
 }
+
+/// `Ok` when `ok`, else the parameter error "`v` is not in `bounds`" (bounds as written in
+/// interval notation, e.g. "(0, 100]").
+pub(crate) fn check_range(name: &'static str, v: f32, ok: bool, bounds: &str) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::param(name, format!("{v} is not in {bounds}")))
+    }
+}

@@ -6,7 +6,7 @@
 pub mod dist;
 pub mod rng;
 
-use crate::error::{Error, Result};
+use crate::error::{check_range, Error, Result};
 pub use rng::Rng;
 
 /// Sampling parameters, validated by `validate`.
@@ -53,39 +53,18 @@ pub const MAX_TOP_LOGPROBS: usize = 100;
 
 impl SamplingParams {
     pub fn validate(&self) -> Result<()> {
-        let finite = |v: f32| v.is_finite();
-        if !finite(self.temperature) || self.temperature < 0.0 || self.temperature > 100.0 {
-            return Err(Error::param(
-                "temperature",
-                format!("{} is not in [0, 100]", self.temperature),
-            ));
-        }
-        if !finite(self.top_p) || self.top_p <= 0.0 || self.top_p > 1.0 {
-            return Err(Error::param(
-                "top_p",
-                format!("{} is not in (0, 1]", self.top_p),
-            ));
-        }
-        if !finite(self.min_p) || !(0.0..=1.0).contains(&self.min_p) {
-            return Err(Error::param(
-                "min_p",
-                format!("{} is not in [0, 1]", self.min_p),
-            ));
-        }
-        if !finite(self.repeat_penalty) || self.repeat_penalty <= 0.0 || self.repeat_penalty > 100.0
-        {
-            return Err(Error::param(
-                "repeat_penalty",
-                format!("{} is not in (0, 100]", self.repeat_penalty),
-            ));
-        }
+        // Range tests are false for NaN, and every upper bound rules out infinity.
+        let (t, top_p, min_p) = (self.temperature, self.top_p, self.min_p);
+        check_range("temperature", t, (0.0..=100.0).contains(&t), "[0, 100]")?;
+        check_range("top_p", top_p, top_p > 0.0 && top_p <= 1.0, "(0, 1]")?;
+        check_range("min_p", min_p, (0.0..=1.0).contains(&min_p), "[0, 1]")?;
+        let rp = self.repeat_penalty;
+        check_range("repeat_penalty", rp, rp > 0.0 && rp <= 100.0, "(0, 100]")?;
         for (name, v) in [
             ("presence_penalty", self.presence_penalty),
             ("frequency_penalty", self.frequency_penalty),
         ] {
-            if !finite(v) || v.abs() > 100.0 {
-                return Err(Error::param(name, format!("{v} is not in [-100, 100]")));
-            }
+            check_range(name, v, (-100.0..=100.0).contains(&v), "[-100, 100]")?;
         }
         if self.top_logprobs > MAX_TOP_LOGPROBS {
             return Err(Error::param(

@@ -20,7 +20,7 @@ pub mod html;
 pub mod render;
 mod search;
 
-use crate::error::{Error, Result};
+use crate::error::{check_range, Error, Result};
 use crate::model::Model;
 use crate::tokenizer::Tokenizer;
 use serde::Serialize;
@@ -124,30 +124,22 @@ impl ExploreParams {
         range("branches", self.branches, MAX_BRANCHES)?;
         range("width", self.width, MAX_WIDTH)?;
         range("steps", self.steps, MAX_STEPS)?;
-        if !(self.temperature.is_finite() && self.temperature > 0.0 && self.temperature <= 100.0) {
-            return Err(Error::param(
-                "temperature",
-                format!("must be in (0, 100], got {}", self.temperature),
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.min_p) {
-            return Err(Error::param(
-                "min_p",
-                format!("must be in [0, 1], got {}", self.min_p),
-            ));
-        }
-        if !(self.alpha.is_finite() && (0.0..=10.0).contains(&self.alpha)) {
-            return Err(Error::param(
-                "alpha",
-                format!("must be in [0, 10], got {}", self.alpha),
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.bifurcation_gap) {
-            return Err(Error::param(
-                "bifurcation_gap",
-                format!("must be in [0, 1], got {}", self.bifurcation_gap),
-            ));
-        }
+        // Range tests are false for NaN, and every upper bound rules out infinity.
+        let (t, gap) = (self.temperature, self.bifurcation_gap);
+        check_range("temperature", t, t > 0.0 && t <= 100.0, "(0, 100]")?;
+        check_range(
+            "min_p",
+            self.min_p,
+            (0.0..=1.0).contains(&self.min_p),
+            "[0, 1]",
+        )?;
+        check_range(
+            "alpha",
+            self.alpha,
+            (0.0..=10.0).contains(&self.alpha),
+            "[0, 10]",
+        )?;
+        check_range("bifurcation_gap", gap, (0.0..=1.0).contains(&gap), "[0, 1]")?;
         if self.stop.iter().any(String::is_empty) {
             return Err(Error::param("stop", "stop strings must not be empty"));
         }
