@@ -54,6 +54,18 @@ impl Elem for u16 {
 /// Heads handled together by one pass (the register budget of the AVX2 variants).
 pub const MAX_HEADS: usize = 4;
 
+/// Calls `$f::<H>` (then the other generic parameters) with the head count as a constant.
+macro_rules! by_heads {
+    ($heads:expr, $f:ident, $a:expr $(, $t:ty)?) => {
+        match $heads {
+            1 => $f::<1 $(, $t)?>($a),
+            2 => $f::<2 $(, $t)?>($a),
+            3 => $f::<3 $(, $t)?>($a),
+            _ => $f::<4 $(, $t)?>($a),
+        }
+    };
+}
+
 /// `out[j * out_stride + i] = dot(q[j*d..(j+1)*d], keys[i*stride..][..d]) * scale` for heads
 /// `j < q.len() / d` and rows `i < n`.
 #[allow(clippy::too_many_arguments)]
@@ -112,12 +124,7 @@ unsafe fn scores_fma(heads: usize, a: ScoreArgs<f32>) {
 
 #[inline(always)]
 fn scores_any<E: Elem>(heads: usize, a: ScoreArgs<E>) {
-    match heads {
-        1 => scores_h::<1, E>(a),
-        2 => scores_h::<2, E>(a),
-        3 => scores_h::<3, E>(a),
-        _ => scores_h::<4, E>(a),
-    }
+    by_heads!(heads, scores_h, a, E)
 }
 
 #[inline(always)]
@@ -208,12 +215,7 @@ unsafe fn weighted_fma(heads: usize, a: SumArgs<f32>) {
 
 #[inline(always)]
 fn weighted_any<E: Elem>(heads: usize, a: SumArgs<E>) {
-    match heads {
-        1 => weighted_h::<1, E>(a),
-        2 => weighted_h::<2, E>(a),
-        3 => weighted_h::<3, E>(a),
-        _ => weighted_h::<4, E>(a),
-    }
+    by_heads!(heads, weighted_h, a, E)
 }
 
 /// Columns of every head kept in registers over all rows.
@@ -283,14 +285,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn scores_f16c(heads: usize, a: ScoreArgs<u16>) {
         // SAFETY: forwarded target features.
-        unsafe {
-            match heads {
-                1 => scores_h::<1>(a),
-                2 => scores_h::<2>(a),
-                3 => scores_h::<3>(a),
-                _ => scores_h::<4>(a),
-            }
-        }
+        unsafe { by_heads!(heads, scores_h, a) }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -324,14 +319,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn weighted_f16c(heads: usize, a: SumArgs<u16>) {
         // SAFETY: forwarded target features.
-        unsafe {
-            match heads {
-                1 => weighted_h::<1>(a),
-                2 => weighted_h::<2>(a),
-                3 => weighted_h::<3>(a),
-                _ => weighted_h::<4>(a),
-            }
-        }
+        unsafe { by_heads!(heads, weighted_h, a) }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
