@@ -24,13 +24,13 @@ impl QuantActs {
     pub fn quantize(&mut self, x: &[f32], rows: usize, k: usize) {
         self.resize(rows, k);
         for r in 0..rows {
-            quantize_row(
-                &x[r * k..(r + 1) * k],
-                &mut self.codes[r * k..(r + 1) * k],
-                &mut self.scales[r * k / 32..(r + 1) * k / 32],
-                &mut self.sums16[r * k / 16..(r + 1) * k / 16],
-                &mut self.sums32[r * k / 32..(r + 1) * k / 32],
-            );
+            let row = Row {
+                codes: &mut self.codes[r * k..(r + 1) * k],
+                scales: &mut self.scales[r * k / 32..(r + 1) * k / 32],
+                sums16: &mut self.sums16[r * k / 16..(r + 1) * k / 16],
+                sums32: &mut self.sums32[r * k / 32..(r + 1) * k / 32],
+            };
+            quantize_row(&x[r * k..(r + 1) * k], row);
         }
     }
 
@@ -51,8 +51,8 @@ impl QuantActs {
                 // SAFETY: row r's cells of each buffer (sized by `resize` above, untouched
                 // otherwise until `run` returns) are written by this thread only: thread i owns
                 // rows split(rows, i, n), disjoint from the other threads'.
-                let (codes, scales, sums16, sums32) = unsafe { bufs.row(r, k) };
-                quantize_row(&x[r * k..(r + 1) * k], codes, scales, sums16, sums32);
+                let row = unsafe { bufs.row(r, k) };
+                quantize_row(&x[r * k..(r + 1) * k], row);
             }
         });
     }
@@ -68,20 +68,33 @@ impl QuantActs {
     }
 }
 
-/// One row: `codes`/`src` hold k values, `scales`/`sums32` k/32, `sums16` k/16.
-fn quantize_row(
-    src: &[f32],
-    codes: &mut [i8],
-    scales: &mut [f32],
-    sums16: &mut [i32],
-    sums32: &mut [i32],
-) {
+/// One row's outputs: k codes, k/32 scales and sums32, k/16 sums16.
+struct Row<'a> {
+    codes: &'a mut [i8],
+    scales: &'a mut [f32],
+    sums16: &'a mut [i32],
+    sums32: &'a mut [i32],
+}
+
+impl Row<'_> {
+    /// Records 32-block `b`'s scale and the code sums of its two 16-value halves.
+    #[inline(always)]
+    fn set_block(&mut self, b: usize, d: f32, s0: i32, s1: i32) {
+        self.scales[b] = d;
+        self.sums16[2 * b] = s0;
+        self.sums16[2 * b + 1] = s1;
+        self.sums32[b] = s0 + s1;
+    }
+}
+
+/// Quantizes one row of k values (`src`) into `out`.
+fn quantize_row(src: &[f32], out: Row) {
     #[cfg(target_arch = "x86_64")]
     if avx512() {
         // SAFETY: the CPU has avx512f and avx512bw (checked above).
-        return unsafe { quantize_row_avx512(src, codes, scales, sums16, sums32) };
+        return unsafe { quantize_row_avx512(src, out) };
     }
-    quantize_row_generic(src, codes, scales, sums16, sums32)
+    quantize_row_generic(src, out)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -94,17 +107,10 @@ fn avx512() -> bool {
 /// generic code's add-and-subtract.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn quantize_row_avx512(
-    src: &[f32],
-    codes: &mut [i8],
-    scales: &mut [f32],
-    sums16: &mut [i32],
-    sums32: &mut [i32],
-) {
+unsafe fn quantize_row_avx512(src: &[f32], mut out: Row) {
     use std::arch::x86_64::*;
     let blocks = src.len() / 32;
-    assert!(codes.len() >= blocks * 32 && scales.len() >= blocks && sums32.len() >= blocks);
-    assert!(sums16.len() >= 2 * blocks);
+    assert!(out.codes.len() >= blocks * 32);
     // SAFETY: every pointer stays inside the slices checked above.
     unsafe {
         for b in 0..blocks {
@@ -117,33 +123,21 @@ unsafe fn quantize_row_avx512(
             let inv = _mm512_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
             let q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, inv));
             let q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, inv));
-            let out = codes.as_mut_ptr().add(b * 32) as *mut __m128i;
-            _mm_storeu_si128(out, _mm512_cvtepi32_epi8(q0));
-            _mm_storeu_si128(out.add(1), _mm512_cvtepi32_epi8(q1));
+            let dst = out.codes.as_mut_ptr().add(b * 32) as *mut __m128i;
+            _mm_storeu_si128(dst, _mm512_cvtepi32_epi8(q0));
+            _mm_storeu_si128(dst.add(1), _mm512_cvtepi32_epi8(q1));
             let (s0, s1) = (_mm512_reduce_add_epi32(q0), _mm512_reduce_add_epi32(q1));
-            scales[b] = d;
-            sums16[2 * b] = s0;
-            sums16[2 * b + 1] = s1;
-            sums32[b] = s0 + s1;
+            out.set_block(b, d, s0, s1);
         }
     }
 }
 
 #[inline(always)]
-fn quantize_row_generic(
-    src: &[f32],
-    codes: &mut [i8],
-    scales: &mut [f32],
-    sums16: &mut [i32],
-    sums32: &mut [i32],
-) {
+fn quantize_row_generic(src: &[f32], mut out: Row) {
     // Adding and subtracting 1.5·2^23 rounds to nearest (ties to even), branch-free.
     const ROUND: f32 = 12_582_912.0;
-    for (b, (src, dst)) in src
-        .chunks_exact(32)
-        .zip(codes.chunks_exact_mut(32))
-        .enumerate()
-    {
+    for (b, src) in src.chunks_exact(32).enumerate() {
+        let dst = &mut out.codes[b * 32..(b + 1) * 32];
         let mut lanes = [0f32; 8];
         for c in src.chunks_exact(8) {
             for j in 0..8 {
@@ -161,10 +155,7 @@ fn quantize_row_generic(
         for (i, &q) in dst.iter().enumerate() {
             sum[i / 16] += q as i32;
         }
-        scales[b] = d;
-        sums16[2 * b] = sum[0];
-        sums16[2 * b + 1] = sum[1];
-        sums32[b] = sum[0] + sum[1];
+        out.set_block(b, d, sum[0], sum[1]);
     }
 }
 
@@ -184,16 +175,16 @@ impl Bufs {
     /// # Safety
     /// The buffers hold at least r + 1 rows of a k-wide layout and no one else uses row r.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn row(&self, r: usize, k: usize) -> (&mut [i8], &mut [f32], &mut [i32], &mut [i32]) {
+    unsafe fn row(&self, r: usize, k: usize) -> Row<'_> {
         use std::slice::from_raw_parts_mut as part;
         // SAFETY: per the contract.
         unsafe {
-            (
-                part(self.codes.add(r * k), k),
-                part(self.scales.add(r * k / 32), k / 32),
-                part(self.sums16.add(r * k / 16), k / 16),
-                part(self.sums32.add(r * k / 32), k / 32),
-            )
+            Row {
+                codes: part(self.codes.add(r * k), k),
+                scales: part(self.scales.add(r * k / 32), k / 32),
+                sums16: part(self.sums16.add(r * k / 16), k / 16),
+                sums32: part(self.sums32.add(r * k / 32), k / 32),
+            }
         }
     }
 }
@@ -220,8 +211,14 @@ mod tests {
         };
         let (mut c0, mut d0, mut s16a, mut s32a) = fresh();
         let (mut c1, mut d1, mut s16b, mut s32b) = fresh();
-        quantize_row_generic(&x, &mut c0, &mut d0, &mut s16a, &mut s32a);
-        quantize_row(&x, &mut c1, &mut d1, &mut s16b, &mut s32b);
+        let row = |codes, scales, sums16, sums32| Row {
+            codes,
+            scales,
+            sums16,
+            sums32,
+        };
+        quantize_row_generic(&x, row(&mut c0, &mut d0, &mut s16a, &mut s32a));
+        quantize_row(&x, row(&mut c1, &mut d1, &mut s16b, &mut s32b));
         assert_eq!(c0, c1);
         assert_eq!(s16a, s16b);
         assert_eq!(s32a, s32b);
