@@ -96,20 +96,24 @@ fn stats_body(logits: &[f32], temperature: f32) -> DistStats {
     }
 }
 
-/// Above this many, `top_k` sorts the whole row instead of keeping a sorted list.
-const SORT_ABOVE: usize = 64;
+/// Above this many, `top_k` selects and sorts instead of keeping a sorted list.
+const SORT_ABOVE: usize = 256;
 
 /// The `k` best (id, logit) of the row whose logit is at least `floor`, best first; ties go to
 /// the lower id. One pass that skips every 64-wide chunk whose maximum cannot enter the list.
 pub fn top_k(logits: &[f32], k: usize, floor: f32) -> Vec<(u32, f32)> {
     if k > SORT_ABOVE {
-        // Inserting into a long sorted list is quadratic: rank everything once instead.
+        // Inserting into a long sorted list is quadratic: select the k best, then sort those.
         let mut all: Vec<(u32, f32)> = (0u32..)
             .zip(logits.iter().copied())
             .filter(|&(_, l)| l >= floor)
             .collect();
-        all.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        all.truncate(k);
+        let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if all.len() > k {
+            all.select_nth_unstable_by(k - 1, order);
+            all.truncate(k);
+        }
+        all.sort_unstable_by(order);
         return all;
     }
     let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
