@@ -6,7 +6,7 @@
 use super::act::QuantActs;
 use super::ops::dot;
 use super::pack::{CodeMatrix, PackedMatrix, GROUP};
-use super::pool::{split, ThreadPool};
+use super::pool::{split, Shares, ThreadPool};
 
 /// Which kernel family runs; chosen once from the CPU's features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,24 +105,32 @@ pub fn matmul(
             // One row tile reads compact codes directly; more rows share a plain copy of each
             // group, unpacked once into this thread's buffer.
             let direct = !m.is_plain() && rows <= ROW_TILE && direct_kernel(isa, m);
-            pool.run(&|t, nt| {
-                PLAIN.with_borrow_mut(|buf| {
-                    for g in split(groups, t, nt) {
-                        let (codes, bits) = if m.is_plain() || direct {
-                            (m.group(g), m.layout.bits)
-                        } else {
-                            buf.resize(m.k * GROUP, 0);
-                            unpack_group(isa, m, g, buf);
-                            (&buf[..], 8)
-                        };
-                        let mut r0 = 0;
-                        while r0 < rows {
-                            let r = (rows - r0).min(ROW_TILE);
-                            // SAFETY: group g's columns are written only by this thread.
-                            unsafe { code_tile(isa, m, codes, bits, g, acts, r0, r, ptr) };
-                            r0 += r;
-                        }
+            let groups_of = |buf: &mut Vec<u8>, gs: std::ops::Range<usize>| {
+                for g in gs {
+                    let (codes, bits) = if m.is_plain() || direct {
+                        (m.group(g), m.layout.bits)
+                    } else {
+                        buf.resize(m.k * GROUP, 0);
+                        unpack_group(isa, m, g, buf);
+                        (&buf[..], 8)
+                    };
+                    let mut r0 = 0;
+                    while r0 < rows {
+                        let r = (rows - r0).min(ROW_TILE);
+                        // SAFETY: group g is handed to exactly one thread, which alone
+                        // writes its columns.
+                        unsafe { code_tile(isa, m, codes, bits, g, acts, r0, r, ptr) };
+                        r0 += r;
                     }
+                }
+            };
+            // Threads start on equal halves; one that finishes early takes over the rest of
+            // the other's (which thread computes a column never changes its bits).
+            let shares = Shares::new(groups, pool.threads());
+            pool.run(&|t, nt| {
+                PLAIN.with_borrow_mut(|buf| match &shares {
+                    Some(s) => s.run(t, |gs| groups_of(buf, gs)),
+                    None => groups_of(buf, split(groups, t, nt)),
                 })
             });
         }

@@ -1,23 +1,33 @@
 //! A fixed pool of worker threads for data-parallel kernels. `run(f)` calls `f(i, n)` on every
 //! thread i of n (the caller is thread 0) and returns when all are done. Workers spin briefly
 //! before sleeping so that the hundreds of short parallel sections in one decode step do not pay
-//! a wake-up each; nothing is allocated per call. It does not schedule tasks or steal work: the
-//! kernels split their work evenly themselves.
-
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+//! a wake-up each, and the hand-off takes no lock unless a worker sleeps; nothing is allocated
+//! per call. It does not schedule tasks: kernels split their work themselves, evenly (`split`)
+//! or in parts that an idle thread may finish for a slow one (`Shares`).
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 type Job = dyn Fn(usize, usize) + Sync;
 
 struct Shared {
-    /// The current job, valid while `pending > 0` for this generation.
-    job: Mutex<Option<&'static Job>>,
+    /// The current job. Written by the caller of `run` only while no worker can read it (all
+    /// finished the previous job: `pending` was 0); read by workers after they see the
+    /// generation that published it.
+    job: UnsafeCell<Option<&'static Job>>,
     generation: AtomicUsize,
     pending: AtomicUsize,
+    /// Workers that gave up spinning and wait on `wake`; `run` signals only when there are any.
+    sleepers: AtomicUsize,
+    sleep: Mutex<()>,
     wake: Condvar,
     shutdown: AtomicBool,
 }
+
+// SAFETY: `job` is the only field that is not Sync by itself; its accesses are ordered by the
+// generation/pending protocol described on the field.
+unsafe impl Sync for Shared {}
 
 /// The pool. Dropping it stops the workers.
 pub struct ThreadPool {
@@ -32,9 +42,11 @@ impl ThreadPool {
     pub fn new(threads: usize) -> Self {
         let threads = threads.max(1);
         let shared = Arc::new(Shared {
-            job: Mutex::new(None),
+            job: UnsafeCell::new(None),
             generation: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
+            sleepers: AtomicUsize::new(0),
+            sleep: Mutex::new(()),
             wake: Condvar::new(),
             shutdown: AtomicBool::new(false),
         });
@@ -66,11 +78,15 @@ impl ThreadPool {
         let job: &'static Job = unsafe {
             std::mem::transmute::<&'f (dyn Fn(usize, usize) + Sync + 'f), &'static Job>(f)
         };
-        *self.shared.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(job);
-        self.shared.pending.store(n - 1, Ordering::SeqCst);
+        // SAFETY: no worker reads `job` now: each finished the previous job (the last `run`
+        // waited for `pending` to reach 0) and reads it again only after the increment below.
+        unsafe { *self.shared.job.get() = Some(job) };
+        self.shared.pending.store(n - 1, Ordering::Relaxed);
         self.shared.generation.fetch_add(1, Ordering::SeqCst);
-        {
-            let _g = self.shared.job.lock().unwrap_or_else(|e| e.into_inner());
+        // A worker registers as a sleeper before its last look at `generation` (both SeqCst):
+        // either it sees the new generation, or this sees it registered and wakes it.
+        if self.shared.sleepers.load(Ordering::SeqCst) > 0 {
+            let _g = self.shared.sleep.lock().unwrap_or_else(|e| e.into_inner());
             self.shared.wake.notify_all();
         }
         f(0, n);
@@ -88,21 +104,21 @@ fn worker(s: Arc<Shared>, index: usize, n: usize) {
             std::hint::spin_loop();
             spins += 1;
         }
-        let job = {
-            let mut g = s.job.lock().unwrap_or_else(|e| e.into_inner());
-            while s.generation.load(Ordering::Acquire) == seen {
-                if s.shutdown.load(Ordering::Acquire) {
-                    return;
-                }
+        if s.generation.load(Ordering::Acquire) == seen {
+            let mut g = s.sleep.lock().unwrap_or_else(|e| e.into_inner());
+            s.sleepers.fetch_add(1, Ordering::SeqCst);
+            while s.generation.load(Ordering::SeqCst) == seen {
                 g = s.wake.wait(g).unwrap_or_else(|e| e.into_inner());
             }
-            seen = s.generation.load(Ordering::Acquire);
-            *g
-        };
+            s.sleepers.fetch_sub(1, Ordering::SeqCst);
+        }
+        seen = s.generation.load(Ordering::Acquire);
         if s.shutdown.load(Ordering::Acquire) {
             return;
         }
-        if let Some(job) = job {
+        // SAFETY: the generation we just saw was published after `job` was written, and the
+        // job stays valid until this worker decrements `pending` below.
+        if let Some(job) = unsafe { *s.job.get() } {
             job(index, n);
         }
         s.pending.fetch_sub(1, Ordering::AcqRel);
@@ -114,7 +130,7 @@ impl Drop for ThreadPool {
         self.shared.shutdown.store(true, Ordering::SeqCst);
         self.shared.generation.fetch_add(1, Ordering::SeqCst);
         {
-            let _g = self.shared.job.lock().unwrap_or_else(|e| e.into_inner());
+            let _g = self.shared.sleep.lock().unwrap_or_else(|e| e.into_inner());
             self.shared.wake.notify_all();
         }
         for w in self.workers.drain(..) {
@@ -175,6 +191,89 @@ pub fn split(total: usize, i: usize, n: usize) -> std::ops::Range<usize> {
     start..start + base + usize::from(i < extra)
 }
 
+/// The most threads `Shares` balances; beyond it `Shares::new` declines (callers split evenly).
+const MAX_SHARE_THREADS: usize = 64;
+
+/// One thread's part of the items: the next item from the front (low 32 bits) and the end
+/// (high 32 bits), on its own cache line.
+#[repr(align(64))]
+struct Part(AtomicU64);
+
+fn pack(lo: usize, hi: usize) -> u64 {
+    lo as u64 | (hi as u64) << 32
+}
+
+fn unpack(v: u64) -> (usize, usize) {
+    ((v & 0xffff_ffff) as usize, (v >> 32) as usize)
+}
+
+/// Items `0..total` shared out among `n` threads for one `run`: each thread starts on its own
+/// contiguous part (the same as `split`) and works through it from the front in chunks; a thread
+/// that finishes early then takes chunks from the back of the others' parts. One slow thread
+/// thus no longer holds the rest waiting at the end of the section. Every item is handed out
+/// exactly once, so results that depend only on the item are unchanged. Lives on the caller's
+/// stack: nothing is allocated.
+pub struct Shares {
+    parts: [Part; MAX_SHARE_THREADS],
+    n: usize,
+    chunk: usize,
+}
+
+impl Shares {
+    /// `None` when there are more threads than it balances or more items than it counts.
+    pub fn new(total: usize, n: usize) -> Option<Self> {
+        if n == 0 || n > MAX_SHARE_THREADS || total > u32::MAX as usize {
+            return None;
+        }
+        let parts = std::array::from_fn(|i| {
+            let r = split(total, i.min(n - 1), n);
+            // Parts past the n-th are empty.
+            let r = if i < n { r } else { r.end..r.end };
+            Part(AtomicU64::new(pack(r.start, r.end)))
+        });
+        // Each part goes out in about 16 chunks: fine enough to even out the tail, coarse
+        // enough that a chunk is a run of consecutive reads.
+        let chunk = total.div_ceil(n * 16).clamp(1, 64);
+        Some(Self { parts, n, chunk })
+    }
+
+    /// Calls `f` on every chunk that thread `t` obtains, its own part first.
+    pub fn run(&self, t: usize, mut f: impl FnMut(std::ops::Range<usize>)) {
+        while let Some(r) = self.take(t, true) {
+            f(r);
+        }
+        for d in 1..self.n {
+            let victim = (t + d) % self.n;
+            while let Some(r) = self.take(victim, false) {
+                f(r);
+            }
+        }
+    }
+
+    /// The next chunk of part `i`, from its front (its owner) or its back (anyone else).
+    fn take(&self, i: usize, front: bool) -> Option<std::ops::Range<usize>> {
+        let part = &self.parts[i].0;
+        let mut cur = part.load(Ordering::Acquire);
+        loop {
+            let (lo, hi) = unpack(cur);
+            if lo >= hi {
+                return None;
+            }
+            let (next, range) = if front {
+                let mid = (lo + self.chunk).min(hi);
+                (pack(mid, hi), lo..mid)
+            } else {
+                let mid = hi.saturating_sub(self.chunk).max(lo);
+                (pack(lo, mid), mid..hi)
+            };
+            match part.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some(range),
+                Err(seen) => cur = seen,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +306,38 @@ mod tests {
                 assert_eq!(covered, total);
             }
         }
+    }
+
+    #[test]
+    fn shares_hand_out_every_item_once() {
+        for threads in 1..5 {
+            let pool = ThreadPool::new(threads);
+            for total in [0, 1, 7, 16, 100, 1000] {
+                let shares = Shares::new(total, pool.threads()).unwrap();
+                let seen: Vec<AtomicUsize> = (0..total).map(|_| AtomicUsize::new(0)).collect();
+                pool.run(&|t, _| {
+                    shares.run(t, |r| {
+                        for i in r {
+                            seen[i].fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                });
+                assert!(
+                    seen.iter().all(|c| c.load(Ordering::Relaxed) == 1),
+                    "{threads} {total}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_idle_thread_takes_over_a_slow_threads_part() {
+        let shares = Shares::new(64, 2).unwrap();
+        let mut took = Vec::new();
+        // Thread 1 runs alone (thread 0 never starts): it does its part, then all of thread 0's.
+        shares.run(1, |r| took.extend(r));
+        took.sort();
+        assert_eq!(took, (0..64).collect::<Vec<_>>());
+        assert!(Shares::new(10, MAX_SHARE_THREADS + 1).is_none());
     }
 }
