@@ -38,6 +38,38 @@ unsafe fn stats_avx2(logits: &[f32], temperature: f32) -> DistStats {
     stats_body(logits, temperature)
 }
 
+/// Index of the largest logit (lowest id on ties).
+pub fn argmax(logits: &[f32]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { argmax_avx2(logits) };
+    }
+    argmax_body(logits)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn argmax_avx2(logits: &[f32]) -> u32 {
+    argmax_body(logits)
+}
+
+/// Two passes that vectorize: the maximum, then the first block of lanes that holds it and
+/// the first position inside that block.
+#[inline(always)]
+fn argmax_body(logits: &[f32]) -> u32 {
+    let max = max_of(logits);
+    let block = logits
+        .chunks(LANES)
+        .position(|c| c.iter().fold(false, |hit, &l| hit | (l == max)))
+        .unwrap_or(0);
+    let at = logits[block * LANES..]
+        .iter()
+        .position(|&l| l == max)
+        .unwrap_or(0);
+    (block * LANES + at) as u32
+}
+
 /// Lane-wise maximum (vectorizes, unlike a fold with `f32::max`).
 #[inline(always)]
 pub(crate) fn max_of(xs: &[f32]) -> f32 {
@@ -187,6 +219,22 @@ mod tests {
         let h: f64 = -lp.iter().map(|l| l.exp() * l).sum::<f64>();
         let v: f64 = lp.iter().map(|l| l.exp() * (l + h).powi(2)).sum();
         (lse, h, v)
+    }
+
+    #[test]
+    fn argmax_is_the_first_largest_logit() {
+        let mut rng = Rng::new(3);
+        for len in [1usize, 15, 16, 17, 33, 1000] {
+            // Few distinct values, so ties inside and across blocks of lanes are common.
+            let logits: Vec<f32> = (0..len)
+                .map(|_| (rng.next_f64() * 4.0).floor() as f32)
+                .collect();
+            let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let first = logits.iter().position(|&l| l == max).unwrap() as u32;
+            assert_eq!(argmax(&logits), first, "{logits:?}");
+            assert_eq!(argmax_body(&logits), first);
+        }
+        assert_eq!(argmax(&[]), 0);
     }
 
     #[test]

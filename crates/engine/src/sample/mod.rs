@@ -101,9 +101,7 @@ pub fn top_n(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
 
 /// Index of the largest logit (lowest id on ties).
 pub fn argmax(logits: &[f32]) -> u32 {
-    // Two passes that vectorize: the maximum, then the first position holding it.
-    let max = dist::max_of(logits);
-    logits.iter().position(|&l| l == max).unwrap_or(0) as u32
+    dist::argmax(logits)
 }
 
 /// Applies repetition / presence / frequency penalties for the tokens in `history`.
