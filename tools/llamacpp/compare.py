@@ -4,6 +4,9 @@
   compare.py step0            step-0 top-10 of ../shared/reference/greedy.jsonl: the largest
                               |p - p_ref| over the reference's ten tokens, for llama.cpp in
                               several legitimate configurations and for everett
+  compare.py greedy           the issue's greedy check: the first step before the reference's
+                              first near-tie (top-1 − top-2 < 0.02) whose greedy token differs
+                              from the reference's (llama.cpp fed the reference's tokens)
   compare.py ppl FILE...      perplexity at ctx 512 and 1024, llama.cpp's tool and everett's
 
 Environment: LLAMACPP_DIR (as build.sh), EVERETT (the binary, default target/release/everett),
@@ -27,10 +30,13 @@ REFERENCE = os.environ.get(
     "REFERENCE", os.path.join(ROOT, "..", "shared", "reference", "greedy.jsonl"))
 TOOLS = glob.glob(os.path.join(LLAMA, "llama_cpp_python-*", "vendor", "llama.cpp", "build", "bin"))
 
-# (label, flash attention, threads, mode)
+# (label, flash attention, threads, mode); mode "gen": the prompt as one batch, then one token
+# at a time, as generation (and the reference) does.
 LLAMA_CONFIGS = [
     ("llama.cpp default (FA auto), batch", -1, 2, "batch"),
+    ("llama.cpp default, generation", -1, 2, "gen"),
     ("llama.cpp FA off, batch", 0, 2, "batch"),
+    ("llama.cpp FA off, generation", 0, 2, "gen"),
     ("llama.cpp default, 1 thread", -1, 1, "batch"),
     ("llama.cpp default, token by token", -1, 2, "tokenwise"),
 ]
@@ -40,7 +46,9 @@ def run(cmd):
     return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
 
 
-def llama_probs(ids, fa, threads, mode):
+def llama_probs(ids, fa, threads, mode, prompt_len=None):
+    if mode == "gen":
+        mode = str(prompt_len or len(ids))
     out = run([os.path.join(LLAMA, "probe"), MODEL, str(fa), str(threads), mode,
                ",".join(map(str, ids))])
     return {int(a): float(b) for a, b in (line.split() for line in out.splitlines())}
@@ -71,6 +79,37 @@ def step0():
         print(f"{label:40} {shown}")
 
 
+def first_tie(case):
+    steps = case["top_probs_all_steps"]
+    return next((i for i, s in enumerate(steps) if s[0][2] - s[1][2] < 0.02), len(steps))
+
+
+def greedy():
+    cases = [json.loads(line) for line in open(REFERENCE)]
+    print("per prompt: first near-tie step / first differing step before it (- if none)")
+    for label, fa, threads, mode in LLAMA_CONFIGS:
+        shown = []
+        for d in cases:
+            prompt, ref = d["prompt_token_ids_add_special_true"], d["completion_token_ids"]
+            tie = first_tie(d)
+            differs = next((st for st in range(tie)
+                            if max(probs := llama_probs(prompt + ref[:st], fa, threads, mode,
+                                                        len(prompt)), key=probs.get) != ref[st]),
+                           None)
+            shown.append(f"{tie}/{'-' if differs is None else differs}")
+        print(f"{label:40} {'  '.join(shown)}")
+    for kv in ("f16", "f32"):
+        shown = []
+        for d in cases:
+            out = json.loads(run([EVERETT, "generate", "--model", MODEL, "--kv-type", kv,
+                                  "--json", "--max-tokens", str(len(d["completion_token_ids"])),
+                                  d["prompt"]]))
+            ours, ref, tie = [t["id"] for t in out["tokens"]], d["completion_token_ids"], first_tie(d)
+            differs = next((st for st in range(min(tie, len(ours))) if ours[st] != ref[st]), None)
+            shown.append(f"{tie}/{'-' if differs is None else differs}")
+        print(f"{'everett --kv-type ' + kv:40} {'  '.join(shown)}")
+
+
 def ppl(files):
     [tools] = TOOLS
     for f in files:
@@ -87,6 +126,8 @@ def ppl(files):
 if __name__ == "__main__":
     if sys.argv[1:2] == ["step0"]:
         step0()
+    elif sys.argv[1:2] == ["greedy"]:
+        greedy()
     elif sys.argv[1:2] == ["ppl"] and len(sys.argv) > 2:
         ppl(sys.argv[2:])
     else:

@@ -1,9 +1,10 @@
 // Prints llama.cpp's 20 most probable next tokens after a prompt given as token ids, as
 // "id probability" lines (softmax in double over the full vocabulary).
 //
-// usage: probe MODEL FLASH_ATTN(-1 auto|0 off|1 on) THREADS MODE(batch|tokenwise) ID,ID,...
-// MODE batch feeds the prompt as one batch (what llama.cpp's tools do); tokenwise decodes it
-// one token at a time (a legitimate way that takes other kernel paths).
+// usage: probe MODEL FLASH_ATTN(-1 auto|0 off|1 on) THREADS MODE ID,ID,...
+// MODE batch feeds the ids as one batch (what llama.cpp's tools do); tokenwise decodes them
+// one at a time (a legitimate way that takes other kernel paths); a number P feeds the first P
+// ids as one batch and the rest one at a time, as generation after a P-token prompt does.
 #include "llama.h"
 
 #include <algorithm>
@@ -16,7 +17,7 @@
 
 int main(int argc, char ** argv) {
     if (argc != 6) {
-        fprintf(stderr, "usage: probe MODEL FLASH_ATTN THREADS batch|tokenwise ID,ID,...\n");
+        fprintf(stderr, "usage: probe MODEL FLASH_ATTN THREADS batch|tokenwise|P ID,ID,...\n");
         return 2;
     }
     llama_backend_init();
@@ -37,13 +38,15 @@ int main(int argc, char ** argv) {
     for (std::string id; std::getline(list, id, ',');) {
         ids.push_back(atoi(id.c_str()));
     }
-    const bool batch = std::string(argv[4]) == "batch";
-    for (size_t at = 0; at < ids.size(); at += batch ? ids.size() : 1) {
-        const int n = batch ? (int) ids.size() : 1;
+    const std::string mode = argv[4];
+    const size_t prompt = mode == "batch" ? ids.size() : mode == "tokenwise" ? 1 : atoi(mode.c_str());
+    for (size_t at = 0; at < ids.size();) {
+        const int n = at == 0 ? (int) std::max<size_t>(1, std::min(prompt, ids.size())) : 1;
         if (llama_decode(ctx, llama_batch_get_one(&ids[at], n)) != 0) {
             fprintf(stderr, "llama_decode failed\n");
             return 1;
         }
+        at += n;
     }
     const float * logits = llama_get_logits_ith(ctx, -1);
     const int vocab = llama_vocab_n_tokens(llama_model_get_vocab(model));
