@@ -226,9 +226,11 @@ impl Shares {
             return None;
         }
         let parts = std::array::from_fn(|i| {
-            let r = split(total, i.min(n - 1), n);
-            // Parts past the n-th are empty.
-            let r = if i < n { r } else { r.end..r.end };
+            let r = if i < n {
+                split(total, i, n)
+            } else {
+                total..total
+            };
             Part(AtomicU64::new(pack(r.start, r.end)))
         });
         // Each part goes out in about 16 chunks: fine enough to even out the tail, coarse
