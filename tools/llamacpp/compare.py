@@ -116,7 +116,12 @@ def ppl(files):
         for ctx in (512, 1024):
             out = subprocess.run([os.path.join(tools, "llama-perplexity"), "-m", MODEL, "-f", f,
                                   "-c", str(ctx), "-t", "2"], capture_output=True, text=True)
-            ref = float(re.search(r"Final estimate: PPL = ([0-9.]+)", out.stdout + out.stderr)[1])
+            found = re.search(r"Final estimate: PPL = ([0-9.]+)", out.stdout + out.stderr)
+            if not found:
+                # llama.cpp wants at least two chunks of text.
+                print(f"{os.path.basename(f):20} ctx {ctx:4}  llama.cpp gave no estimate")
+                continue
+            ref = float(found[1])
             ours = json.loads(run([EVERETT, "perplexity", "--model", MODEL, "--file", f,
                                    "--ctx", str(ctx), "--json"]))["perplexity"]
             print(f"{os.path.basename(f):20} ctx {ctx:4}  llama.cpp {ref:8.4f}  everett "
