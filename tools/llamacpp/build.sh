@@ -8,9 +8,14 @@ DIR=${LLAMACPP_DIR:-/tmp/llamacpp}
 VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
 mkdir -p "$DIR" && cd "$DIR"
 if [ ! -d "llama_cpp_python-$VERSION" ]; then
-  URL=$(curl -s "https://pypi.org/pypi/llama-cpp-python/$VERSION/json" | python3 -c \
-    'import json,sys; print(next(u["url"] for u in json.load(sys.stdin)["urls"] if u["packagetype"]=="sdist"))')
-  curl -sL -o sdist.tar.gz "$URL"
+  # The index's JSON lists every release; its file URLs may be relative to the JSON's own.
+  INDEX=https://pypi.org/pypi/llama-cpp-python/json
+  URL=$(curl -sf "$INDEX" | python3 -c '
+import json, sys, urllib.parse
+files = json.load(sys.stdin)["releases"][sys.argv[2]]
+print(urllib.parse.urljoin(sys.argv[1], next(f["url"] for f in files if f["packagetype"] == "sdist")))
+' "$INDEX" "$VERSION")
+  curl -sfL -o sdist.tar.gz "$URL"
   tar xzf sdist.tar.gz
 fi
 SRC="$DIR/llama_cpp_python-$VERSION/vendor/llama.cpp"
