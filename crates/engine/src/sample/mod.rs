@@ -7,6 +7,7 @@ pub mod dist;
 pub mod rng;
 
 use crate::error::{check_range, Error, Result};
+pub use dist::argmax;
 pub use rng::Rng;
 
 /// Sampling parameters, validated by `validate`.
@@ -97,11 +98,6 @@ pub fn log_norm_and_entropy(logits: &[f32]) -> (f32, f32) {
 /// The `n` highest logits as (id, logit), best first; ties go to the lower id.
 pub fn top_n(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
     dist::top_k(logits, n, f32::NEG_INFINITY)
-}
-
-/// Index of the largest logit (lowest id on ties).
-pub fn argmax(logits: &[f32]) -> u32 {
-    dist::argmax(logits)
 }
 
 /// Applies repetition / presence / frequency penalties for the tokens in `history`.
