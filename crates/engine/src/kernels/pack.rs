@@ -37,6 +37,18 @@ pub const fn pair_bytes(bits: u32) -> usize {
     }
 }
 
+/// Where, inside a stored pair, the 8-byte mask of extra bit `e` (bit 4 + e of each code) of
+/// operand `half` (0: first, 1: second) starts.
+pub const fn mask_at(e: usize, half: usize) -> usize {
+    64 + 16 * e + 8 * half
+}
+
+/// The mask of extra bit `e` of operand `half` in `pair`.
+fn mask(pair: &[u8], e: usize, half: usize) -> u64 {
+    let at = mask_at(e, half);
+    u64::from_le_bytes(pair[at..at + 8].try_into().expect("8 bytes"))
+}
+
 impl CodeMatrix {
     /// Stored bytes of one column group.
     pub fn group_bytes(&self) -> usize {
@@ -65,9 +77,7 @@ impl CodeMatrix {
         let half = step % 2;
         let mut code = (pair[i] >> (4 * half)) & 15;
         for e in 0..self.layout.bits as usize - 4 {
-            let at = 64 + 16 * e + 8 * half;
-            let mask = u64::from_le_bytes(pair[at..at + 8].try_into().expect("8 bytes"));
-            code |= (((mask >> i) & 1) as u8) << (4 + e);
+            code |= (((mask(pair, e, half) >> i) & 1) as u8) << (4 + e);
         }
         code
     }
@@ -84,14 +94,12 @@ impl CodeMatrix {
             .zip(out.chunks_exact_mut(128))
         {
             for half in 0..2 {
-                let masks: [u64; 2] = std::array::from_fn(|e| {
-                    let at = 64 + 16 * e + 8 * half;
-                    pair.get(at..at + 8)
-                        .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-                });
+                // Bits a layout does not have read as zero masks.
+                let masks: [u64; 2] =
+                    std::array::from_fn(|e| if e < extra { mask(pair, e, half) } else { 0 });
                 for i in 0..64 {
                     let mut code = (pair[i] >> (4 * half)) & 15;
-                    for (e, m) in masks.iter().enumerate().take(extra) {
+                    for (e, m) in masks.iter().enumerate() {
                         code |= (((m >> i) & 1) as u8) << (4 + e);
                     }
                     plain[half * 64 + i] = code;
@@ -114,10 +122,10 @@ impl CodeMatrix {
             }
             for e in 0..bits as usize - 4 {
                 for (half, op) in [a, b].into_iter().enumerate() {
-                    let mask =
+                    let bit_e =
                         (0..64).fold(0u64, |m, i| m | (((op[i] >> (4 + e)) & 1) as u64) << i);
-                    let at = 64 + 16 * e + 8 * half;
-                    pair[at..at + 8].copy_from_slice(&mask.to_le_bytes());
+                    let at = mask_at(e, half);
+                    pair[at..at + 8].copy_from_slice(&bit_e.to_le_bytes());
                 }
             }
         }

@@ -6,7 +6,7 @@
 
 use super::act::QuantActs;
 use super::matmul::{block_sums, OutPtr, ROW_TILE};
-use super::pack::{pair_bytes, CodeMatrix, GROUP};
+use super::pack::{mask_at, pair_bytes, CodeMatrix, GROUP};
 use super::quant::CodeLayout;
 use std::arch::x86_64::*;
 
@@ -89,8 +89,8 @@ unsafe fn load_pair<const BITS: u32>(codes: *const u8, p: usize) -> (__m512i, __
         let mut b = _mm512_and_si512(_mm512_srli_epi16::<4>(nib), low);
         for e in 0..(BITS as usize).saturating_sub(4) {
             let bit = _mm512_set1_epi8(1 << (4 + e));
-            let ka = (at.add(64 + 16 * e) as *const u64).read_unaligned();
-            let kb = (at.add(72 + 16 * e) as *const u64).read_unaligned();
+            let ka = (at.add(mask_at(e, 0)) as *const u64).read_unaligned();
+            let kb = (at.add(mask_at(e, 1)) as *const u64).read_unaligned();
             a = _mm512_mask_add_epi8(a, ka, a, bit);
             b = _mm512_mask_add_epi8(b, kb, b, bit);
         }
