@@ -67,14 +67,18 @@ def gap(probs, ref):
     return max(abs(probs[t] - p) for t, _, p in ref)
 
 
+def cases():
+    return [json.loads(line) for line in open(REFERENCE)]
+
+
 def step0():
-    cases = [json.loads(line) for line in open(REFERENCE)]
-    rows = [(label, lambda d, c=c: llama_probs(d["prompt_token_ids_add_special_true"], *c[1:]))
-            for label, *rest in LLAMA_CONFIGS for c in [(label, *rest)]]
-    rows += [(f"everett --kv-type {kv}", lambda d, kv=kv: everett_probs(d["prompt"], kv))
-             for kv in ("f16", "f32")]
-    for label, probs in rows:
-        gaps = [gap(probs(d), d["top_probs_all_steps"][0]) for d in cases]
+    engines = [(label, lambda d, c=(fa, threads, mode):
+                llama_probs(d["prompt_token_ids_add_special_true"], *c))
+               for label, fa, threads, mode in LLAMA_CONFIGS]
+    engines += [(f"everett --kv-type {kv}", lambda d, kv=kv: everett_probs(d["prompt"], kv))
+                for kv in ("f16", "f32")]
+    for label, probs in engines:
+        gaps = [gap(probs(d), d["top_probs_all_steps"][0]) for d in cases()]
         shown = " ".join("  n/a " if g is None else f"{g:.4f}" for g in gaps)
         print(f"{label:40} {shown}")
 
@@ -84,29 +88,33 @@ def first_tie(case):
     return next((i for i, s in enumerate(steps) if s[0][2] - s[1][2] < 0.02), len(steps))
 
 
+def greedy_check(case, token_at):
+    """"tie/step": the reference's first near-tie and the first step before it whose greedy
+    token (`token_at(step)`) differs from the reference's ("-": none)."""
+    ref, tie = case["completion_token_ids"], first_tie(case)
+    differs = next((st for st in range(tie) if token_at(st) != ref[st]), None)
+    return f"{tie}/{'-' if differs is None else differs}"
+
+
 def greedy():
-    cases = [json.loads(line) for line in open(REFERENCE)]
     print("per prompt: first near-tie step / first differing step before it (- if none)")
     for label, fa, threads, mode in LLAMA_CONFIGS:
-        shown = []
-        for d in cases:
-            prompt, ref = d["prompt_token_ids_add_special_true"], d["completion_token_ids"]
-            tie = first_tie(d)
-            differs = next((st for st in range(tie)
-                            if max(probs := llama_probs(prompt + ref[:st], fa, threads, mode,
-                                                        len(prompt)), key=probs.get) != ref[st]),
-                           None)
-            shown.append(f"{tie}/{'-' if differs is None else differs}")
+        def token_at(st, d):
+            # llama.cpp is fed the reference's own tokens up to the step.
+            prompt = d["prompt_token_ids_add_special_true"]
+            probs = llama_probs(prompt + d["completion_token_ids"][:st], fa, threads, mode,
+                                len(prompt))
+            return max(probs, key=probs.get)
+        shown = [greedy_check(d, lambda st, d=d: token_at(st, d)) for d in cases()]
         print(f"{label:40} {'  '.join(shown)}")
     for kv in ("f16", "f32"):
         shown = []
-        for d in cases:
+        for d in cases():
             out = json.loads(run([EVERETT, "generate", "--model", MODEL, "--kv-type", kv,
                                   "--json", "--max-tokens", str(len(d["completion_token_ids"])),
                                   d["prompt"]]))
-            ours, ref, tie = [t["id"] for t in out["tokens"]], d["completion_token_ids"], first_tie(d)
-            differs = next((st for st in range(min(tie, len(ours))) if ours[st] != ref[st]), None)
-            shown.append(f"{tie}/{'-' if differs is None else differs}")
+            ours = [t["id"] for t in out["tokens"]]
+            shown.append(greedy_check(d, lambda st: ours[st] if st < len(ours) else None))
         print(f"{'everett --kv-type ' + kv:40} {'  '.join(shown)}")
 
 
