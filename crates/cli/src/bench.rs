@@ -7,11 +7,11 @@
 use crate::commands::load;
 use crate::Common;
 use anyhow::{bail, Result};
-use everett_engine::batch::Batch;
+use everett_engine::engine::{Engine, EngineConfig, Event, Task};
 use everett_engine::generate::{generate_batch, Request};
-use everett_engine::kv::KvCache;
-use everett_engine::model::Model;
-use everett_engine::sample::{argmax, SamplingParams};
+use everett_engine::model::{Model, KV_BLOCK_SIZE};
+use everett_engine::sample::SamplingParams;
+use everett_engine::scheduler::SchedulerConfig;
 use everett_engine::superposition::{explore, ExploreParams};
 use everett_engine::tokenizer::Tokenizer;
 use serde_json::{json, Map, Value};
@@ -20,10 +20,6 @@ use std::time::Instant;
 const PARTS: [&str; 5] = ["pp128", "pp512", "tg128", "parallel", "explore"];
 const EXPLORE_PROMPT: &str = "The meaning of life is";
 const RUNS: usize = 3;
-
-fn cache(m: &Model, tokens: usize, seqs: usize) -> KvCache {
-    KvCache::new(&m.kv_config(tokens, seqs))
-}
 
 /// A deterministic synthetic prompt of ordinary tokens. Large vocabularies skip their first
 /// 1000 ids (control and byte tokens); any vocabulary of more than 3 tokens works.
@@ -40,45 +36,82 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Prefill of `n` tokens in one batch: tokens per second.
-fn prefill(m: &mut Model, n: usize) -> Result<f64> {
-    let mut kv = cache(m, n, 1);
-    let s = kv.new_seq();
-    kv.reserve(s, n).map_err(|_| anyhow::anyhow!("KV full"))?;
-    let mut b = Batch::default();
-    b.push_seq(s, 0, &prompt(n, 1, m.config.vocab), true);
-    let mut logits = Vec::new();
+/// An engine over `m` whose steps take `tokens` rows at once, for `seqs` sequences.
+fn engine<'a>(m: &'a mut Model, tok: &'a Tokenizer, tokens: usize, seqs: usize) -> Bench<'a> {
+    let cfg = EngineConfig {
+        kv_tokens: tokens + seqs * 2 * KV_BLOCK_SIZE,
+        scheduler: SchedulerConfig {
+            max_batch_tokens: tokens,
+            max_seqs: seqs,
+            max_logit_rows: seqs,
+        },
+    };
+    Engine::new(m, tok, cfg)
+}
+
+type Bench<'a> = Engine<&'a mut Model, &'a Tokenizer>;
+
+/// A greedy request for `new` tokens, ignoring end-of-generation (as a benchmark must).
+fn greedy(prompt_ids: Vec<u32>, new: usize) -> Task {
+    Task::Generate(Request {
+        ignore_eos: true,
+        ..Request::new(prompt_ids, SamplingParams::default(), new)
+    })
+}
+
+/// Prefill of `n` tokens in one step: tokens per second.
+fn prefill(m: &mut Model, tok: &Tokenizer, n: usize) -> Result<f64> {
+    let vocab = m.config.vocab;
+    let mut e = engine(m, tok, n, 1);
+    let _events = e.submit(greedy(prompt(n, 1, vocab), 1))?;
     let t = Instant::now();
-    m.forward(&b, &mut kv, &mut logits)?;
-    Ok(n as f64 / t.elapsed().as_secs_f64())
+    let r = e.step()?;
+    let dt = t.elapsed().as_secs_f64();
+    if r.tokens != n {
+        bail!("the prefill ran {} of {n} tokens in its step", r.tokens);
+    }
+    Ok(n as f64 / dt)
 }
 
 /// `seqs` sequences with `prompt_len`-token prompts each decode `new` tokens together: total
-/// generated tokens per second over the decode steps (prefill excluded).
-fn decode(m: &mut Model, seqs: usize, prompt_len: usize, new: usize) -> Result<f64> {
+/// generated tokens per second over the decode steps (the prefill step excluded).
+fn decode(
+    m: &mut Model,
+    tok: &Tokenizer,
+    seqs: usize,
+    prompt_len: usize,
+    new: usize,
+) -> Result<f64> {
     let vocab = m.config.vocab;
-    let mut kv = cache(m, seqs * (prompt_len + new + 1), seqs);
-    let ids: Vec<usize> = (0..seqs).map(|_| kv.new_seq()).collect();
-    let (mut b, mut logits) = (Batch::default(), Vec::new());
-    for (i, &s) in ids.iter().enumerate() {
-        kv.reserve(s, prompt_len)
-            .map_err(|_| anyhow::anyhow!("KV full"))?;
-        b.push_seq(s, 0, &prompt(prompt_len, i + 2, vocab), true);
+    let mut e = engine(m, tok, seqs * (prompt_len + new + 1), seqs);
+    let mut streams = Vec::new();
+    for i in 0..seqs {
+        streams.push(
+            e.submit(greedy(prompt(prompt_len, i + 2, vocab), new + 1))?
+                .1,
+        );
     }
-    m.forward(&b, &mut kv, &mut logits)?;
+    e.step()?; // every prompt, and each sequence's first token
     let t = Instant::now();
-    for step in 0..new {
-        let next: Vec<u32> = (0..seqs)
-            .map(|r| argmax(&logits[r * vocab..(r + 1) * vocab]))
-            .collect();
-        b.clear();
-        for (&s, &tok) in ids.iter().zip(&next) {
-            kv.reserve(s, 1).map_err(|_| anyhow::anyhow!("KV full"))?;
-            b.push_seq(s, prompt_len + step, &[tok], true);
-        }
-        m.forward(&b, &mut kv, &mut logits)?;
+    for _ in 0..new {
+        e.step()?;
     }
-    Ok((seqs * new) as f64 / t.elapsed().as_secs_f64())
+    let dt = t.elapsed().as_secs_f64();
+    let produced: usize = streams
+        .iter_mut()
+        .map(|s| {
+            std::iter::from_fn(|| s.try_recv().ok())
+                .filter(|e| matches!(e, Event::Token { .. }))
+                .count()
+        })
+        .sum();
+    if produced != seqs * (new + 1) || e.has_work() {
+        bail!(
+            "decode produced {produced} tokens, expected {}",
+            seqs * (new + 1)
+        );
+    }
+    Ok((seqs * new) as f64 / dt)
 }
 
 fn peak_rss_mb() -> f64 {
@@ -106,18 +139,18 @@ pub fn run(common: &Common, only: Option<&str>) -> Result<()> {
         }
         out.insert(name.to_string(), v);
     };
-    decode(&mut m, 1, 8, 8)?; // warm-up: page in weights, grow buffers
+    decode(&mut m, &tok, 1, 8, 8)?; // warm-up: page in weights, grow buffers
     for (name, n) in [("pp128", 128), ("pp512", 512)] {
         if want(name) {
             let runs = (0..RUNS)
-                .map(|_| prefill(&mut m, n))
+                .map(|_| prefill(&mut m, &tok, n))
                 .collect::<Result<Vec<_>>>()?;
             report(name, json!(round(median(runs))));
         }
     }
     if want("tg128") {
         let runs = (0..RUNS)
-            .map(|_| decode(&mut m, 1, 8, 128))
+            .map(|_| decode(&mut m, &tok, 1, 8, 128))
             .collect::<Result<Vec<_>>>()?;
         report("tg128", json!(round(median(runs))));
     }
@@ -125,7 +158,7 @@ pub fn run(common: &Common, only: Option<&str>) -> Result<()> {
         let mut par = Map::new();
         for n in [1, 2, 4, 8, 16, 32] {
             let runs = (0..RUNS)
-                .map(|_| decode(&mut m, n, 128, 64))
+                .map(|_| decode(&mut m, &tok, n, 128, 64))
                 .collect::<Result<Vec<_>>>()?;
             let v = round(median(runs));
             if !common.json {
@@ -169,6 +202,8 @@ fn explore_vs_generate(m: &mut Model, tok: &Tokenizer) -> Result<Value> {
         max_tokens: 32,
         stop_strings: Vec::new(),
         stop_ids: Vec::new(),
+        n: 1,
+        ignore_eos: false,
     };
     let (mut gen, mut shared, mut unshared) = (Vec::new(), Vec::new(), Vec::new());
     let mut last = None;

@@ -3,16 +3,17 @@
 use crate::pull::resolve;
 use crate::{Common, GenerateArgs};
 use anyhow::{bail, Context, Result};
-use everett_engine::batch::Batch;
-use everett_engine::generate::{generate_batch, Generator, Output, Request};
+use everett_engine::engine::{Engine, EngineConfig, Event, ScoreRequest, Task};
+use everett_engine::generate::{generate_batch, Output, Request};
 use everett_engine::gguf::GgufFile;
-use everett_engine::kv::KvCache;
 use everett_engine::model::Model;
-use everett_engine::sample::{log_norm_and_entropy, SamplingParams};
+use everett_engine::sample::SamplingParams;
+use everett_engine::scheduler::SchedulerConfig;
 use everett_engine::tokenizer::Tokenizer;
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
+use tokio::sync::mpsc::error::TryRecvError;
 
 pub fn load(common: &Common) -> Result<(Model, Tokenizer)> {
     let path = resolve(common.model.as_deref())?;
@@ -48,6 +49,8 @@ fn request(tok: &Tokenizer, prompt: &str, a: &GenerateArgs) -> Request {
         max_tokens: a.max_tokens,
         stop_strings: a.stop.clone(),
         stop_ids: Vec::new(),
+        n: a.n,
+        ignore_eos: false,
     }
 }
 
@@ -97,17 +100,7 @@ pub fn generate(common: &Common, a: &GenerateArgs) -> Result<()> {
     };
     let (mut model, tok) = load(common)?;
     let reqs: Vec<Request> = prompts.iter().map(|p| request(&tok, p, a)).collect();
-    let ctx = model.config.context_length;
-    if let Some(r) = reqs
-        .iter()
-        .find(|r| r.prompt_ids.len() + r.max_tokens > ctx)
-    {
-        bail!(
-            "prompt ({} tokens) plus --max-tokens exceeds the context length {ctx}",
-            r.prompt_ids.len()
-        );
-    }
-    if reqs.len() > 1 || common.json {
+    if reqs.len() > 1 || a.n > 1 || common.json {
         let outs = generate_batch(&mut model, &tok, reqs)?;
         let mut stdout = std::io::stdout().lock();
         for o in &outs {
@@ -121,19 +114,23 @@ pub fn generate(common: &Common, a: &GenerateArgs) -> Result<()> {
     }
     // One prompt, streamed as it is produced.
     let req = reqs.into_iter().next().expect("one request");
-    let mut g = Generator::new(
-        &mut model,
-        &tok,
-        req.prompt_ids.len() + req.max_tokens + 1,
-        1,
-    );
-    g.add(req)?;
+    let cfg = EngineConfig {
+        kv_tokens: req.prompt_ids.len() + req.max_tokens + 1,
+        ..EngineConfig::for_seqs(1)
+    };
+    let mut engine = Engine::new(&mut model, &tok, cfg);
+    let (_, mut events) = engine.submit(Task::Generate(req))?;
     let mut stdout = std::io::stdout().lock();
-    while g.busy() {
-        for (_, t) in g.step()? {
-            write!(stdout, "{}", t.text)?;
-            stdout.flush()?;
+    while engine.has_work() {
+        engine.step()?;
+        while let Ok(e) = events.try_recv() {
+            match e {
+                Event::Token { token, .. } => write!(stdout, "{}", token.text)?,
+                Event::Error(e) => return Err(e.into()),
+                _ => {}
+            }
         }
+        stdout.flush()?;
     }
     writeln!(stdout)?;
     Ok(())
@@ -177,45 +174,47 @@ pub fn perplexity(common: &Common, file: &Path, ctx: usize) -> Result<()> {
             tokens.len()
         );
     }
-    let vocab = model.config.vocab;
-    let mut kv = KvCache::new(&model.kv_config(ctx, 1));
-    let (mut nll, mut scored) = (0f64, 0usize);
-    let (mut batch, mut logits) = (Batch::default(), Vec::new());
-    const SUB: usize = 64;
+    // Every chunk is one scoring request; a few run side by side. Logit rows per step are
+    // capped: each is a whole vocabulary row.
+    let cfg = EngineConfig {
+        kv_tokens: 2 * ctx,
+        scheduler: SchedulerConfig {
+            max_seqs: 2,
+            max_logit_rows: 64,
+            ..SchedulerConfig::default()
+        },
+    };
+    let mut engine = Engine::new(&mut model, &tok, cfg);
+    let mut streams = Vec::with_capacity(n_chunks);
     for c in 0..n_chunks {
         let mut chunk = tokens[c * ctx..(c + 1) * ctx].to_vec();
         if let Some(bos) = tok.bos.filter(|_| tok.add_bos) {
             chunk[0] = bos;
         }
-        let seq = kv.new_seq();
-        let first = ctx / 2;
-        let mut start = 0;
-        while start < ctx {
-            let end = if start < first {
-                first
-            } else {
-                (start + SUB).min(ctx)
-            };
-            batch.clear();
-            batch.push_seq(seq, start, &chunk[start..end], false);
-            for i in start..end {
-                batch.want_logits[i - start] = i >= first && i + 1 < ctx;
+        let task = Task::Score(ScoreRequest {
+            ids: chunk,
+            from: ctx / 2,
+        });
+        streams.push(engine.submit(task)?.1);
+    }
+    let (mut nll, mut scored) = (0f64, 0usize);
+    for (c, events) in streams.iter_mut().enumerate() {
+        let values = loop {
+            match events.try_recv() {
+                Ok(Event::Scored(v)) => break v,
+                Ok(Event::Error(e)) => return Err(e.into()),
+                Ok(_) => {}
+                Err(TryRecvError::Empty) => {
+                    engine.step()?;
+                }
+                Err(TryRecvError::Disconnected) => bail!("chunk {c} ended without a score"),
             }
-            kv.reserve(seq, end - start)
-                .map_err(|_| anyhow::anyhow!("KV cache too small"))?;
-            model.forward(&batch, &mut kv, &mut logits)?;
-            for (row, i) in (start..end)
-                .filter(|&i| i >= first && i + 1 < ctx)
-                .enumerate()
-            {
-                let l = &logits[row * vocab..(row + 1) * vocab];
-                let (lse, _) = log_norm_and_entropy(l);
-                nll += (lse - l[chunk[i + 1] as usize]) as f64;
-                scored += 1;
-            }
-            start = end;
+        };
+        // In position order, as llama.cpp sums them.
+        for v in values {
+            nll += v as f64;
+            scored += 1;
         }
-        kv.free(seq);
         if !common.json {
             eprintln!(
                 "[{}/{}] ppl so far {:.4}",

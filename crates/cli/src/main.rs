@@ -78,6 +78,9 @@ pub struct GenerateArgs {
     /// One JSON object {"prompt": ...} per line; all prompts run as one batch.
     #[arg(long)]
     pub prompts_file: Option<PathBuf>,
+    /// Samples per prompt (they share the prompt's KV); sample i is seeded with seed + i.
+    #[arg(long, default_value_t = 1)]
+    pub n: usize,
 }
 
 #[derive(Subcommand)]

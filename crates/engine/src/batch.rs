@@ -32,6 +32,23 @@ impl Batch {
         }
     }
 
+    /// Appends `tokens` of sequence `seq` starting at position `start`; the rows whose positions
+    /// fall in `want` ask for logits.
+    pub fn push_rows(
+        &mut self,
+        seq: SeqId,
+        start: usize,
+        tokens: &[u32],
+        want: std::ops::Range<usize>,
+    ) {
+        for (i, &t) in tokens.iter().enumerate() {
+            self.tokens.push(t);
+            self.positions.push(start + i);
+            self.seqs.push(seq);
+            self.want_logits.push(want.contains(&(start + i)));
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.tokens.len()
     }

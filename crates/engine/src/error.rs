@@ -26,13 +26,42 @@ pub enum Error {
     Tokenizer(String),
     #[error("invalid parameter `{name}`: {problem}")]
     Param { name: &'static str, problem: String },
-    #[error("request: {0}")]
-    Request(String),
+    /// The request itself is wrong (empty prompt, unknown token, ...): the client's to fix.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The request can never run here (prompt and output beyond the context or the KV cache).
+    #[error("request too large: {0}")]
+    TooLarge(String),
+    /// An id that names no running or waiting request (finished, aborted, or never issued).
+    #[error("unknown request id {0}")]
+    UnknownRequest(u64),
+    /// The request was cancelled by `abort` before it finished.
+    #[error("request {0} was aborted")]
+    Aborted(u64),
+    /// The engine stopped admitting work, or stopped.
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+    /// A broken invariant inside the engine (a batch the model cannot run): not the client's fault.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// Whether the caller's input caused this error (an HTTP front end answers 4xx) rather than
+    /// the engine, the model file or the machine.
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            Error::Param { .. }
+                | Error::InvalidRequest(_)
+                | Error::TooLarge(_)
+                | Error::UnknownRequest(_)
+                | Error::Aborted(_)
+        )
+    }
+
     pub(crate) fn gguf(msg: impl Into<String>) -> Self {
         Error::Gguf(msg.into())
     }

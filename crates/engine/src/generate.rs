@@ -1,16 +1,20 @@
-//! Text generation over the batched forward: `Generator` owns the model's KV cache and a set of
-//! running sequences and advances all of them by one `step()` (schedule → forward → sample →
-//! update); `generate_batch` runs many prompts to completion as one batch. The serving scheduler
-//! (admission, chunked prefill, preemption) will drive the same step.
+//! Text generation as an engine policy: each sample of a request draws its next token from its
+//! logits row (seeded, so a sample's tokens do not depend on what else runs), streams the text as
+//! whole UTF-8 and holds back any tail that could still become a stop string. `n > 1` samples
+//! of one prompt fork the prompt's KV when its last row is read, instead of recomputing it.
+//! `generate_batch` runs many requests to completion on a private `Engine`.
 
-use crate::batch::Batch;
+use crate::engine::policy::{Ctx, Read};
+use crate::engine::request::{Event, Seq, Task};
+use crate::engine::{Engine, EngineConfig};
 use crate::error::{Error, Result};
-use crate::kv::{KvCache, SeqId};
-use crate::model::Model;
+use crate::model::{Model, KV_BLOCK_SIZE};
 use crate::sample::{sample, Choice, Rng, SamplingParams};
 use crate::tokenizer::stream::Detokenizer;
 use crate::tokenizer::Tokenizer;
-use std::sync::OnceLock;
+
+/// Largest accepted `n` (samples of one prompt).
+pub const MAX_SAMPLES: usize = 128;
 
 /// One generation request.
 #[derive(Debug, Clone)]
@@ -20,13 +24,50 @@ pub struct Request {
     pub max_tokens: usize,
     pub stop_strings: Vec<String>,
     pub stop_ids: Vec<u32>,
+    /// Samples of this prompt; sample `i` is seeded with `sampling.seed + i`.
+    pub n: usize,
+    /// Keep going past end-of-generation tokens (benchmarks); stop ids still stop.
+    pub ignore_eos: bool,
+}
+
+impl Request {
+    /// A request for one sample with no stop conditions but end-of-generation tokens.
+    pub fn new(prompt_ids: Vec<u32>, sampling: SamplingParams, max_tokens: usize) -> Self {
+        Self {
+            prompt_ids,
+            sampling,
+            max_tokens,
+            stop_strings: Vec::new(),
+            stop_ids: Vec::new(),
+            n: 1,
+            ignore_eos: false,
+        }
+    }
+
+    /// Checks everything that does not depend on the model.
+    pub fn validate(&self) -> Result<()> {
+        self.sampling.validate()?;
+        if self.max_tokens == 0 {
+            return Err(Error::param("max_tokens", "must be at least 1"));
+        }
+        if self.n == 0 || self.n > MAX_SAMPLES {
+            return Err(Error::param(
+                "n",
+                format!("{} is not in 1..={MAX_SAMPLES}", self.n),
+            ));
+        }
+        if let Some(s) = self.stop_strings.iter().find(|s| s.is_empty()) {
+            return Err(Error::param("stop", format!("stop string {s:?} is empty")));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
     /// End-of-generation token, stop token or stop string.
     Stop,
-    /// `max_tokens` reached (or the context is full).
+    /// `max_tokens` reached.
     Length,
 }
 
@@ -59,209 +100,187 @@ pub struct Output {
     pub finish_reason: Option<FinishReason>,
 }
 
-struct Running {
-    seq: SeqId,
-    req: Request,
-    /// Prompt plus generated ids.
-    ids: Vec<u32>,
-    /// Tokens of `ids` already in the KV cache.
-    cached: usize,
+impl Output {
+    pub fn new(prompt_ids: Vec<u32>) -> Self {
+        Self {
+            prompt_ids,
+            tokens: Vec::new(),
+            text: String::new(),
+            finish_reason: None,
+        }
+    }
+
+    /// Folds one event of sample `index` into this output; false for events of other samples.
+    pub fn absorb(&mut self, e: &Event, index: usize) -> bool {
+        match e {
+            Event::Token { index: i, token } if *i == index => {
+                self.text.push_str(&token.text);
+                self.tokens.push(token.clone());
+            }
+            Event::Finished { index: i, reason } if *i == index => {
+                self.finish_reason = Some(*reason)
+            }
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// One sample's running state.
+struct Sample {
     rng: Rng,
     detok: Detokenizer,
     /// Text held back because it could be the start of a stop string.
     held: String,
-    out: Output,
+    produced: usize,
+    finished: bool,
 }
 
-/// Drives a set of sequences through the model, one batched step at a time.
-pub struct Generator<'m> {
-    model: &'m mut Model,
-    tok: &'m Tokenizer,
-    kv: KvCache,
-    running: Vec<Running>,
-    batch: Batch,
-    logits: Vec<f32>,
+pub(crate) struct GeneratePolicy {
+    req: Request,
+    samples: Vec<Sample>,
 }
 
-impl<'m> Generator<'m> {
-    /// A generator whose KV cache holds `capacity_tokens` tokens over at most `max_seqs` sequences.
-    pub fn new(
-        model: &'m mut Model,
-        tok: &'m Tokenizer,
-        capacity_tokens: usize,
-        max_seqs: usize,
-    ) -> Self {
-        let kv = KvCache::new(&model.kv_config(capacity_tokens, max_seqs));
-        Self {
-            model,
-            tok,
-            kv,
-            running: Vec::new(),
-            batch: Batch::default(),
-            logits: Vec::new(),
-        }
-    }
-
-    /// Validates and admits a request; returns its index among the outputs.
-    pub fn add(&mut self, req: Request) -> Result<usize> {
-        req.sampling.validate()?;
-        if req.prompt_ids.is_empty() {
-            return Err(Error::Request("the prompt is empty".into()));
-        }
-        if let Some(&bad) = req
-            .prompt_ids
-            .iter()
-            .find(|&&t| t as usize >= self.model.config.vocab)
-        {
-            return Err(Error::Request(format!(
-                "prompt token id {bad} is outside the vocabulary"
-            )));
-        }
-        let seq = self.kv.new_seq();
-        let rng = Rng::new(req.sampling.seed);
-        let out = Output {
-            prompt_ids: req.prompt_ids.clone(),
-            tokens: Vec::new(),
-            text: String::new(),
-            finish_reason: None,
-        };
-        self.running.push(Running {
-            seq,
-            ids: req.prompt_ids.clone(),
-            req,
-            cached: 0,
-            rng,
-            detok: Detokenizer::default(),
-            held: String::new(),
-            out,
-        });
-        Ok(self.running.len() - 1)
-    }
-
-    /// True while some sequence has not finished.
-    pub fn busy(&self) -> bool {
-        self.running.iter().any(|r| r.out.finish_reason.is_none())
-    }
-
-    /// One engine step: every unfinished sequence feeds its uncached tokens as one batch.
-    /// Returns (output index, new token) for each token produced.
-    pub fn step(&mut self) -> Result<Vec<(usize, TokenInfo)>> {
-        self.schedule();
-        if self.batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.model
-            .forward(&self.batch, &mut self.kv, &mut self.logits)?;
-        Ok(self.sample_and_update())
-    }
-
-    fn schedule(&mut self) {
-        self.batch.clear();
-        for r in self
-            .running
-            .iter_mut()
-            .filter(|r| r.out.finish_reason.is_none())
-        {
-            let new = &r.ids[r.cached..];
-            if self.kv.reserve(r.seq, new.len()).is_err() {
-                // No room: this sequence ends here (the serving scheduler preempts instead).
-                r.out.finish_reason = Some(FinishReason::Length);
-                continue;
-            }
-            self.batch.push_seq(r.seq, r.cached, new, true);
-            r.cached = r.ids.len();
-        }
-    }
-
-    fn sample_and_update(&mut self) -> Vec<(usize, TokenInfo)> {
-        let vocab = self.model.config.vocab;
-        // The running requests that own this step's logit rows, in row order.
-        let active: Vec<usize> = (0..self.running.len())
-            .filter(|&i| {
-                let r = &self.running[i];
-                r.out.finish_reason.is_none() && self.batch.seqs.contains(&r.seq)
+impl GeneratePolicy {
+    pub fn new(req: Request) -> Self {
+        let samples = (0..req.n as u64)
+            .map(|i| Sample {
+                rng: Rng::new(req.sampling.seed.wrapping_add(i)),
+                detok: Detokenizer::default(),
+                held: String::new(),
+                produced: 0,
+                finished: false,
             })
             .collect();
-        // Sampling reads a whole vocabulary row several times, so rows are sampled in parallel;
-        // each uses its own seeded stream, so a choice does not depend on the thread that made it.
-        let picks: Vec<OnceLock<(Choice, Rng)>> = active.iter().map(|_| OnceLock::new()).collect();
-        let running = &self.running;
-        let rows = &mut self.logits[..active.len() * vocab];
-        self.model.pool().for_rows(rows, vocab, &|row, logits| {
-            let r = &running[active[row]];
-            let mut rng = r.rng.clone();
-            let choice = sample(logits, &r.req.sampling, &r.ids, &mut rng);
-            let _ = picks[row].set((choice, rng));
-        });
-        let mut events = Vec::new();
-        for (&i, pick) in active.iter().zip(picks) {
-            let (choice, rng) = pick.into_inner().expect("every row was sampled");
-            let r = &mut self.running[i];
-            r.rng = rng;
-            r.ids.push(choice.id);
-            let eog = self.tok.is_eog(choice.id) || r.req.stop_ids.contains(&choice.id);
-            let mut text = if eog {
-                String::new()
-            } else {
-                r.detok.push(&self.tok.token_bytes(choice.id))
-            };
-            if eog {
-                r.out.finish_reason = Some(FinishReason::Stop);
-            } else if r.out.tokens.len() + 1 >= r.req.max_tokens {
-                r.out.finish_reason = Some(FinishReason::Length);
-            }
-            if r.out.finish_reason.is_some() {
-                text.push_str(&r.detok.finish());
-            }
-            text = release_text(r, text);
-            let info = TokenInfo {
-                id: choice.id,
-                text,
-                logprob: choice.logprob,
-                entropy: choice.entropy,
-                top: choice.top,
-            };
-            r.out.text.push_str(&info.text);
-            r.out.tokens.push(info.clone());
-            events.push((i, info));
-            if r.out.finish_reason.is_some() {
-                self.kv.free(r.seq);
-            }
-        }
-        events
+        Self { req, samples }
     }
 
-    /// The outputs in admission order.
-    pub fn into_outputs(self) -> Vec<Output> {
-        self.running.into_iter().map(|r| r.out).collect()
+    /// The sequences a new request starts with: the prompt once.
+    pub fn seqs(&self) -> Vec<Seq> {
+        vec![Seq::new(self.req.prompt_ids.clone())]
+    }
+
+    /// Samples of sequence `s` read from this row: all `n` from the prompt's last row, else one.
+    pub fn read(&self, s: usize, seq: &Seq, row: &mut [f32]) -> Vec<(Choice, Rng)> {
+        let first = seq.ids.len() == self.req.prompt_ids.len();
+        let who: Vec<usize> = if first && s == 0 {
+            (0..self.req.n).collect()
+        } else {
+            vec![s]
+        };
+        let original = (who.len() > 1).then(|| row.to_vec());
+        who.iter()
+            .map(|&i| {
+                let mut rng = self.samples[i].rng.clone();
+                let choice = match (&original, i) {
+                    (Some(orig), 1..) => {
+                        sample(&mut orig.clone(), &self.req.sampling, &seq.ids, &mut rng)
+                    }
+                    _ => sample(row, &self.req.sampling, &seq.ids, &mut rng),
+                };
+                (choice, rng)
+            })
+            .collect()
+    }
+
+    pub fn apply(&mut self, ctx: &mut Ctx, reads: Vec<(usize, Read)>) {
+        for (s, read) in reads {
+            let Read::Sample(choices) = read else {
+                continue;
+            };
+            // Samples 1.. fork sequence `s` (the prompt) before sample 0 extends it.
+            let mut choices: Vec<(usize, Choice, Rng)> = choices
+                .into_iter()
+                .enumerate()
+                .map(|(k, (c, r))| (k, c, r))
+                .collect();
+            if choices.len() > 1 {
+                choices.rotate_left(1);
+            }
+            for (k, choice, rng) in choices {
+                let i = if k > 0 {
+                    let seq = ctx.fork(s, choice.id);
+                    debug_assert_eq!(seq, k, "sample k runs on sequence k");
+                    k
+                } else {
+                    ctx.seqs[s].ids.push(choice.id);
+                    s
+                };
+                self.samples[i].rng = rng;
+                self.emit(ctx, i, choice);
+            }
+        }
+    }
+
+    /// Turns sample `i`'s choice into a token event (and a finish, freeing its KV).
+    fn emit(&mut self, ctx: &mut Ctx, i: usize, choice: Choice) {
+        let (req, smp) = (&self.req, &mut self.samples[i]);
+        smp.produced += 1;
+        let eog =
+            (ctx.tok.is_eog(choice.id) && !req.ignore_eos) || req.stop_ids.contains(&choice.id);
+        let mut text = if eog {
+            String::new()
+        } else {
+            smp.detok.push(&ctx.tok.token_bytes(choice.id))
+        };
+        let mut reason = if eog {
+            Some(FinishReason::Stop)
+        } else {
+            (smp.produced >= req.max_tokens).then_some(FinishReason::Length)
+        };
+        if reason.is_some() {
+            text.push_str(&smp.detok.finish());
+        }
+        let text = release_text(&req.stop_strings, &mut smp.held, text, &mut reason);
+        let token = TokenInfo {
+            id: choice.id,
+            text,
+            logprob: choice.logprob,
+            entropy: choice.entropy,
+            top: choice.top,
+        };
+        ctx.send(Event::Token { index: i, token });
+        if let Some(reason) = reason {
+            smp.finished = true;
+            ctx.finish(i);
+            ctx.send(Event::Finished { index: i, reason });
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.samples.iter().all(|s| s.finished)
+    }
+
+    /// Most tokens the request's sequences hold together (prompt shared by the samples).
+    pub fn max_tokens_held(&self) -> usize {
+        let own = self.req.max_tokens + KV_BLOCK_SIZE;
+        self.req.prompt_ids.len() + self.req.max_tokens + (self.req.n - 1) * own
     }
 }
 
-/// Applies stop strings to newly decoded text: returns what may be shown now, holding back a
-/// tail that could still grow into a stop string; on a match, ends the sequence.
-fn release_text(r: &mut Running, new: String) -> String {
-    if r.req.stop_strings.is_empty() {
+/// Applies stop strings to newly decoded text: returns what may be shown now and keeps in
+/// `held` a tail that could still grow into a stop string. A match cuts the text before the
+/// stop string and sets `reason` to `Stop`; once `reason` is set, everything held is released.
+pub(crate) fn release_text(
+    stops: &[String],
+    held: &mut String,
+    new: String,
+    reason: &mut Option<FinishReason>,
+) -> String {
+    if stops.is_empty() {
         return new;
     }
-    let mut pending = std::mem::take(&mut r.held) + &new;
-    if let Some(at) = r
-        .req
-        .stop_strings
-        .iter()
-        .filter_map(|s| pending.find(s.as_str()))
-        .min()
-    {
+    let mut pending = std::mem::take(held) + &new;
+    if let Some(at) = stops.iter().filter_map(|s| pending.find(s.as_str())).min() {
         pending.truncate(at);
-        r.out.finish_reason = Some(FinishReason::Stop);
+        *reason = Some(FinishReason::Stop);
         return pending;
     }
-    if r.out.finish_reason.is_some() {
+    if reason.is_some() {
         return pending;
     }
     // Hold the longest suffix that is a prefix of some stop string.
-    let hold = r
-        .req
-        .stop_strings
+    let hold = stops
         .iter()
         .flat_map(|s| {
             (1..s.len())
@@ -272,11 +291,12 @@ fn release_text(r: &mut Running, new: String) -> String {
         .map(|p| p.len())
         .max()
         .unwrap_or(0);
-    r.held = pending.split_off(pending.len() - hold);
+    *held = pending.split_off(pending.len() - hold);
     pending
 }
 
-/// Runs every request to completion as one batch; outputs in input order.
+/// Runs every request to completion on one engine; outputs in input order, one per sample
+/// (request 0's samples first). The KV cache is sized so that nothing is preempted.
 pub fn generate_batch(
     model: &mut Model,
     tok: &Tokenizer,
@@ -284,15 +304,87 @@ pub fn generate_batch(
 ) -> Result<Vec<Output>> {
     let capacity: usize = reqs
         .iter()
-        .map(|r| r.prompt_ids.len() + r.max_tokens + 1)
+        .map(|r| GeneratePolicy::new(r.clone()).max_tokens_held() + 1)
         .sum();
-    let n = reqs.len();
-    let mut g = Generator::new(model, tok, capacity, n.max(1));
+    let seqs: usize = reqs.iter().map(|r| r.n).sum();
+    let cfg = EngineConfig {
+        kv_tokens: capacity.max(1),
+        ..EngineConfig::for_seqs(seqs.max(1))
+    };
+    let mut engine = Engine::new(model, tok, cfg);
+    let mut streams = Vec::new();
     for r in reqs {
-        g.add(r)?;
+        let (n, prompt) = (r.n, r.prompt_ids.clone());
+        let (_, events) = engine.submit(Task::Generate(r))?;
+        streams.push((n, prompt, events));
     }
-    while g.busy() {
-        g.step()?;
+    engine.run_until_idle()?;
+    let mut outs = Vec::new();
+    for (n, prompt, mut events) in streams {
+        let mut mine: Vec<Output> = (0..n).map(|_| Output::new(prompt.clone())).collect();
+        while let Ok(e) = events.try_recv() {
+            if let Event::Error(err) = e {
+                return Err(err);
+            }
+            let index = match &e {
+                Event::Token { index, .. } | Event::Finished { index, .. } => *index,
+                _ => continue,
+            };
+            mine[index].absorb(&e, index);
+        }
+        outs.extend(mine);
     }
-    Ok(g.into_outputs())
+    Ok(outs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `pieces` through `release_text` the way the engine does, finishing after the last.
+    fn run(stops: &[&str], pieces: &[&str]) -> (Vec<String>, Option<FinishReason>) {
+        let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
+        let (mut held, mut reason, mut shown) = (String::new(), None, Vec::new());
+        for (i, p) in pieces.iter().enumerate() {
+            if i + 1 == pieces.len() && reason.is_none() {
+                reason = Some(FinishReason::Length);
+            }
+            shown.push(release_text(&stops, &mut held, p.to_string(), &mut reason));
+            if reason == Some(FinishReason::Stop) {
+                break;
+            }
+        }
+        (shown, reason)
+    }
+
+    #[test]
+    fn a_stop_string_split_over_tokens_is_held_then_cut() {
+        let (shown, reason) = run(&["END"], &["Hello E", "N", "D and more"]);
+        assert_eq!(shown, ["Hello ", "", ""]);
+        assert_eq!(reason, Some(FinishReason::Stop));
+    }
+
+    #[test]
+    fn a_false_start_is_released_when_it_stops_matching() {
+        let (shown, reason) = run(&["END"], &["we E", "N", "joy", " it"]);
+        assert_eq!(shown.concat(), "we ENjoy it");
+        assert_eq!(shown[..2], ["we ", ""]);
+        assert_eq!(reason, Some(FinishReason::Length));
+    }
+
+    #[test]
+    fn the_earliest_of_several_stops_wins_and_multibyte_prefixes_are_held_whole() {
+        let (shown, reason) = run(&["zz", "é!"], &["caf", "é", "! zz"]);
+        assert_eq!(shown, ["caf", "", ""]);
+        assert_eq!(reason, Some(FinishReason::Stop));
+        let (shown, _) = run(&["zz", "é!"], &["a zz b é! c"]);
+        assert_eq!(shown, ["a "]);
+    }
+
+    #[test]
+    fn held_text_is_released_at_the_end() {
+        let (shown, reason) = run(&["STOP"], &["x ST", "O"]);
+        assert_eq!(shown.concat(), "x STO");
+        assert_eq!(reason, Some(FinishReason::Length));
+    }
 }

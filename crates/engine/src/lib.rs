@@ -2,6 +2,7 @@
 //! kernels over a paged KV cache. No HTTP and no command-line parsing live here.
 
 pub mod batch;
+pub mod engine;
 pub mod error;
 pub mod generate;
 pub mod gguf;
@@ -9,6 +10,7 @@ pub mod kernels;
 pub mod kv;
 pub mod model;
 pub mod sample;
+pub mod scheduler;
 pub mod superposition;
 #[doc(hidden)]
 pub mod testutil;

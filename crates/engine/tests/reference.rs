@@ -86,6 +86,8 @@ fn greedy_matches_reference_until_near_ties() {
             max_tokens: 32,
             stop_strings: vec![],
             stop_ids: vec![],
+            n: 1,
+            ignore_eos: false,
         })
         .collect();
     let batched = generate_batch(&mut model, &tok, reqs.clone()).unwrap();
@@ -153,6 +155,8 @@ fn explorer_on_the_real_model_is_greedy_at_width_one_and_sharing_changes_nothing
         max_tokens: 24,
         stop_strings: vec![],
         stop_ids: vec![],
+        n: 1,
+        ignore_eos: false,
     };
     let greedy = generate_batch(&mut model, &tok, vec![req]).unwrap();
     let want: Vec<u32> = greedy[0].tokens.iter().map(|t| t.id).collect();

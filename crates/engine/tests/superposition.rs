@@ -233,6 +233,8 @@ fn one_branch_one_path_is_greedy_generation() {
                 max_tokens: 20,
                 stop_strings: Vec::new(),
                 stop_ids: Vec::new(),
+                n: 1,
+                ignore_eos: false,
             }],
         )
         .unwrap();

@@ -5,12 +5,21 @@
 //! that block first (copy-on-write). Running out of blocks is `KvFull`, a normal outcome.
 //! Keys and values are stored as f16 (half the memory traffic of attention, as llama.cpp and
 //! vLLM do) or, on request, as f32: exactly what the model computed.
+//!
+//! Prefix caching: every block a sequence fills is registered under the hash of its token prefix
+//! (`prefix`); when its last reference goes it stays idle in its pool instead of being freed, and
+//! `new_seq_cached` starts a sequence on the longest cached prefix of its prompt. A cached block
+//! is never written in place: a sequence that continues inside one copies it first, like a fork.
 
 pub mod pool;
+pub mod prefix;
+mod store;
 
 use crate::kernels::heads::KvRows;
-use half::f16;
 use pool::{BlockId, BlockPool};
+pub use prefix::PrefixStats;
+use prefix::{block_hash, PrefixIndex, ROOT};
+use store::Store;
 
 /// Handle of a sequence in the cache.
 pub type SeqId = usize;
@@ -39,43 +48,6 @@ impl KvType {
     }
 }
 
-/// One group's keys or values, `[blocks][layers][block_size][row]`.
-enum Store {
-    F32(Vec<f32>),
-    F16(Vec<u16>),
-}
-
-impl Store {
-    fn new(ty: KvType, len: usize) -> Self {
-        match ty {
-            KvType::F32 => Self::F32(vec![0.0; len]),
-            KvType::F16 => Self::F16(vec![0; len]),
-        }
-    }
-    fn write(&mut self, at: usize, x: &[f32]) {
-        match self {
-            Self::F32(s) => s[at..at + x.len()].copy_from_slice(x),
-            Self::F16(s) => {
-                for (h, &v) in s[at..at + x.len()].iter_mut().zip(x) {
-                    *h = f16::from_f32(v).to_bits();
-                }
-            }
-        }
-    }
-    fn rows(&self, range: std::ops::Range<usize>) -> KvRows<'_> {
-        match self {
-            Self::F32(s) => KvRows::F32(&s[range]),
-            Self::F16(s) => KvRows::F16(&s[range]),
-        }
-    }
-    fn copy_within(&mut self, from: std::ops::Range<usize>, to: usize) {
-        match self {
-            Self::F32(s) => s.copy_within(from, to),
-            Self::F16(s) => s.copy_within(from, to),
-        }
-    }
-}
-
 struct Group {
     window: Option<usize>,
     layers: usize,
@@ -84,10 +56,16 @@ struct Group {
     v: Store,
 }
 
+#[derive(Clone)]
 struct Seq {
     len: usize,
     /// Per group: block ids in position order; `DROPPED` for blocks behind the window.
     tables: Vec<Vec<BlockId>>,
+    /// The tokens written so far (`len` of them) and the hash of each full block.
+    tokens: Vec<u32>,
+    hashes: Vec<u64>,
+    /// Whether its full blocks are offered to the prefix cache.
+    cacheable: bool,
 }
 
 /// How to build a cache: per layer its window (`None` = global), and sizes.
@@ -108,6 +86,7 @@ pub struct KvCache {
     /// Per model layer: (group, index inside the group).
     layer_slot: Vec<(usize, usize)>,
     seqs: Vec<Option<Seq>>,
+    prefix: PrefixIndex,
 }
 
 impl KvCache {
@@ -148,6 +127,7 @@ impl KvCache {
             groups,
             layer_slot,
             seqs: Vec::new(),
+            prefix: PrefixIndex::default(),
         }
     }
 
@@ -155,11 +135,25 @@ impl KvCache {
         self.block_size
     }
 
+    /// An empty sequence whose full blocks will be offered to the prefix cache.
     pub fn new_seq(&mut self) -> SeqId {
-        let seq = Seq {
+        self.insert_seq(Seq {
             len: 0,
             tables: vec![Vec::new(); self.groups.len()],
-        };
+            tokens: Vec::new(),
+            hashes: Vec::new(),
+            cacheable: true,
+        })
+    }
+
+    /// An empty sequence that neither reads nor feeds the prefix cache (its KV is private).
+    pub fn new_private_seq(&mut self) -> SeqId {
+        let id = self.new_seq();
+        self.seqs[id].as_mut().expect("just made").cacheable = false;
+        id
+    }
+
+    fn insert_seq(&mut self, seq: Seq) -> SeqId {
         match self.seqs.iter().position(Option::is_none) {
             Some(i) => {
                 self.seqs[i] = Some(seq);
@@ -168,6 +162,92 @@ impl KvCache {
             None => {
                 self.seqs.push(Some(seq));
                 self.seqs.len() - 1
+            }
+        }
+    }
+
+    /// A sequence for `prompt` that starts on the longest cached prefix of it, always leaving at
+    /// least the last prompt token to compute (its logits are wanted). Returns the sequence and
+    /// how many prompt tokens are already in its cache.
+    pub fn new_seq_cached(&mut self, prompt: &[u32]) -> (SeqId, usize) {
+        let bs = self.block_size;
+        let (hit, blocks, hashes) = self.lookup(prompt);
+        let mut tables = vec![Vec::new(); self.groups.len()];
+        for (g, grp) in self.groups.iter_mut().enumerate() {
+            let first = grp.window.map_or(0, |w| (hit + 1).saturating_sub(w) / bs);
+            for (b, entry) in blocks.iter().enumerate() {
+                let id = if b < first {
+                    DROPPED
+                } else {
+                    entry[g].expect("checked by lookup")
+                };
+                if id != DROPPED {
+                    grp.pool.retain(id);
+                }
+                tables[g].push(id);
+            }
+        }
+        self.prefix.stats.queried_tokens += prompt.len() as u64;
+        self.prefix.stats.hit_tokens += hit as u64;
+        let id = self.insert_seq(Seq {
+            len: hit,
+            tables,
+            tokens: prompt[..hit].to_vec(),
+            hashes: hashes[..hit / bs].to_vec(),
+            cacheable: true,
+        });
+        (id, hit)
+    }
+
+    /// The longest usable cached prefix of `prompt`: (tokens, per-block group entries, hashes).
+    fn lookup(&self, prompt: &[u32]) -> (usize, Vec<Vec<Option<BlockId>>>, Vec<u64>) {
+        let bs = self.block_size;
+        if prompt.len() <= 1 {
+            return (0, Vec::new(), Vec::new());
+        }
+        let (mut chain, mut hashes, mut parent) = (Vec::new(), Vec::new(), ROOT);
+        // Global groups need every block of the prefix.
+        for toks in prompt.chunks_exact(bs) {
+            let h = block_hash(parent, toks);
+            let Some(e) = self.prefix.get(h, parent, toks) else {
+                break;
+            };
+            let global_ok = self
+                .groups
+                .iter()
+                .zip(e)
+                .all(|(g, b)| g.window.is_some() || b.is_some());
+            if !global_ok {
+                break;
+            }
+            chain.push(e.to_vec());
+            hashes.push(h);
+            parent = h;
+        }
+        // Sliding groups need the blocks inside the window of the first computed token.
+        let usable = |m: usize| {
+            let hit = (m * bs).min(prompt.len() - 1);
+            self.groups.iter().enumerate().all(|(g, grp)| {
+                let first = grp.window.map_or(0, |w| (hit + 1).saturating_sub(w) / bs);
+                chain[first.min(m)..m].iter().all(|e| e[g].is_some())
+            })
+        };
+        let m = (1..=chain.len()).rev().find(|&m| usable(m)).unwrap_or(0);
+        chain.truncate(m);
+        let hit = (m * bs).min(prompt.len().saturating_sub(1));
+        (hit, chain, hashes)
+    }
+
+    /// Statistics of prefix-cache lookups since the cache was made.
+    pub fn prefix_stats(&self) -> PrefixStats {
+        self.prefix.stats
+    }
+
+    /// Frees every idle cached block (the cache forgets them).
+    pub fn clear_prefix_cache(&mut self) {
+        for (g, grp) in self.groups.iter_mut().enumerate() {
+            for h in grp.pool.evict_idle() {
+                self.prefix.forget(h, g);
             }
         }
     }
@@ -190,16 +270,13 @@ impl KvCache {
 
     /// A new sequence sharing every block of `id` (no KV bytes are copied).
     pub fn fork(&mut self, id: SeqId) -> SeqId {
-        let src = self.seq(id);
-        let (len, tables) = (src.len, src.tables.clone());
-        for (g, t) in tables.iter().enumerate() {
+        let copy = self.seq(id).clone();
+        for (g, t) in copy.tables.iter().enumerate() {
             for &b in t.iter().filter(|&&b| b != DROPPED) {
                 self.groups[g].pool.retain(b);
             }
         }
-        let new = self.new_seq();
-        self.seqs[new] = Some(Seq { len, tables });
-        new
+        self.insert_seq(copy)
     }
 
     /// Releases every block of the sequence.
@@ -226,8 +303,7 @@ impl KvCache {
             .map(|(g, grp)| {
                 let t = &seq.tables[g];
                 // Writing into a shared partial block copies it.
-                let cow =
-                    n > 0 && !seq.len.is_multiple_of(bs) && grp.pool.ref_count(t[seq.len / bs]) > 1;
+                let cow = n > 0 && !seq.len.is_multiple_of(bs) && grp.shared(t[seq.len / bs]);
                 fresh + usize::from(cow)
             })
             .collect()
@@ -240,38 +316,61 @@ impl KvCache {
         if need
             .iter()
             .zip(&self.groups)
-            .any(|(&k, g)| k > g.pool.free_count())
+            .any(|(&k, g)| k > g.pool.available())
         {
             return Err(KvFull);
         }
         let bs = self.block_size;
         let mut seq = self.seqs[id].take().expect("unknown sequence id");
+        let index = &mut self.prefix;
         for (g, grp) in self.groups.iter_mut().enumerate() {
             let t = &mut seq.tables[g];
             if n > 0 && !seq.len.is_multiple_of(bs) {
                 let at = seq.len / bs;
-                if grp.pool.ref_count(t[at]) > 1 {
-                    let fresh = grp.pool.alloc().expect("counted above");
+                if grp.shared(t[at]) {
+                    let fresh = grp.alloc(index, g);
                     grp.copy_block(t[at], fresh, bs * self.row);
                     grp.pool.release(t[at]);
                     t[at] = fresh;
                 }
             }
             while t.len() < (seq.len + n).div_ceil(bs) {
-                t.push(grp.pool.alloc().expect("counted above"));
+                t.push(grp.alloc(index, g));
             }
         }
         self.seqs[id] = Some(seq);
         Ok(())
     }
 
-    /// Records that `n` reserved tokens were written, and drops blocks that fell out of every
-    /// sliding window.
-    pub fn commit(&mut self, id: SeqId, n: usize) {
+    /// Records that `tokens` were written at the end of `id` (into reserved blocks), offers the
+    /// blocks they filled to the prefix cache, and drops blocks that fell out of every sliding
+    /// window.
+    pub fn commit(&mut self, id: SeqId, tokens: &[u32]) {
         let bs = self.block_size;
         let seq = self.seqs[id].as_mut().expect("unknown sequence id");
-        seq.len += n;
+        seq.tokens.extend_from_slice(tokens);
+        seq.len += tokens.len();
         let len = seq.len;
+        while seq.hashes.len() < len / bs {
+            let b = seq.hashes.len();
+            let parent = seq.hashes.last().copied().unwrap_or(ROOT);
+            let toks = &seq.tokens[b * bs..(b + 1) * bs];
+            let h = block_hash(parent, toks);
+            seq.hashes.push(h);
+            if !seq.cacheable {
+                continue;
+            }
+            let n_groups = self.groups.len();
+            for (g, grp) in self.groups.iter_mut().enumerate() {
+                let block = seq.tables[g][b];
+                if block != DROPPED
+                    && grp.pool.hash(block).is_none()
+                    && self.prefix.insert(h, parent, toks, n_groups, g, block)
+                {
+                    grp.pool.set_hash(block, h);
+                }
+            }
+        }
         for (g, grp) in self.groups.iter_mut().enumerate() {
             let Some(win) = grp.window else { continue };
             // The next query (position len) sees keys from len + 1 - win on.
@@ -286,9 +385,47 @@ impl KvCache {
         }
     }
 
-    /// Blocks in use over all groups.
+    /// Blocks referenced by some sequence, over all groups (idle cached blocks excluded).
     pub fn used_blocks(&self) -> usize {
         self.groups.iter().map(|g| g.pool.used_count()).sum()
+    }
+
+    /// Idle cached blocks over all groups (evicted when fresh blocks run out).
+    pub fn idle_blocks(&self) -> usize {
+        self.groups.iter().map(|g| g.pool.idle_count()).sum()
+    }
+
+    /// Blocks over all groups.
+    pub fn capacity_blocks(&self) -> usize {
+        self.groups.iter().map(|g| g.pool.capacity()).sum()
+    }
+
+    /// Tokens one sequence could hold if it had the cache to itself (the smallest group's pool).
+    pub fn capacity_tokens(&self) -> usize {
+        let blocks = self.groups.iter().map(|g| g.pool.capacity()).min();
+        blocks.unwrap_or(0) * self.block_size
+    }
+
+    /// Distinct blocks and block references held by the sequences `ids`.
+    pub fn blocks_of(&self, ids: &[SeqId]) -> (usize, usize) {
+        let mut all: Vec<(usize, BlockId)> =
+            ids.iter()
+                .flat_map(|&id| {
+                    let seq = self.seq(id);
+                    seq.tables.iter().enumerate().flat_map(|(g, t)| {
+                        t.iter().filter(|&&b| b != DROPPED).map(move |&b| (g, b))
+                    })
+                })
+                .collect();
+        let refs = all.len();
+        all.sort_unstable();
+        all.dedup();
+        (all.len(), refs)
+    }
+
+    /// Whether `id` names a live sequence.
+    pub fn contains(&self, id: SeqId) -> bool {
+        matches!(self.seqs.get(id), Some(Some(_)))
     }
 
     /// Blocks the live sequences would hold if nothing were shared.
@@ -331,6 +468,20 @@ impl KvCache {
 }
 
 impl Group {
+    /// A block that must be copied before it is written: referenced twice, or in the prefix cache.
+    fn shared(&self, b: BlockId) -> bool {
+        self.pool.ref_count(b) > 1 || self.pool.hash(b).is_some()
+    }
+
+    /// A fresh block; `reserve` counted that one is available. An evicted block leaves the index.
+    fn alloc(&mut self, index: &mut PrefixIndex, g: usize) -> BlockId {
+        let (id, evicted) = self.pool.alloc().expect("counted by reserve");
+        if let Some(h) = evicted {
+            index.forget(h, g);
+        }
+        id
+    }
+
     fn copy_block(&mut self, from: BlockId, to: BlockId, per_layer: usize) {
         let n = self.layers * per_layer;
         let (f, t) = (from as usize * n, to as usize * n);

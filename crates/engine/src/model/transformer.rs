@@ -198,8 +198,8 @@ impl Model {
             quantize(pool, &mut s.acts, &s.h, rows.len(), d);
             matmul(pool, isa, &w.output, &s.h, &s.acts, rows.len(), logits);
         }
-        for (seq, _, n) in batch.spans() {
-            kv.commit(seq, n);
+        for (seq, first, n) in batch.spans() {
+            kv.commit(seq, &batch.tokens[first..first + n]);
         }
         Ok(())
     }
@@ -208,7 +208,7 @@ impl Model {
     fn check(&self, batch: &Batch, kv: &KvCache) -> Result<()> {
         let n = batch.len();
         if batch.positions.len() != n || batch.seqs.len() != n || batch.want_logits.len() != n {
-            return Err(Error::Request(
+            return Err(Error::Internal(
                 "batch columns have different lengths".into(),
             ));
         }
@@ -218,7 +218,7 @@ impl Model {
             .enumerate()
             .find(|(_, &t)| t as usize >= self.config.vocab)
         {
-            return Err(Error::Request(format!(
+            return Err(Error::Internal(format!(
                 "token id {tok} at row {i} is outside the vocabulary ({})",
                 self.config.vocab
             )));
@@ -231,18 +231,18 @@ impl Model {
         for (seq, first, len) in batch.spans() {
             let start = batch.positions[first];
             if kv.len(seq) != start || (0..len).any(|j| batch.positions[first + j] != start + j) {
-                return Err(Error::Request(format!(
+                return Err(Error::Internal(format!(
                     "rows of sequence {seq} do not continue its cache at position {}",
                     kv.len(seq)
                 )));
             }
             if kv.reserved(seq) < start + len {
-                return Err(Error::Request(format!(
+                return Err(Error::Internal(format!(
                     "sequence {seq}: KV space was not reserved"
                 )));
             }
             if start + len > max_pos {
-                return Err(Error::Request(format!(
+                return Err(Error::Internal(format!(
                     "sequence {seq} exceeds the context length {max_pos}"
                 )));
             }

@@ -193,9 +193,33 @@ fn draw_full(logits: &[f32], p: &SamplingParams, u: f64) -> u32 {
     last.unwrap_or_else(|| argmax(logits))
 }
 
-/// One sampling step over a row of logits (modified in place by penalties).
-pub fn sample(logits: &mut [f32], p: &SamplingParams, history: &[u32], rng: &mut Rng) -> Choice {
+/// Makes a row that holds NaN or infinite logits usable: NaN and −∞ become −1e30, +∞ becomes
+/// 1e30 (finite, so no `∞ − ∞` appears later, and far enough out to keep their meaning).
+/// A broken model file can produce such rows; they must not panic the sampler.
+pub fn sanitize(logits: &mut [f32]) {
+    for v in logits.iter_mut() {
+        if v.is_nan() || *v < -1e30 {
+            *v = -1e30;
+        } else if *v > 1e30 {
+            *v = 1e30;
+        }
+    }
+}
+
+/// `log_norm_and_entropy`, first sanitizing a row whose statistics are not finite.
+pub fn checked_norm_and_entropy(logits: &mut [f32]) -> (f32, f32) {
     let (lse, entropy) = log_norm_and_entropy(logits);
+    if lse.is_finite() && entropy.is_finite() {
+        return (lse, entropy);
+    }
+    sanitize(logits);
+    log_norm_and_entropy(logits)
+}
+
+/// One sampling step over a row of logits (modified in place by penalties, and sanitized when
+/// it holds NaN or infinities).
+pub fn sample(logits: &mut [f32], p: &SamplingParams, history: &[u32], rng: &mut Rng) -> Choice {
+    let (lse, entropy) = checked_norm_and_entropy(logits);
     let top: Vec<(u32, f32)> = top_n(logits, p.top_logprobs)
         .into_iter()
         .map(|(i, l)| (i, l - lse))
@@ -235,6 +259,43 @@ pub fn sample(logits: &mut [f32], p: &SamplingParams, history: &[u32], rng: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_with_nan_or_infinities_sample_without_panicking() {
+        let rows: [&[f32]; 4] = [
+            &[f32::NAN, 1.0, 2.0, f32::NAN],
+            &[f32::INFINITY, 1.0, f32::INFINITY, 0.0],
+            &[f32::NEG_INFINITY; 4],
+            &[f32::NAN; 4],
+        ];
+        for row in rows {
+            for (t, k, top_p, min_p) in [(0.0, 0, 1.0, 0.0), (0.8, 2, 0.9, 0.1), (1.0, 0, 1.0, 0.5)]
+            {
+                let p = SamplingParams {
+                    temperature: t,
+                    top_k: k,
+                    top_p,
+                    min_p,
+                    top_logprobs: 2,
+                    ..Default::default()
+                };
+                let c = sample(&mut row.to_vec(), &p, &[1], &mut Rng::new(1));
+                assert!((c.id as usize) < row.len());
+                assert!(
+                    c.logprob.is_finite() && c.entropy.is_finite(),
+                    "{row:?}: {c:?}"
+                );
+            }
+        }
+        // The finite entries still decide: NaN never wins over a real logit.
+        let c = sample(
+            &mut [f32::NAN, 1.0, 2.0, f32::NAN],
+            &params(0.0, 0.0),
+            &[],
+            &mut Rng::new(1),
+        );
+        assert_eq!(c.id, 2);
+    }
 
     fn params(temperature: f32, min_p: f32) -> SamplingParams {
         SamplingParams {

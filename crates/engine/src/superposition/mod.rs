@@ -18,8 +18,9 @@
 mod analysis;
 pub mod html;
 pub mod render;
-mod search;
+pub(crate) mod search;
 
+use crate::engine::{Engine, EngineConfig, Event, ExploreRequest, Task};
 use crate::error::{check_range, Error, Result};
 use crate::model::Model;
 use crate::tokenizer::Tokenizer;
@@ -142,6 +143,16 @@ impl ExploreParams {
         check_range("bifurcation_gap", gap, (0.0..=1.0).contains(&gap), "[0, 1]")?;
         if self.stop.iter().any(String::is_empty) {
             return Err(Error::param("stop", "stop strings must not be empty"));
+        }
+        // Each live path may hold up to `steps` tokens of its own KV.
+        if self.width * self.steps > MAX_TREE_TOKENS {
+            return Err(Error::param(
+                "width",
+                format!(
+                    "width × steps = {} exceeds {MAX_TREE_TOKENS} tokens of KV for the tree",
+                    self.width * self.steps
+                ),
+            ));
         }
         Ok(())
     }
@@ -279,7 +290,9 @@ pub(crate) fn path_ids(nodes: &[Node], id: usize) -> Vec<u32> {
     out
 }
 
-/// Explores the futures of `prompt` (its ids include BOS when the model adds one).
+/// Explores the futures of `prompt` (its ids include BOS when the model adds one) on a private
+/// engine sized for the search. To explore beside other work, submit a `Task::Explore` to a
+/// shared `Engine` instead.
 pub fn explore(
     model: &mut Model,
     tok: &Tokenizer,
@@ -287,43 +300,26 @@ pub fn explore(
     prompt_ids: &[u32],
     params: &ExploreParams,
 ) -> Result<Exploration> {
-    params.validate()?;
-    if prompt_ids.is_empty() {
-        return Err(Error::Request("the prompt is empty".into()));
+    let req = ExploreRequest {
+        prompt: prompt.to_string(),
+        prompt_ids: prompt_ids.to_vec(),
+        params: params.clone(),
+    };
+    let cfg = EngineConfig {
+        kv_tokens: search::kv_tokens(&req),
+        ..EngineConfig::for_seqs(2 * params.width + 2)
+    };
+    let mut engine = Engine::new(model, tok, cfg);
+    let (_, mut events) = engine.submit(Task::Explore(req))?;
+    engine.run_until_idle()?;
+    while let Ok(e) = events.try_recv() {
+        match e {
+            Event::Explored(x) => return Ok(*x),
+            Event::Error(e) => return Err(e),
+            _ => {}
+        }
     }
-    if let Some(&bad) = prompt_ids
-        .iter()
-        .find(|&&t| t as usize >= model.config.vocab)
-    {
-        return Err(Error::Request(format!(
-            "prompt token id {bad} is outside the vocabulary"
-        )));
-    }
-    if prompt_ids.len() + params.steps > model.config.context_length {
-        return Err(Error::param(
-            "steps",
-            format!(
-                "prompt ({} tokens) + steps ({}) exceed the model's context of {} tokens",
-                prompt_ids.len(),
-                params.steps,
-                model.config.context_length
-            ),
-        ));
-    }
-    // Each live path may hold up to `steps` tokens of its own KV.
-    if params.width * params.steps > MAX_TREE_TOKENS {
-        return Err(Error::param(
-            "width",
-            format!(
-                "width × steps = {} exceeds {MAX_TREE_TOKENS} tokens of KV for the tree",
-                params.width * params.steps
-            ),
-        ));
-    }
-    let start = std::time::Instant::now();
-    let (nodes, mut stats) = search::run(model, tok, prompt_ids, params)?;
-    stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
-    Ok(analysis::analyse(
-        prompt, prompt_ids, params, nodes, stats, tok,
+    Err(Error::Internal(
+        "the exploration ended without a result".into(),
     ))
 }

@@ -1,26 +1,29 @@
-//! The search loop: expand every live leaf into candidates, keep the best `width` over all of
-//! them, fork KV for the survivors and run them as one batch. With `no_share` the survivors are
-//! instead recomputed from the first prompt token each step (the seed prototype's method), which
-//! gives the same tree at a much higher cost. Analysis of the finished tree is in `analysis`.
+//! The explore policy: a tree search that runs as one engine request. Each level, every live leaf
+//! (one sequence of the request) proposes its candidates from its logits row, the best `width`
+//! over all of them survive, and the survivors' sequences are forked from their parents' (shared
+//! blocks, copy-on-write) so that the next step runs them all in one forward pass beside whatever
+//! else the engine runs. With `no_share` the survivors instead get fresh private sequences that
+//! recompute the whole path (the seed prototype's method): the same tree at a much higher cost.
+//! A level is decided only when every leaf's row has been read, so chunking or preemption of the
+//! request changes when, never what. Analysis of the finished tree is in `analysis`.
 
-use super::{path_ids, Alt, ExploreParams, FinishReason, NextDist, Node, Stats, Status};
-use crate::batch::Batch;
-use crate::error::{Error, Result};
-use crate::kv::{KvCache, SeqId};
-use crate::model::{Model, KV_BLOCK_SIZE};
+use super::{analysis, path_ids, Alt, ExploreParams, FinishReason, NextDist, Node, Stats, Status};
+use crate::engine::policy::{Ctx, Read};
+use crate::engine::request::{Event, ExploreRequest, Seq};
+use crate::model::KV_BLOCK_SIZE;
 use crate::sample::dist::{self, DistStats};
 use crate::sample::Rng;
 use crate::tokenizer::Tokenizer;
 use std::cmp::Ordering;
+use std::time::Instant;
 
 /// Alternatives kept per expanded node for display.
 const TOP_ALTS: usize = 5;
 
-/// A live path whose logits are row `i` of the last forward when it is `leaves[i]`.
+/// A live path: its node and the request sequence that computes its logits.
 struct Leaf {
     node: usize,
-    /// Its KV sequence (shared mode only).
-    seq: Option<SeqId>,
+    seq: usize,
 }
 
 struct Candidate {
@@ -42,99 +45,149 @@ fn better(a: &Candidate, b: &Candidate) -> Ordering {
         .then(a.parent.cmp(&b.parent))
 }
 
-struct Search<'a> {
-    model: &'a mut Model,
-    tok: &'a Tokenizer,
-    p: &'a ExploreParams,
-    prompt: &'a [u32],
-    kv: KvCache,
-    batch: Batch,
-    logits: Vec<f32>,
+/// KV tokens a search may hold at once (what `explore` sizes its private engine with).
+pub(crate) fn kv_tokens(r: &ExploreRequest) -> usize {
+    let (p, bs) = (&r.params, KV_BLOCK_SIZE);
+    let max_len = r.prompt_ids.len() + p.steps;
+    if p.no_share {
+        p.width * (max_len + bs)
+    } else {
+        max_len + bs + p.width * (p.steps + 2 * bs)
+    }
+}
+
+pub(crate) struct ExplorePolicy {
+    p: ExploreParams,
+    prompt: String,
+    prompt_ids: Vec<u32>,
     nodes: Vec<Node>,
     stats: Stats,
+    leaves: Vec<Leaf>,
+    /// Each leaf's read of its row, once it has arrived.
+    reads: Vec<Option<LeafRead>>,
+    /// The node each request sequence currently computes.
+    seq_node: Vec<usize>,
+    /// Depth of the next level to build (0: the prompt's row is awaited).
+    depth: usize,
+    start: Instant,
+    done: bool,
 }
 
-/// Runs the search; returns every node created and the counters.
-pub(super) fn run(
-    model: &mut Model,
-    tok: &Tokenizer,
-    prompt: &[u32],
-    p: &ExploreParams,
-) -> Result<(Vec<Node>, Stats)> {
-    let bs = KV_BLOCK_SIZE;
-    let max_len = prompt.len() + p.steps;
-    // Shared: the prompt once, plus each live path's own blocks (and one copied partial block).
-    // Unshared: every live path holds its whole sequence.
-    let (capacity, max_seqs) = if p.no_share {
-        (p.width * (max_len + bs), p.width + 1)
-    } else {
-        (max_len + bs + p.width * (p.steps + 2 * bs), 2 * p.width + 2)
-    };
-    let kv = KvCache::new(&model.kv_config(capacity, max_seqs));
-    let root = Node {
-        id: 0,
-        parent: None,
-        token_id: None,
-        text: String::new(),
-        logprob: 0.0,
-        score: 0.0,
-        depth: 0,
-        rank: 1,
-        entropy: 0.0,
-        varentropy: 0.0,
-        status: Status::Live,
-        finish_reason: None,
-        next: None,
-        bifurcation: false,
-    };
-    let mut s = Search {
-        model,
-        tok,
-        p,
-        prompt,
-        kv,
-        batch: Batch::default(),
-        logits: Vec::new(),
-        nodes: vec![root],
-        stats: Stats::default(),
-    };
-    let seq = s.kv.new_seq();
-    s.run_rows(&[(seq, 0, prompt.to_vec())])?;
-    if p.no_share {
-        s.kv.free(seq);
-    }
-    let mut leaves = vec![Leaf {
-        node: 0,
-        seq: (!p.no_share).then_some(seq),
-    }];
-    let root_stats = dist::stats(&s.logits[..s.model.config.vocab], p.temperature);
-    s.nodes[0].entropy = root_stats.entropy as f32;
-    s.nodes[0].varentropy = root_stats.varentropy as f32;
-    for depth in 1..=p.steps {
-        leaves = s.step(leaves, depth)?;
-        if leaves.is_empty() {
-            break;
+impl ExplorePolicy {
+    pub fn new(r: ExploreRequest) -> Self {
+        let root = Node {
+            id: 0,
+            parent: None,
+            token_id: None,
+            text: String::new(),
+            logprob: 0.0,
+            score: 0.0,
+            depth: 0,
+            rank: 1,
+            entropy: 0.0,
+            varentropy: 0.0,
+            status: Status::Live,
+            finish_reason: None,
+            next: None,
+            bifurcation: false,
+        };
+        Self {
+            p: r.params,
+            prompt: r.prompt,
+            prompt_ids: r.prompt_ids,
+            nodes: vec![root],
+            stats: Stats::default(),
+            leaves: vec![Leaf { node: 0, seq: 0 }],
+            reads: vec![None],
+            seq_node: vec![0],
+            depth: 0,
+            start: Instant::now(),
+            done: false,
         }
     }
-    Ok((s.nodes, s.stats))
-}
 
-impl Search<'_> {
-    /// One level: candidates from every leaf, selection, then the survivors' forward pass.
-    /// Returns the new leaves (empty when the search is over).
-    fn step(&mut self, leaves: Vec<Leaf>, depth: usize) -> Result<Vec<Leaf>> {
-        let mut cands = self.candidates(&leaves);
+    /// The sequences the request starts with: the prompt.
+    pub fn seqs(&self) -> Vec<Seq> {
+        vec![Seq::new(self.prompt_ids.clone())]
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Reads sequence `s`'s row. Each leaf draws from its own seeded stream, so results do not
+    /// depend on the thread, the batch or the step the row came from.
+    pub fn read(&self, s: usize, row: &mut [f32]) -> LeafRead {
+        let node = self.seq_node[s];
+        let seed = self.p.seed ^ (node as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        read_leaf(row, &self.p, seed)
+    }
+
+    pub fn apply(&mut self, ctx: &mut Ctx, reads: Vec<(usize, Read)>) {
+        self.count(ctx);
+        for (s, read) in reads {
+            let Read::Leaf(read) = read else { continue };
+            if let Some(i) = self.leaves.iter().position(|l| l.seq == s) {
+                self.reads[i] = Some(*read);
+            }
+        }
+        if self.reads.iter().any(Option::is_none) {
+            return;
+        }
+        if self.depth == 0 {
+            let st = self.reads[0].as_ref().expect("all read").stats;
+            self.nodes[0].entropy = st.entropy as f32;
+            self.nodes[0].varentropy = st.varentropy as f32;
+            self.depth = 1;
+        }
+        let reads: Vec<LeafRead> = std::mem::take(&mut self.reads)
+            .into_iter()
+            .map(|r| r.expect("all read"))
+            .collect();
+        self.level(ctx, reads);
+        self.depth += 1;
+        if self.leaves.is_empty() {
+            self.stats.wall_ms = self.start.elapsed().as_secs_f64() * 1e3;
+            let nodes = std::mem::take(&mut self.nodes);
+            let x = analysis::analyse(
+                &self.prompt,
+                &self.prompt_ids,
+                &self.p,
+                nodes,
+                std::mem::take(&mut self.stats),
+                ctx.tok,
+            );
+            ctx.send(Event::Explored(Box::new(x)));
+            self.done = true;
+        }
+    }
+
+    /// Forward passes, rows and KV peaks of the step that just ran (measured before this
+    /// level's forks and frees, when the live paths hold the most).
+    fn count(&mut self, ctx: &Ctx) {
+        self.stats.forward_passes += 1;
+        self.stats.tokens_computed += ctx.tokens_run;
+        let held: Vec<usize> = ctx.seqs.iter().filter_map(|s| s.kv).collect();
+        let (used, unshared) = ctx.kv.blocks_of(&held);
+        self.stats.kv_blocks_used = self.stats.kv_blocks_used.max(used);
+        self.stats.kv_blocks_unshared = self.stats.kv_blocks_unshared.max(unshared);
+    }
+
+    /// One level: candidates from every leaf, selection, then the survivors' sequences.
+    fn level(&mut self, ctx: &mut Ctx, reads: Vec<LeafRead>) {
+        let depth = self.depth;
+        let mut cands = self.candidates(ctx.tok, &reads);
         cands.sort_by(better);
         let kept = cands.len().min(self.p.width);
-        let mut children: Vec<Vec<usize>> = vec![Vec::new(); leaves.len()];
+        let mut children: Vec<Vec<usize>> = vec![Vec::new(); self.leaves.len()];
         let mut live: Vec<usize> = Vec::new();
         // Node ids follow the ranking, so the best candidate of a level gets the lowest id.
         for (i, c) in cands.iter().enumerate() {
-            let id = self.push_node(c, depth);
+            let id = self.push_node(ctx.tok, c, depth);
             if i >= kept {
                 continue;
             }
-            match self.finish_reason(id, depth) {
+            match self.finish_reason(ctx.tok, id, depth) {
                 Some(r) => {
                     self.nodes[id].status = Status::Finished;
                     self.nodes[id].finish_reason = Some(r);
@@ -153,45 +206,14 @@ impl Search<'_> {
             live.clear();
             children.iter_mut().for_each(Vec::clear);
         }
-        let next = self.assign_sequences(leaves, &children, &live);
-        if next.is_empty() {
-            return Ok(next);
-        }
-        let pos = self.prompt.len() + depth - 1;
-        let rows: Vec<(SeqId, usize, Vec<u32>)> = if self.p.no_share {
-            next.iter()
-                .map(|l| (self.kv.new_seq(), 0, self.path_tokens(l.node, true)))
-                .collect()
-        } else {
-            next.iter()
-                .map(|l| {
-                    let token = self.nodes[l.node].token_id.expect("children have tokens");
-                    (l.seq.expect("shared mode"), pos, vec![token])
-                })
-                .collect()
-        };
-        self.run_rows(&rows)?;
-        if self.p.no_share {
-            rows.iter().for_each(|r| self.kv.free(r.0));
-        }
-        Ok(next)
+        self.assign_sequences(ctx, &children, &live);
     }
 
     /// Every leaf's proposed children, and each leaf's own next-token summary on its node.
-    /// The vocabulary-long reads are spread over the thread pool by leaf; each leaf draws from
-    /// its own seeded stream, so results do not depend on the thread count.
-    fn candidates(&mut self, leaves: &[Leaf]) -> Vec<Candidate> {
-        let (vocab, t, k) = (self.model.config.vocab, self.p.temperature, self.p.branches);
-        let (p, logits) = (self.p, &self.logits);
-        let mut reads: Vec<Option<LeafRead>> = leaves.iter().map(|_| None).collect();
-        self.model.pool().for_rows(&mut reads, 1, &|i, slot| {
-            let row = &logits[i * vocab..(i + 1) * vocab];
-            let seed = p.seed ^ (leaves[i].node as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            slot[0] = Some(read_leaf(row, p, seed));
-        });
-        let mut out = Vec::with_capacity(leaves.len() * k);
-        for (i, (leaf, read)) in leaves.iter().zip(reads).enumerate() {
-            let read = read.expect("every leaf was read");
+    fn candidates(&mut self, tok: &Tokenizer, reads: &[LeafRead]) -> Vec<Candidate> {
+        let t = self.p.temperature;
+        let mut out = Vec::with_capacity(reads.len() * self.p.branches);
+        for (i, (leaf, read)) in self.leaves.iter().zip(reads).enumerate() {
             let st = read.stats;
             let lp = |l: f32| (l as f64 / t as f64 - st.log_norm) as f32;
             let gap = match read.best.as_slice() {
@@ -202,7 +224,7 @@ impl Search<'_> {
                 .iter()
                 .map(|&(id, l)| Alt {
                     token_id: id,
-                    text: token_text(self.tok, id),
+                    text: token_text(tok, id),
                     logprob: lp(l),
                 })
                 .collect();
@@ -229,13 +251,13 @@ impl Search<'_> {
         out
     }
 
-    fn push_node(&mut self, c: &Candidate, depth: usize) -> usize {
+    fn push_node(&mut self, tok: &Tokenizer, c: &Candidate, depth: usize) -> usize {
         let id = self.nodes.len();
         self.nodes.push(Node {
             id,
             parent: Some(c.parent),
             token_id: Some(c.token),
-            text: token_text(self.tok, c.token),
+            text: token_text(tok, c.token),
             logprob: c.logprob,
             score: c.score,
             depth,
@@ -250,13 +272,13 @@ impl Search<'_> {
         id
     }
 
-    fn finish_reason(&self, id: usize, depth: usize) -> Option<FinishReason> {
+    fn finish_reason(&self, tok: &Tokenizer, id: usize, depth: usize) -> Option<FinishReason> {
         let token = self.nodes[id].token_id.expect("children have tokens");
-        if self.tok.is_eog(token) {
+        if tok.is_eog(token) {
             return Some(FinishReason::Eos);
         }
         if !self.p.stop.is_empty() {
-            let text = self.tok.decode(&self.path_tokens(id, false));
+            let text = tok.decode(&self.path_tokens(id, false));
             if self.p.stop.iter().any(|s| text.contains(s.as_str())) {
                 return Some(FinishReason::Stop);
             }
@@ -283,73 +305,61 @@ impl Search<'_> {
         live.iter().all(|&id| bound(id) <= threshold)
     }
 
-    /// Hands KV sequences to the surviving children: the last child of a leaf takes the leaf's
-    /// sequence, the others fork it; leaves without survivors free theirs at once.
-    fn assign_sequences(
-        &mut self,
-        leaves: Vec<Leaf>,
-        children: &[Vec<usize>],
-        live: &[usize],
-    ) -> Vec<Leaf> {
-        let mut seq_of: Vec<(usize, Option<SeqId>)> = Vec::with_capacity(live.len());
-        for (leaf, kids) in leaves.into_iter().zip(children) {
-            let Some(seq) = leaf.seq else {
-                seq_of.extend(kids.iter().map(|&id| (id, None)));
+    /// Gives the surviving children sequences: shared, the last child of a leaf takes over the
+    /// leaf's sequence and the others fork it; unshared, each child gets a fresh private
+    /// sequence of its whole path. Leaves without survivors free theirs at once.
+    fn assign_sequences(&mut self, ctx: &mut Ctx, children: &[Vec<usize>], live: &[usize]) {
+        let mut seq_of: Vec<(usize, usize)> = Vec::with_capacity(live.len());
+        for (leaf, kids) in std::mem::take(&mut self.leaves).into_iter().zip(children) {
+            if self.p.no_share {
+                ctx.finish(leaf.seq);
+                for &id in kids {
+                    let ids = self.path_tokens(id, true);
+                    seq_of.push((id, ctx.spawn(ids)));
+                }
                 continue;
-            };
+            }
             match kids.split_last() {
-                None => self.kv.free(seq),
+                None => ctx.finish(leaf.seq),
                 Some((&last, rest)) => {
                     for &id in rest {
-                        let forked = self.kv.fork(seq);
-                        seq_of.push((id, Some(forked)));
+                        seq_of.push((id, ctx.fork(leaf.seq, self.token(id))));
                     }
-                    seq_of.push((last, Some(seq)));
+                    ctx.seqs[leaf.seq].ids.push(self.token(last));
+                    seq_of.push((last, leaf.seq));
                 }
             }
         }
-        // Leaves run in ranking order (the order of `live`).
-        live.iter()
-            .map(|&id| Leaf {
-                node: id,
-                seq: seq_of.iter().find(|s| s.0 == id).and_then(|s| s.1),
+        self.seq_node.resize(ctx.seqs.len(), 0);
+        // Leaves keep the ranking order (the order of `live`).
+        self.leaves = live
+            .iter()
+            .map(|&id| {
+                let seq = seq_of.iter().find(|s| s.0 == id).expect("assigned").1;
+                self.seq_node[seq] = id;
+                Leaf { node: id, seq }
             })
-            .collect()
+            .collect();
+        self.reads = self.leaves.iter().map(|_| None).collect();
+    }
+
+    fn token(&self, id: usize) -> u32 {
+        self.nodes[id].token_id.expect("children have tokens")
     }
 
     /// The tokens of the path to `id` (generated only, or with the prompt in front).
     fn path_tokens(&self, id: usize, with_prompt: bool) -> Vec<u32> {
         let generated = path_ids(&self.nodes, id);
         if with_prompt {
-            [self.prompt, &generated].concat()
+            [self.prompt_ids.as_slice(), &generated].concat()
         } else {
             generated
         }
     }
-
-    /// Reserves KV for, and runs, one forward over `(seq, start position, tokens)` rows, each
-    /// asking for the logits of its last token.
-    fn run_rows(&mut self, rows: &[(SeqId, usize, Vec<u32>)]) -> Result<()> {
-        self.batch.clear();
-        for (seq, start, tokens) in rows {
-            self.kv
-                .reserve(*seq, tokens.len())
-                .map_err(|_| Error::Request("the exploration ran out of KV cache blocks".into()))?;
-            self.batch.push_seq(*seq, *start, tokens, true);
-        }
-        self.model
-            .forward(&self.batch, &mut self.kv, &mut self.logits)?;
-        self.stats.forward_passes += 1;
-        self.stats.tokens_computed += self.batch.len();
-        self.stats.kv_blocks_used = self.stats.kv_blocks_used.max(self.kv.used_blocks());
-        self.stats.kv_blocks_unshared =
-            self.stats.kv_blocks_unshared.max(self.kv.unshared_blocks());
-        Ok(())
-    }
 }
 
 /// What one leaf's logits row says: its distribution, its best tokens, its proposed children.
-struct LeafRead {
+pub(crate) struct LeafRead {
     stats: DistStats,
     /// The best `max(branches, TOP_ALTS)` tokens, best first.
     best: Vec<(u32, f32)>,
@@ -357,9 +367,14 @@ struct LeafRead {
     children: Vec<(u32, f32)>,
 }
 
-fn read_leaf(row: &[f32], p: &ExploreParams, seed: u64) -> LeafRead {
+fn read_leaf(row: &mut [f32], p: &ExploreParams, seed: u64) -> LeafRead {
     let t = p.temperature;
-    let stats = dist::stats(row, t);
+    let mut stats = dist::stats(row, t);
+    if !(stats.log_norm.is_finite() && stats.entropy.is_finite()) {
+        crate::sample::sanitize(row);
+        stats = dist::stats(row, t);
+    }
+    let row: &[f32] = row;
     // p_i ≥ min_p · p_max  ⇔  l_i / T ≥ max_scaled + ln(min_p).
     let floor = if p.min_p > 0.0 {
         (stats.max_scaled + p.min_p.ln()) * t

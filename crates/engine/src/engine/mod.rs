@@ -1,0 +1,470 @@
+//! The engine: one loop for every kind of work. `Engine::step()` is the design's diagram —
+//! schedule → forward → each request's policy reads its logit rows → update — over requests
+//! of any kind (generation, scoring, exploration) sharing one forward pass and one paged KV
+//! cache. `submit` validates a task at the edge and returns its id and event stream; dropping
+//! the stream or `abort(id)` cancels the request and frees its blocks before the next forward.
+//! `handle` runs an engine on its own thread behind a cloneable `EngineHandle`.
+//!
+//! It deliberately knows nothing of HTTP or the command line, and nothing of how a policy
+//! samples, scores or branches (`policy`).
+
+pub mod handle;
+pub(crate) mod policy;
+pub mod request;
+mod validate;
+
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+use crate::generate::GeneratePolicy;
+use crate::kernels::pool::ThreadPool;
+use crate::kv::{KvCache, KvConfig, PrefixStats};
+use crate::model::Model;
+use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerOutput, SchedulerStats};
+use crate::tokenizer::Tokenizer;
+use policy::{Ctx, Policy, Read, ScorePolicy};
+pub use request::{Event, Events, ExploreRequest, RequestId, ScoreRequest, Task};
+use request::{EventSender, Req};
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// What the engine needs of a model: the batched forward and a few facts. `Model` is the real
+/// one; tests use small fakes.
+pub trait Runner {
+    fn vocab(&self) -> usize;
+    fn context_length(&self) -> usize;
+    fn kv_config(&self, capacity_tokens: usize, max_seqs: usize) -> KvConfig;
+    /// Runs `batch` (KV reserved), commits its rows, fills `[logit rows, vocab]`.
+    fn forward(&mut self, batch: &Batch, kv: &mut KvCache, logits: &mut Vec<f32>) -> Result<()>;
+    /// Threads for work beside the forward pass (reading many logit rows).
+    fn pool(&self) -> &ThreadPool;
+}
+
+impl Runner for Model {
+    fn vocab(&self) -> usize {
+        self.config.vocab
+    }
+    fn context_length(&self) -> usize {
+        self.config.context_length
+    }
+    fn kv_config(&self, capacity_tokens: usize, max_seqs: usize) -> KvConfig {
+        Model::kv_config(self, capacity_tokens, max_seqs)
+    }
+    fn forward(&mut self, batch: &Batch, kv: &mut KvCache, logits: &mut Vec<f32>) -> Result<()> {
+        Model::forward(self, batch, kv, logits)
+    }
+    fn pool(&self) -> &ThreadPool {
+        Model::pool(self)
+    }
+}
+
+impl<R: Runner + ?Sized> Runner for &mut R {
+    fn vocab(&self) -> usize {
+        (**self).vocab()
+    }
+    fn context_length(&self) -> usize {
+        (**self).context_length()
+    }
+    fn kv_config(&self, capacity_tokens: usize, max_seqs: usize) -> KvConfig {
+        (**self).kv_config(capacity_tokens, max_seqs)
+    }
+    fn forward(&mut self, batch: &Batch, kv: &mut KvCache, logits: &mut Vec<f32>) -> Result<()> {
+        (**self).forward(batch, kv, logits)
+    }
+    fn pool(&self) -> &ThreadPool {
+        (**self).pool()
+    }
+}
+
+/// How big the engine is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// KV cache capacity in tokens (per layer group).
+    pub kv_tokens: usize,
+    pub scheduler: SchedulerConfig,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            kv_tokens: 16_384,
+            scheduler: SchedulerConfig::default(),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Defaults, with room to run `seqs` sequences side by side.
+    pub fn for_seqs(seqs: usize) -> Self {
+        let d = SchedulerConfig::default();
+        Self {
+            scheduler: SchedulerConfig {
+                max_seqs: d.max_seqs.max(seqs),
+                max_logit_rows: d.max_logit_rows.max(seqs),
+                ..d
+            },
+            ..Self::default()
+        }
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Default)]
+pub struct StepReport {
+    pub tokens: usize,
+    pub logit_rows: usize,
+    pub preempted: Vec<RequestId>,
+    /// Requests that completed, failed or were cancelled in this step.
+    pub finished: Vec<RequestId>,
+}
+
+/// Counters over the engine's life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub scheduler: SchedulerStats,
+    pub prefix: PrefixStats,
+    pub forward_tokens: u64,
+    pub peak_used_blocks: usize,
+    pub capacity_blocks: usize,
+    pub used_blocks: usize,
+    pub running: usize,
+    pub waiting: usize,
+}
+
+pub struct Engine<M: Runner, T: Deref<Target = Tokenizer>> {
+    model: M,
+    tok: T,
+    kv: KvCache,
+    scheduler: Scheduler,
+    reqs: HashMap<RequestId, Req>,
+    next_id: Arc<AtomicU64>,
+    accepting: bool,
+    batch: Batch,
+    logits: Vec<f32>,
+    stats: EngineStats,
+}
+
+impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
+    pub fn new(model: M, tok: T, cfg: EngineConfig) -> Self {
+        let kv = KvCache::new(&model.kv_config(cfg.kv_tokens, cfg.scheduler.max_seqs));
+        let stats = EngineStats {
+            capacity_blocks: kv.capacity_blocks(),
+            ..Default::default()
+        };
+        Self {
+            model,
+            tok,
+            kv,
+            scheduler: Scheduler::new(cfg.scheduler),
+            reqs: HashMap::new(),
+            next_id: Arc::new(AtomicU64::new(1)),
+            accepting: true,
+            batch: Batch::default(),
+            logits: Vec::new(),
+            stats,
+        }
+    }
+
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    pub fn model_mut(&mut self) -> &mut M {
+        &mut self.model
+    }
+
+    /// Idle prefix-cache blocks (kept for reuse, evicted when blocks run out).
+    pub fn kv_idle_blocks(&self) -> usize {
+        self.kv.idle_blocks()
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tok
+    }
+
+    /// Validates `task` and queues it; returns its id and event stream.
+    pub fn submit(&mut self, task: Task) -> Result<(RequestId, Events)> {
+        let id = RequestId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.submit_as(id, task, tx)?;
+        Ok((id, rx))
+    }
+
+    /// Queues `task` under an id issued by `ids()` (the engine thread's path).
+    pub(crate) fn submit_as(&mut self, id: RequestId, task: Task, tx: EventSender) -> Result<()> {
+        if !self.accepting {
+            return Err(Error::ShuttingDown);
+        }
+        if self.reqs.contains_key(&id) {
+            return Err(Error::Internal(format!("request id {id} issued twice")));
+        }
+        let (policy, seqs, cacheable) = self.policy_for(task)?;
+        let req = Req {
+            id,
+            policy,
+            seqs,
+            events: tx,
+            cacheable,
+        };
+        self.reqs.insert(id, req);
+        self.scheduler.add(id);
+        Ok(())
+    }
+
+    /// The id counter, shared with handles so that ids stay unique.
+    pub(crate) fn ids(&self) -> Arc<AtomicU64> {
+        self.next_id.clone()
+    }
+
+    fn policy_for(&self, task: Task) -> Result<(Policy, Vec<request::Seq>, bool)> {
+        let limits = validate::Limits {
+            vocab: self.model.vocab(),
+            context: self.model.context_length(),
+            kv_tokens: self.kv.capacity_tokens(),
+        };
+        Ok(match task {
+            Task::Generate(r) => {
+                limits.generate(&r)?;
+                let p = GeneratePolicy::new(r);
+                let seqs = p.seqs();
+                (Policy::Generate(p), seqs, true)
+            }
+            Task::Score(r) => {
+                limits.score(&r)?;
+                let p = ScorePolicy {
+                    from: r.from,
+                    nll: Vec::new(),
+                    done: false,
+                };
+                (Policy::Score(p), vec![request::Seq::new(r.ids)], true)
+            }
+            Task::Explore(r) => {
+                limits.explore(&r)?;
+                let shared = !r.params.no_share;
+                let p = crate::superposition::search::ExplorePolicy::new(r);
+                let seqs = p.seqs();
+                (Policy::Explore(Box::new(p)), seqs, shared)
+            }
+        })
+    }
+
+    /// Cancels a request: its blocks are freed now and its stream ends with `Error::Aborted`.
+    pub fn abort(&mut self, id: RequestId) -> Result<()> {
+        if !self.reqs.contains_key(&id) {
+            return Err(Error::UnknownRequest(id.0));
+        }
+        self.end(id, Some(Error::Aborted(id.0)));
+        Ok(())
+    }
+
+    /// Stops admitting new requests (those already queued still run).
+    pub fn stop_accepting(&mut self) {
+        self.accepting = false;
+    }
+
+    /// Ends every request with `err`.
+    pub fn abort_all(&mut self, err: impl Fn() -> Error) {
+        let ids: Vec<RequestId> = self.reqs.keys().copied().collect();
+        for id in ids {
+            self.end(id, Some(err()));
+        }
+    }
+
+    /// True while some request is waiting or running.
+    pub fn has_work(&self) -> bool {
+        !self.reqs.is_empty()
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            scheduler: self.scheduler.stats,
+            prefix: self.kv.prefix_stats(),
+            used_blocks: self.kv.used_blocks(),
+            running: self.scheduler.running().len(),
+            waiting: self.scheduler.waiting(),
+            ..self.stats
+        }
+    }
+
+    /// Blocks referenced by sequences (idle prefix-cache blocks excluded).
+    pub fn used_blocks(&self) -> usize {
+        self.kv.used_blocks()
+    }
+
+    /// Drops every idle prefix-cache block.
+    pub fn clear_prefix_cache(&mut self) {
+        self.kv.clear_prefix_cache();
+    }
+
+    /// Steps until no request is left.
+    pub fn run_until_idle(&mut self) -> Result<()> {
+        while self.has_work() {
+            self.step()?;
+        }
+        Ok(())
+    }
+
+    /// One engine step: schedule → forward → read logits → update.
+    pub fn step(&mut self) -> Result<StepReport> {
+        let mut finished = self.reap();
+        let plan = self.scheduler.schedule(&mut self.reqs, &mut self.kv);
+        self.refuse(&plan, &mut finished);
+        if plan.runs.is_empty() {
+            self.stalled(&plan, &mut finished);
+        } else if let Err(e) = self.forward(&plan) {
+            self.fail_runs(&plan, &e, &mut finished);
+            return Err(e);
+        }
+        let reads = self.read(&plan);
+        self.update(&plan, reads, &mut finished);
+        Ok(StepReport {
+            tokens: plan.tokens,
+            logit_rows: plan.logit_rows,
+            preempted: plan.preempted,
+            finished,
+        })
+    }
+
+    /// Cancels requests whose event stream was dropped.
+    fn reap(&mut self) -> Vec<RequestId> {
+        let gone: Vec<RequestId> = self
+            .reqs
+            .values()
+            .filter(|r| r.events.is_closed())
+            .map(|r| r.id)
+            .collect();
+        for &id in &gone {
+            self.end(id, None);
+        }
+        gone
+    }
+
+    fn refuse(&mut self, plan: &SchedulerOutput, finished: &mut Vec<RequestId>) {
+        for &id in &plan.refused {
+            let e = Error::TooLarge(format!(
+                "request {id} does not fit in the KV cache ({} tokens) even alone",
+                self.kv.capacity_tokens()
+            ));
+            self.end(id, Some(e));
+            finished.push(id);
+        }
+    }
+
+    /// A step with work but nothing to run cannot make progress: fail the head of the queue
+    /// rather than spin (the scheduler's admission rules make this unreachable).
+    fn stalled(&mut self, plan: &SchedulerOutput, finished: &mut Vec<RequestId>) {
+        if !self.has_work() || !plan.preempted.is_empty() || !plan.refused.is_empty() {
+            return;
+        }
+        let oldest = self.reqs.keys().min().copied().expect("has work");
+        let e = Error::Internal(format!("request {oldest} could not be scheduled"));
+        self.end(oldest, Some(e));
+        finished.push(oldest);
+    }
+
+    fn forward(&mut self, plan: &SchedulerOutput) -> Result<()> {
+        self.batch.clear();
+        for r in &plan.runs {
+            let ids = &self.reqs[&r.req].seqs[r.seq].ids;
+            let tokens = &ids[r.start..r.start + r.len];
+            self.batch
+                .push_rows(r.kv, r.start, tokens, r.logits.clone());
+        }
+        self.model
+            .forward(&self.batch, &mut self.kv, &mut self.logits)?;
+        self.stats.forward_tokens += self.batch.len() as u64;
+        self.stats.peak_used_blocks = self.stats.peak_used_blocks.max(self.kv.used_blocks());
+        Ok(())
+    }
+
+    fn fail_runs(&mut self, plan: &SchedulerOutput, e: &Error, finished: &mut Vec<RequestId>) {
+        for r in &plan.runs {
+            if self.reqs.contains_key(&r.req) {
+                self.end(r.req, Some(Error::Internal(e.to_string())));
+                finished.push(r.req);
+            }
+        }
+    }
+
+    /// Every logit row read by its request's policy, on the compute threads; returns, per row,
+    /// what the policy took from it.
+    fn read(&mut self, plan: &SchedulerOutput) -> Vec<Read> {
+        let vocab = self.model.vocab();
+        let rows: Vec<(RequestId, usize, usize)> = plan
+            .runs
+            .iter()
+            .flat_map(|r| r.logits.clone().map(move |pos| (r.req, r.seq, pos)))
+            .collect();
+        if rows.is_empty() {
+            return Vec::new();
+        }
+        let slots: Vec<OnceLock<Read>> = rows.iter().map(|_| OnceLock::new()).collect();
+        let reqs = &self.reqs;
+        let logits = &mut self.logits[..rows.len() * vocab];
+        self.model.pool().for_rows(logits, vocab, &|i, row| {
+            let (id, s, pos) = rows[i];
+            let req = &reqs[&id];
+            let _ = slots[i].set(req.policy.read(s, &req.seqs[s], pos, row));
+        });
+        slots
+            .into_iter()
+            .map(|s| s.into_inner().expect("every row was read"))
+            .collect()
+    }
+
+    /// Hands each request that ran its reads; ends the requests that are done.
+    fn update(&mut self, plan: &SchedulerOutput, reads: Vec<Read>, finished: &mut Vec<RequestId>) {
+        // Per request that ran: (id, token rows run, its reads in batch order).
+        type Share = (RequestId, usize, Vec<(usize, Read)>);
+        let mut per_req: Vec<Share> = Vec::new();
+        let mut reads = reads.into_iter();
+        for r in &plan.runs {
+            let mine: Vec<(usize, Read)> = r
+                .logits
+                .clone()
+                .map(|_| (r.seq, reads.next().expect("one read per row")))
+                .collect();
+            match per_req.iter_mut().find(|p| p.0 == r.req) {
+                Some(p) => {
+                    p.1 += r.len;
+                    p.2.extend(mine);
+                }
+                None => per_req.push((r.req, r.len, mine)),
+            }
+        }
+        for (id, tokens_run, reads) in per_req {
+            let Some(req) = self.reqs.get_mut(&id) else {
+                continue;
+            };
+            let mut ctx = Ctx {
+                seqs: &mut req.seqs,
+                kv: &mut self.kv,
+                tok: &self.tok,
+                events: &req.events,
+                tokens_run,
+            };
+            req.policy.apply(&mut ctx, reads);
+            if req.policy.is_done() {
+                self.end(id, None);
+                finished.push(id);
+            }
+        }
+    }
+
+    /// Removes a request, frees its KV and, with `err`, tells its stream why.
+    fn end(&mut self, id: RequestId, err: Option<Error>) {
+        let Some(req) = self.reqs.remove(&id) else {
+            return;
+        };
+        self.scheduler.remove(id);
+        for s in &req.seqs {
+            if let Some(h) = s.kv {
+                self.kv.free(h);
+            }
+        }
+        if let Some(e) = err {
+            req.send(Event::Error(e));
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! What a front end hands the engine (`Task`) and what it gets back (`Event`s on the request's
+//! own stream), plus the engine's record of a request: its sequences and its policy. A request
+//! is one or more sequences (n samples, or the live paths of an exploration) that are admitted,
+//! preempted and finished together.
+
+use super::policy::Policy;
+use crate::error::Error;
+use crate::generate::{FinishReason, Request, TokenInfo};
+use crate::kv::SeqId;
+use crate::superposition::{Exploration, ExploreParams};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+/// Names a request for its whole life. Ids are never reused; an id whose request has ended is
+/// stale, and using it is an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Token log-probabilities of a text under the model (perplexity): the logits of positions
+/// `from..ids.len() - 1` score the token after each.
+#[derive(Debug, Clone)]
+pub struct ScoreRequest {
+    pub ids: Vec<u32>,
+    pub from: usize,
+}
+
+/// A superposition search (see `superposition`).
+#[derive(Debug, Clone)]
+pub struct ExploreRequest {
+    pub prompt: String,
+    pub prompt_ids: Vec<u32>,
+    pub params: ExploreParams,
+}
+
+/// Work for the engine; each kind is a policy over the same forward pass.
+#[derive(Debug, Clone)]
+pub enum Task {
+    Generate(Request),
+    Score(ScoreRequest),
+    Explore(ExploreRequest),
+}
+
+/// What a request's stream carries. The stream ends (the channel closes) after the request's
+/// last event.
+#[derive(Debug)]
+pub enum Event {
+    /// Sample `index` produced a token.
+    Token { index: usize, token: TokenInfo },
+    /// Sample `index` is complete.
+    Finished { index: usize, reason: FinishReason },
+    /// A score request's negative log-likelihoods, one per scored position, in order.
+    Scored(Vec<f32>),
+    /// A finished exploration.
+    Explored(Box<Exploration>),
+    /// The request failed or was cancelled; nothing follows.
+    Error(Error),
+}
+
+pub type Events = UnboundedReceiver<Event>;
+pub(crate) type EventSender = UnboundedSender<Event>;
+
+/// One sequence of a request.
+#[derive(Debug, Clone)]
+pub(crate) struct Seq {
+    /// Its KV sequence while admitted; `None` while waiting or preempted.
+    pub kv: Option<SeqId>,
+    /// Prompt plus generated tokens: everything the KV must hold before its next logits.
+    pub ids: Vec<u32>,
+    /// Tokens of `ids` already in the KV cache (or scheduled into it this step).
+    pub cached: usize,
+    /// Finished: holds no KV and needs no compute.
+    pub done: bool,
+}
+
+impl Seq {
+    pub fn new(ids: Vec<u32>) -> Self {
+        Self {
+            kv: None,
+            ids,
+            cached: 0,
+            done: false,
+        }
+    }
+
+    /// Tokens still to compute before this sequence's next logits.
+    pub fn pending(&self) -> usize {
+        if self.done {
+            0
+        } else {
+            self.ids.len() - self.cached
+        }
+    }
+}
+
+/// The engine's record of one request.
+pub(crate) struct Req {
+    pub id: RequestId,
+    pub policy: Policy,
+    pub seqs: Vec<Seq>,
+    pub events: EventSender,
+    /// Whether its sequences read and feed the prefix cache.
+    pub cacheable: bool,
+}
+
+impl Req {
+    /// Sequences that still need KV.
+    pub fn live(&self) -> usize {
+        self.seqs.iter().filter(|s| !s.done).count()
+    }
+
+    /// Sends an event; a closed stream is noticed at the next step (`Engine::reap`).
+    pub fn send(&self, e: Event) {
+        let _ = self.events.send(e);
+    }
+}

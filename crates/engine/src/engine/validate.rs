@@ -1,0 +1,96 @@
+//! Validation at the engine's edge: a task that is malformed (empty prompt, a token outside the
+//! vocabulary, bad parameters) is an `InvalidRequest`/`Param` error, and one that could never
+//! run here (beyond the context, or more KV than the whole cache) is `TooLarge`, with the numbers
+//! named. Nothing that passes can fail later for these reasons.
+
+use super::request::{ExploreRequest, ScoreRequest};
+use crate::error::{Error, Result};
+use crate::generate::{GeneratePolicy, Request};
+use crate::model::KV_BLOCK_SIZE;
+
+pub(super) struct Limits {
+    pub vocab: usize,
+    pub context: usize,
+    pub kv_tokens: usize,
+}
+
+impl Limits {
+    fn prompt(&self, what: &str, ids: &[u32]) -> Result<()> {
+        if ids.is_empty() {
+            return Err(Error::InvalidRequest(format!("the {what} is empty")));
+        }
+        if let Some((i, &bad)) = ids
+            .iter()
+            .enumerate()
+            .find(|(_, &t)| t as usize >= self.vocab)
+        {
+            return Err(Error::InvalidRequest(format!(
+                "{what} token {i} has id {bad}, outside the vocabulary of {} tokens",
+                self.vocab
+            )));
+        }
+        Ok(())
+    }
+
+    fn context(&self, what: &str, prompt: usize, more: usize, more_name: &str) -> Result<()> {
+        if prompt.saturating_add(more) > self.context {
+            return Err(Error::TooLarge(format!(
+                "{what} ({prompt} tokens) + {more_name} ({more}) exceed the model's context of {} tokens",
+                self.context
+            )));
+        }
+        Ok(())
+    }
+
+    fn kv(&self, need: usize) -> Result<()> {
+        if need > self.kv_tokens {
+            return Err(Error::TooLarge(format!(
+                "the request needs up to {need} tokens of KV cache, more than its capacity of {}",
+                self.kv_tokens
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn generate(&self, r: &Request) -> Result<()> {
+        r.validate()?;
+        self.prompt("prompt", &r.prompt_ids)?;
+        self.context("prompt", r.prompt_ids.len(), r.max_tokens, "max_tokens")?;
+        if let Some(&bad) = r.stop_ids.iter().find(|&&t| t as usize >= self.vocab) {
+            return Err(Error::param(
+                "stop_ids",
+                format!("{bad} is outside the vocabulary of {} tokens", self.vocab),
+            ));
+        }
+        self.kv(GeneratePolicy::new(r.clone()).max_tokens_held())
+    }
+
+    pub fn score(&self, r: &ScoreRequest) -> Result<()> {
+        self.prompt("text", &r.ids)?;
+        self.context("text", r.ids.len(), 0, "nothing")?;
+        if r.from >= r.ids.len() {
+            return Err(Error::param(
+                "from",
+                format!("{} is not below the text's {} tokens", r.from, r.ids.len()),
+            ));
+        }
+        self.kv(r.ids.len())
+    }
+
+    pub fn explore(&self, r: &ExploreRequest) -> Result<()> {
+        let p = &r.params;
+        p.validate()?;
+        self.prompt("prompt", &r.prompt_ids)?;
+        self.context("prompt", r.prompt_ids.len(), p.steps, "steps")?;
+        let bs = KV_BLOCK_SIZE;
+        let max_len = r.prompt_ids.len() + p.steps;
+        // Shared: the prompt once plus each live path's own blocks (one copied partial block).
+        // Unshared: every live path holds its whole sequence.
+        let need = if p.no_share {
+            p.width * (max_len + bs)
+        } else {
+            max_len + bs + p.width * (p.steps + 2 * bs)
+        };
+        self.kv(need)
+    }
+}

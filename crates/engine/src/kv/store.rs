@@ -1,0 +1,43 @@
+//! Where a layer group's keys and values live: one flat buffer per group, f16 or f32, indexed
+//! `[blocks][layers][block_size][row]`. It knows nothing about sequences or block tables.
+
+use super::KvType;
+use crate::kernels::heads::KvRows;
+use half::f16;
+
+/// One group's keys or values, `[blocks][layers][block_size][row]`.
+pub(super) enum Store {
+    F32(Vec<f32>),
+    F16(Vec<u16>),
+}
+
+impl Store {
+    pub(super) fn new(ty: KvType, len: usize) -> Self {
+        match ty {
+            KvType::F32 => Self::F32(vec![0.0; len]),
+            KvType::F16 => Self::F16(vec![0; len]),
+        }
+    }
+    pub(super) fn write(&mut self, at: usize, x: &[f32]) {
+        match self {
+            Self::F32(s) => s[at..at + x.len()].copy_from_slice(x),
+            Self::F16(s) => {
+                for (h, &v) in s[at..at + x.len()].iter_mut().zip(x) {
+                    *h = f16::from_f32(v).to_bits();
+                }
+            }
+        }
+    }
+    pub(super) fn rows(&self, range: std::ops::Range<usize>) -> KvRows<'_> {
+        match self {
+            Self::F32(s) => KvRows::F32(&s[range]),
+            Self::F16(s) => KvRows::F16(&s[range]),
+        }
+    }
+    pub(super) fn copy_within(&mut self, from: std::ops::Range<usize>, to: usize) {
+        match self {
+            Self::F32(s) => s.copy_within(from, to),
+            Self::F16(s) => s.copy_within(from, to),
+        }
+    }
+}

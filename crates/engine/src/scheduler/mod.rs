@@ -1,0 +1,349 @@
+//! The scheduler: which requests run in the next forward pass, how many tokens each, and which
+//! logit rows belong to whom. It hands the engine a `SchedulerOutput`, the one contract between
+//! scheduling and the model, so nobody has to rediscover ownership from the batch.
+//!
+//! Policy, each step:
+//! 1. **Decode first.** Every running request's sequences that need exactly one token (decode)
+//!    are scheduled, in admission order.
+//! 2. **Then prompt chunks.** Running sequences with more to compute (a prompt being prefilled,
+//!    or a preempted request recomputing) get chunks of what budget is left, in admission order:
+//!    a long prompt is spread over steps and never stalls the decodes of others (chunked prefill).
+//! 3. **Then admission, first come first served.** Waiting requests are admitted in order while
+//!    the token budget, the sequence cap and the KV cache allow; the head of the queue is never
+//!    skipped (no starvation). An admitted sequence starts on its longest cached prefix.
+//!
+//! The token budget (`max_batch_tokens`) bounds the rows of a step; `max_logit_rows` bounds the
+//! rows whose logits are kept (a vocabulary row is a megabyte for large vocabularies).
+//!
+//! **Preemption.** When a running request needs a KV block and none is free (after evicting idle
+//! prefix-cache blocks), the most recently admitted running request that has nothing scheduled
+//! this step gives up all its blocks and goes back to the front of the waiting queue, keeping
+//! its generated tokens; on readmission it recomputes them (a prefill, usually helped by the
+//! prefix cache). If no such request exists the needy request itself steps back, unless it runs
+//! alone: then it can never fit and fails with `TooLarge` (the engine refuses such requests up
+//! front, so this is a last guard against livelock, not a normal path).
+//!
+//! What it does not do: sample, detokenize or touch the model; it only reserves KV space.
+
+#[cfg(test)]
+mod tests;
+
+use crate::engine::request::{Req, RequestId};
+use crate::kv::{KvCache, SeqId};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ops::Range;
+
+/// Limits of one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    /// Token rows per forward pass.
+    pub max_batch_tokens: usize,
+    /// Running sequences before admission stops (a request that runs alone is always admitted).
+    pub max_seqs: usize,
+    /// Logit rows per forward pass.
+    pub max_logit_rows: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_tokens: 512,
+            max_seqs: 64,
+            max_logit_rows: 256,
+        }
+    }
+}
+
+/// One sequence's share of a step: `len` tokens from position `start`, of which the positions in
+/// `logits` want their logits, in rows `first_row..` of the step's logits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scheduled {
+    pub req: RequestId,
+    /// The sequence's index inside its request.
+    pub seq: usize,
+    pub kv: SeqId,
+    pub start: usize,
+    pub len: usize,
+    pub logits: Range<usize>,
+    pub first_row: usize,
+}
+
+/// What runs in one step, and what changed in the queues.
+#[derive(Debug, Default)]
+pub struct SchedulerOutput {
+    /// In batch order.
+    pub runs: Vec<Scheduled>,
+    /// Requests that gave up their KV this step (they wait to be readmitted).
+    pub preempted: Vec<RequestId>,
+    /// Requests that can never fit (running alone, still out of KV): the engine fails them.
+    pub refused: Vec<RequestId>,
+    pub tokens: usize,
+    pub logit_rows: usize,
+}
+
+/// Counters over the scheduler's life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedulerStats {
+    pub steps: u64,
+    pub preemptions: u64,
+    pub admitted: u64,
+}
+
+pub struct Scheduler {
+    pub cfg: SchedulerConfig,
+    waiting: VecDeque<RequestId>,
+    /// Admission order.
+    running: Vec<RequestId>,
+    pub stats: SchedulerStats,
+}
+
+/// Per-step bookkeeping while building a `SchedulerOutput`.
+struct Step {
+    out: SchedulerOutput,
+    budget: usize,
+    rows_left: usize,
+    busy: HashSet<RequestId>,
+}
+
+impl Scheduler {
+    pub fn new(cfg: SchedulerConfig) -> Self {
+        Self {
+            cfg,
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            stats: SchedulerStats::default(),
+        }
+    }
+
+    /// Queues a new request (FCFS).
+    pub fn add(&mut self, id: RequestId) {
+        self.waiting.push_back(id);
+    }
+
+    /// Forgets a request (finished or aborted); its KV is the caller's to free.
+    pub fn remove(&mut self, id: RequestId) {
+        self.waiting.retain(|&r| r != id);
+        self.running.retain(|&r| r != id);
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn running(&self) -> &[RequestId] {
+        &self.running
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.waiting.is_empty() && self.running.is_empty()
+    }
+
+    /// Plans the next step: reserves KV for every scheduled token (preempting when needed)
+    /// and advances each scheduled sequence's `cached` count.
+    pub(crate) fn schedule(
+        &mut self,
+        reqs: &mut HashMap<RequestId, Req>,
+        kv: &mut KvCache,
+    ) -> SchedulerOutput {
+        self.stats.steps += 1;
+        let mut st = Step {
+            out: SchedulerOutput::default(),
+            budget: self.cfg.max_batch_tokens,
+            rows_left: self.cfg.max_logit_rows,
+            busy: HashSet::new(),
+        };
+        for decode in [true, false] {
+            let mut i = 0;
+            while i < self.running.len() {
+                let id = self.running[i];
+                if self.run_request(id, decode, reqs, kv, &mut st) {
+                    i += 1;
+                }
+            }
+        }
+        self.admit(reqs, kv, &mut st);
+        st.out.tokens = self.cfg.max_batch_tokens - st.budget;
+        st.out.logit_rows = self.cfg.max_logit_rows - st.rows_left;
+        st.out
+    }
+
+    /// Schedules the decode (or the chunked) sequences of running request `id`. False when `id`
+    /// left the running list (preempted or refused).
+    fn run_request(
+        &mut self,
+        id: RequestId,
+        decode: bool,
+        reqs: &mut HashMap<RequestId, Req>,
+        kv: &mut KvCache,
+        st: &mut Step,
+    ) -> bool {
+        let n_seqs = reqs[&id].seqs.len();
+        for s in 0..n_seqs {
+            let seq = &reqs[&id].seqs[s];
+            let pending = seq.pending();
+            if pending == 0 || (pending == 1 && seq.cached > 0) != decode {
+                continue;
+            }
+            let Some(n) = chunk(&reqs[&id], s, st) else {
+                continue;
+            };
+            let handle = seq.kv.expect("running sequences hold KV");
+            loop {
+                if kv.reserve(handle, n).is_ok() {
+                    break;
+                }
+                match self.victim(id, st) {
+                    Some(v) => self.preempt(v, reqs, kv, st),
+                    None if st.busy.contains(&id) => return true, // keep what it has
+                    None if self.running.len() == 1 => {
+                        self.drop_request(id, reqs, kv);
+                        st.out.refused.push(id);
+                        return false;
+                    }
+                    None => {
+                        self.preempt(id, reqs, kv, st);
+                        return false;
+                    }
+                }
+            }
+            push_run(reqs.get_mut(&id).expect("running"), s, n, st);
+        }
+        true
+    }
+
+    /// The most recently admitted running request other than `needy` with nothing scheduled.
+    fn victim(&self, needy: RequestId, st: &Step) -> Option<RequestId> {
+        self.running
+            .iter()
+            .rev()
+            .copied()
+            .find(|&r| r != needy && !st.busy.contains(&r))
+    }
+
+    fn preempt(
+        &mut self,
+        id: RequestId,
+        reqs: &mut HashMap<RequestId, Req>,
+        kv: &mut KvCache,
+        st: &mut Step,
+    ) {
+        self.drop_request(id, reqs, kv);
+        // Preempted requests keep their order among themselves at the front of the queue.
+        let at = self
+            .waiting
+            .iter()
+            .take_while(|w| st.out.preempted.contains(w))
+            .count();
+        self.waiting.insert(at.min(self.waiting.len()), id);
+        st.out.preempted.push(id);
+        self.stats.preemptions += 1;
+    }
+
+    /// Takes `id` out of the running list and frees its KV (generated tokens are kept).
+    fn drop_request(
+        &mut self,
+        id: RequestId,
+        reqs: &mut HashMap<RequestId, Req>,
+        kv: &mut KvCache,
+    ) {
+        self.running.retain(|&r| r != id);
+        for seq in &mut reqs.get_mut(&id).expect("known request").seqs {
+            if let Some(h) = seq.kv.take() {
+                kv.free(h);
+            }
+            seq.cached = 0;
+        }
+    }
+
+    /// Admits waiting requests in order while they fit.
+    fn admit(&mut self, reqs: &mut HashMap<RequestId, Req>, kv: &mut KvCache, st: &mut Step) {
+        while let Some(&id) = self.waiting.front() {
+            if st.budget == 0 || st.out.preempted.contains(&id) {
+                return;
+            }
+            let running_seqs: usize = self.running.iter().map(|r| reqs[r].live()).sum();
+            let req = reqs.get_mut(&id).expect("waiting request is known");
+            if !self.running.is_empty() && running_seqs + req.live() > self.cfg.max_seqs {
+                return;
+            }
+            let mut first = None;
+            for s in 0..req.seqs.len() {
+                if req.seqs[s].done {
+                    continue;
+                }
+                let (handle, hit) = if req.cacheable {
+                    kv.new_seq_cached(&req.seqs[s].ids)
+                } else {
+                    (kv.new_private_seq(), 0)
+                };
+                req.seqs[s].kv = Some(handle);
+                req.seqs[s].cached = hit;
+                let Some(n) = chunk(req, s, st) else { continue };
+                if kv.reserve(handle, n).is_err() {
+                    if first.is_none() {
+                        // Not even its first chunk fits: it waits, and so does everyone behind it.
+                        for seq in &mut req.seqs {
+                            if let Some(h) = seq.kv.take() {
+                                kv.free(h);
+                            }
+                            seq.cached = 0;
+                        }
+                        return;
+                    }
+                    continue;
+                }
+                first.get_or_insert(s);
+                push_run(req, s, n, st);
+            }
+            self.waiting.pop_front();
+            self.running.push(id);
+            self.stats.admitted += 1;
+        }
+    }
+}
+
+/// How many tokens sequence `s` of `req` may run this step (`None`: none), within the token
+/// budget and the logit-row budget.
+fn chunk(req: &Req, s: usize, st: &Step) -> Option<usize> {
+    let seq = &req.seqs[s];
+    let mut n = seq.pending().min(st.budget);
+    let want = req.policy.logit_positions(seq);
+    let start = seq.cached;
+    let rows = |n: usize| {
+        (start + n)
+            .min(want.end)
+            .saturating_sub(start.max(want.start))
+    };
+    if rows(n) > st.rows_left {
+        n = start.max(want.start) + st.rows_left - start;
+    }
+    (n > 0).then_some(n)
+}
+
+/// Records that `n` tokens of sequence `s` run this step.
+fn push_run(req: &mut Req, s: usize, n: usize, st: &mut Step) {
+    let seq = &mut req.seqs[s];
+    let want = req.policy.logit_positions(seq);
+    let start = seq.cached;
+    let logits = start.max(want.start)..(start + n).min(want.end).max(start.max(want.start));
+    let first_row = st.out.logit_rows_used();
+    st.rows_left -= logits.len();
+    st.budget -= n;
+    st.busy.insert(req.id);
+    st.out.runs.push(Scheduled {
+        req: req.id,
+        seq: s,
+        kv: seq.kv.expect("admitted"),
+        start,
+        len: n,
+        logits,
+        first_row,
+    });
+    seq.cached += n;
+}
+
+impl SchedulerOutput {
+    fn logit_rows_used(&self) -> usize {
+        self.runs.last().map_or(0, |r| r.first_row + r.logits.len())
+    }
+}
