@@ -268,3 +268,29 @@ pub fn tiny_model(t: &Tiny, seed: u64) -> Vec<u8> {
     }
     w.to_bytes()
 }
+
+/// The default model's path for tests: `None` (skip) when it is absent, a panic instead when
+/// EVERETT_REQUIRE_MODEL is set (CI sets it after `everett pull`).
+pub fn default_model() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let dir = std::env::var_os("EVERETT_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/everett/models")
+        });
+    let p = dir.join("gemma-3-270m-q4_k_m.gguf");
+    if p.is_file() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var_os("EVERETT_REQUIRE_MODEL").is_none(),
+        "default model missing at {}",
+        p.display()
+    );
+    eprintln!(
+        "skipping: default model not found at {} (run `everett pull`)",
+        p.display()
+    );
+    None
+}

@@ -7,32 +7,10 @@ use everett_engine::gguf::GgufFile;
 use everett_engine::model::Model;
 use everett_engine::sample::SamplingParams;
 use everett_engine::superposition::{explore, ExploreParams};
+use everett_engine::testutil::default_model as model_path;
 use everett_engine::tokenizer::Tokenizer;
 use serde_json::Value;
 use std::path::PathBuf;
-
-fn model_path() -> Option<PathBuf> {
-    let dir = std::env::var_os("EVERETT_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/everett/models")
-        });
-    let p = dir.join("gemma-3-270m-q4_k_m.gguf");
-    if p.is_file() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var_os("EVERETT_REQUIRE_MODEL").is_none(),
-        "default model missing at {}",
-        p.display()
-    );
-    eprintln!(
-        "skipping: default model not found at {} (run `everett pull`)",
-        p.display()
-    );
-    None
-}
 
 fn reference(name: &str) -> Vec<Value> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -114,6 +114,8 @@ impl EngineConfig {
 pub struct StepReport {
     pub tokens: usize,
     pub logit_rows: usize,
+    /// The requests that had rows in this step's forward pass, in batch order.
+    pub ran: Vec<RequestId>,
     pub preempted: Vec<RequestId>,
     /// Requests that completed, failed or were cancelled in this step.
     pub finished: Vec<RequestId>,
@@ -318,9 +320,12 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
         }
         let reads = self.read(&plan);
         self.update(&plan, reads, &mut finished);
+        let mut ran: Vec<RequestId> = plan.runs.iter().map(|r| r.req).collect();
+        ran.dedup();
         Ok(StepReport {
             tokens: plan.tokens,
             logit_rows: plan.logit_rows,
+            ran,
             preempted: plan.preempted,
             finished,
         })

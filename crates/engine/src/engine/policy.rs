@@ -50,25 +50,37 @@ impl Ctx<'_> {
         let mut ids = src.ids.clone();
         ids.push(token);
         let cached = if kv.is_some() { src.cached } else { 0 };
-        self.seqs.push(Seq {
+        self.place(Seq {
             kv,
             ids,
             cached,
             done: false,
-        });
-        self.seqs.len() - 1
+        })
     }
 
     /// A new sequence of `ids` with private KV, computed from its first token.
     pub fn spawn(&mut self, ids: Vec<u32>) -> usize {
         let kv = Some(self.kv.new_private_seq());
-        self.seqs.push(Seq {
+        self.place(Seq {
             kv,
             ids,
             cached: 0,
             done: false,
-        });
-        self.seqs.len() - 1
+        })
+    }
+
+    /// Puts a new sequence in the first finished slot (a long search finishes many) or at the end.
+    fn place(&mut self, seq: Seq) -> usize {
+        match self.seqs.iter().position(|s| s.done) {
+            Some(i) => {
+                self.seqs[i] = seq;
+                i
+            }
+            None => {
+                self.seqs.push(seq);
+                self.seqs.len() - 1
+            }
+        }
     }
 
     /// Ends sequence `i` and frees its KV at once.
@@ -78,6 +90,7 @@ impl Ctx<'_> {
             self.kv.free(h);
         }
         s.done = true;
+        s.ids = Vec::new();
     }
 }
 

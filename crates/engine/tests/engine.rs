@@ -1,0 +1,280 @@
+//! The engine end to end on tiny models of every architecture and on the real model: batch
+//! invariance under continuous batching (a greedy request's tokens and logprobs are the same
+//! bits alone and arriving mid-stream among 31 others in a cache small enough to preempt), an
+//! exploration sharing forward passes with generations, and the engine thread's handle.
+
+use everett_engine::engine::handle::spawn;
+use everett_engine::engine::{Engine, EngineConfig, Event, Events, ExploreRequest, Task};
+use everett_engine::error::Error;
+use everett_engine::generate::Request;
+use everett_engine::gguf::GgufFile;
+use everett_engine::model::Model;
+use everett_engine::sample::{Rng, SamplingParams};
+use everett_engine::scheduler::SchedulerConfig;
+use everett_engine::superposition::{explore, ExploreParams};
+use everett_engine::testutil::{default_model, tiny_model, Tiny};
+use everett_engine::tokenizer::Tokenizer;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn load_tiny(t: &Tiny) -> (Model, Tokenizer) {
+    let f = GgufFile::from_bytes(tiny_model(t, 42)).unwrap();
+    (
+        Model::from_gguf(&f, 2).unwrap(),
+        Tokenizer::from_gguf(&f).unwrap(),
+    )
+}
+
+fn load_real() -> Option<(Model, Tokenizer)> {
+    let f = GgufFile::open(&default_model()?).unwrap();
+    Some((
+        Model::from_gguf(&f, 2).unwrap(),
+        Tokenizer::from_gguf(&f).unwrap(),
+    ))
+}
+
+/// Token ids and logprob bits of a finished stream (top logprobs included).
+type Trace = Vec<(u32, u32, Vec<(u32, u32)>)>;
+
+fn trace(events: &mut Events) -> Trace {
+    let mut out = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        match e {
+            Event::Token { token, .. } => out.push((
+                token.id,
+                token.logprob.to_bits(),
+                token.top.iter().map(|t| (t.0, t.1.to_bits())).collect(),
+            )),
+            Event::Error(e) => panic!("request failed: {e}"),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn greedy(prompt: Vec<u32>, max_tokens: usize) -> Task {
+    let sampling = SamplingParams {
+        top_logprobs: 4,
+        ..Default::default()
+    };
+    Task::Generate(Request::new(prompt, sampling, max_tokens))
+}
+
+fn random_prompt(rng: &mut Rng, len: usize, lo: u32, span: u32) -> Vec<u32> {
+    (0..len)
+        .map(|_| lo + (rng.next_f64() * span as f64) as u32 % span)
+        .collect()
+}
+
+/// Shape of one invariance run.
+struct Crowd {
+    /// Token ids are drawn from lo..lo + span (ordinary tokens of the vocabulary).
+    lo: u32,
+    span: u32,
+    target_len: usize,
+    target_new: usize,
+    others_len: (usize, usize),
+    others_new: (usize, usize),
+    kv_tokens: usize,
+    budget: usize,
+}
+
+/// The target alone, then among 31 others arriving over the first steps (the target at
+/// `arrive`); returns both traces and how many preemptions the crowded run had.
+fn alone_and_crowded(m: &mut Model, tok: &Tokenizer, c: &Crowd, seed: u64) -> (Trace, Trace, u64) {
+    let mut rng = Rng::new(seed);
+    let target = random_prompt(&mut rng, c.target_len, c.lo, c.span);
+    let alone = {
+        let mut e = Engine::new(&mut *m, tok, EngineConfig::default());
+        let (_, mut s) = e.submit(greedy(target.clone(), c.target_new)).unwrap();
+        e.run_until_idle().unwrap();
+        trace(&mut s)
+    };
+    let cfg = EngineConfig {
+        kv_tokens: c.kv_tokens,
+        scheduler: SchedulerConfig {
+            max_batch_tokens: c.budget,
+            max_seqs: 32,
+            max_logit_rows: 64,
+        },
+    };
+    let mut e = Engine::new(&mut *m, tok, cfg);
+    let arrive = 1 + (rng.next_f64() * 6.0) as usize;
+    let mut others: Vec<Events> = Vec::new();
+    let mut mine = None;
+    let mut step = 0;
+    while others.len() < 31 || mine.is_none() || e.has_work() {
+        // Three or four others arrive per step; some share the target's first tokens.
+        for _ in 0..4 {
+            if others.len() < 31 {
+                let len = c.others_len.0
+                    + (rng.next_f64() * (c.others_len.1 - c.others_len.0) as f64) as usize;
+                let new = c.others_new.0
+                    + (rng.next_f64() * (c.others_new.1 - c.others_new.0) as f64) as usize;
+                let mut p = random_prompt(&mut rng, len, c.lo, c.span);
+                if others.len() % 5 == 0 {
+                    let shared = len.min(target.len() - 1);
+                    p[..shared].copy_from_slice(&target[..shared]);
+                }
+                others.push(e.submit(greedy(p, new)).unwrap().1);
+            }
+        }
+        if step == arrive {
+            mine = Some(e.submit(greedy(target.clone(), c.target_new)).unwrap().1);
+        }
+        e.step().unwrap();
+        step += 1;
+        assert!(step < 10_000, "no progress");
+    }
+    for s in &mut others {
+        assert!(!trace(s).is_empty());
+    }
+    let preemptions = e.stats().scheduler.preemptions;
+    assert_eq!(e.used_blocks(), 0);
+    (alone, trace(&mut mine.unwrap()), preemptions)
+}
+
+#[test]
+fn greedy_is_bit_identical_alone_and_mid_stream_among_31_with_preemption_tiny_models() {
+    for t in [Tiny::gemma3(), Tiny::llama(), Tiny::gpt2()] {
+        let (mut m, tok) = load_tiny(&t);
+        let crowd = Crowd {
+            lo: 40,
+            span: 50,
+            target_len: 37,
+            target_new: 40,
+            others_len: (4, 70),
+            others_new: (5, 60),
+            kv_tokens: 160,
+            budget: 48,
+        };
+        let mut preempted = 0;
+        for seed in 1..=3 {
+            let (alone, crowded, p) = alone_and_crowded(&mut m, &tok, &crowd, seed);
+            assert!(!alone.is_empty(), "{}", t.arch);
+            assert_eq!(alone, crowded, "{} seed {seed}", t.arch);
+            preempted += p;
+        }
+        assert!(preempted > 0, "{}: the cache never ran out", t.arch);
+    }
+}
+
+#[test]
+fn greedy_is_bit_identical_alone_and_mid_stream_among_31_with_preemption_real_model() {
+    let Some((mut m, tok)) = load_real() else {
+        return;
+    };
+    let crowd = Crowd {
+        lo: 1000,
+        span: 20_000,
+        target_len: 45,
+        target_new: 24,
+        others_len: (8, 90),
+        others_new: (4, 24),
+        kv_tokens: 480,
+        budget: 256,
+    };
+    let (alone, crowded, preemptions) = alone_and_crowded(&mut m, &tok, &crowd, 7);
+    assert!(!alone.is_empty());
+    assert_eq!(alone, crowded);
+    assert!(preemptions > 0, "the cache never ran out");
+}
+
+#[test]
+fn an_exploration_and_generations_share_forward_passes_and_results() {
+    let (mut m, tok) = load_tiny(&Tiny::gemma3());
+    let prompt: Vec<u32> = vec![2, 50, 51, 52, 60];
+    let params = ExploreParams {
+        branches: 3,
+        width: 6,
+        steps: 8,
+        ..Default::default()
+    };
+    let alone = explore(&mut m, &tok, "p", &prompt, &params).unwrap();
+    let gen_alone = {
+        let mut e = Engine::new(&mut m, &tok, EngineConfig::default());
+        let (_, mut s) = e.submit(greedy(vec![2, 70, 71], 12)).unwrap();
+        e.run_until_idle().unwrap();
+        trace(&mut s)
+    };
+    let mut e = Engine::new(&mut m, &tok, EngineConfig::default());
+    let (g1, mut s1) = e.submit(greedy(vec![2, 70, 71], 12)).unwrap();
+    let req = ExploreRequest {
+        prompt: "p".into(),
+        prompt_ids: prompt,
+        params,
+    };
+    let (x, mut sx) = e.submit(Task::Explore(req)).unwrap();
+    let mut shared_steps = 0;
+    while e.has_work() {
+        let r = e.step().unwrap();
+        shared_steps += usize::from(r.ran.contains(&g1) && r.ran.contains(&x));
+    }
+    assert!(shared_steps >= 8, "only {shared_steps} steps ran both");
+    assert_eq!(trace(&mut s1), gen_alone);
+    let together = loop {
+        match sx.try_recv().unwrap() {
+            Event::Explored(x) => break x,
+            Event::Error(e) => panic!("{e}"),
+            _ => {}
+        }
+    };
+    assert_eq!(together.nodes, alone.nodes);
+    assert_eq!(together.paths, alone.paths);
+}
+
+#[test]
+fn the_engine_thread_serves_handles_aborts_and_shuts_down() {
+    let (m, tok) = load_tiny(&Tiny::llama());
+    let engine = Engine::new(m, Arc::new(tok), EngineConfig::default());
+    let (handle, join) = spawn(engine);
+    // Several front-end threads at once.
+    let workers: Vec<_> = (0..4u32)
+        .map(|i| {
+            let h = handle.clone();
+            std::thread::spawn(move || {
+                let (_, mut s) = h.submit(greedy(vec![2, 40 + i, 41], 10));
+                let mut n = 0;
+                while let Some(e) = s.blocking_recv() {
+                    match e {
+                        Event::Token { .. } => n += 1,
+                        Event::Error(e) => panic!("{e}"),
+                        _ => {}
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    for w in workers {
+        assert!(w.join().unwrap() >= 1);
+    }
+    // Bad input comes back on the stream; abort of a live request ends it; a stale id errs.
+    let (_, mut bad) = handle.submit(greedy(vec![], 4));
+    assert!(matches!(
+        bad.blocking_recv(),
+        Some(Event::Error(Error::InvalidRequest(_)))
+    ));
+    let (id, mut long) = handle.submit(greedy(vec![2, 40], 200));
+    assert!(matches!(long.blocking_recv(), Some(Event::Token { .. })));
+    handle.abort(id).unwrap();
+    let last = std::iter::from_fn(|| long.blocking_recv()).last();
+    assert!(matches!(last, Some(Event::Error(Error::Aborted(_)))));
+    assert!(matches!(handle.abort(id), Err(Error::UnknownRequest(_))));
+    assert_eq!(handle.stats().unwrap().used_blocks, 0);
+    // Shutdown: running work ends within the grace period, new work is refused.
+    let (_, mut running) = handle.submit(greedy(vec![2, 41], 200));
+    assert!(matches!(running.blocking_recv(), Some(Event::Token { .. })));
+    handle.shutdown(Duration::from_millis(0));
+    let last = std::iter::from_fn(|| running.blocking_recv()).last();
+    assert!(
+        matches!(last, Some(Event::Error(Error::ShuttingDown))),
+        "{last:?}"
+    );
+    join.join().unwrap();
+    let (_, mut late) = handle.submit(greedy(vec![2, 41], 2));
+    assert!(matches!(
+        late.blocking_recv(),
+        Some(Event::Error(Error::ShuttingDown))
+    ));
+}
