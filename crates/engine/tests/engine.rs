@@ -112,7 +112,7 @@ fn alone_and_crowded(m: &mut Model, tok: &Tokenizer, c: &Crowd, seed: u64) -> (T
                 let new = c.others_new.0
                     + (rng.next_f64() * (c.others_new.1 - c.others_new.0) as f64) as usize;
                 let mut p = random_prompt(&mut rng, len, c.lo, c.span);
-                if others.len() % 5 == 0 {
+                if others.len().is_multiple_of(5) {
                     let shared = len.min(target.len() - 1);
                     p[..shared].copy_from_slice(&target[..shared]);
                 }
