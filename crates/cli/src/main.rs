@@ -2,6 +2,7 @@
 //! Parsing flags and printing live here; everything else is `everett-engine`.
 
 mod bench;
+mod bench_engine;
 mod commands;
 mod explore;
 mod pull;

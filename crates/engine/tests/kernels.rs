@@ -36,7 +36,7 @@ fn check_type(ty: GgmlType, n: usize, k: usize, rows: usize, pool: &ThreadPool) 
     acts.quantize(&x, rows, k);
     let quantized = matches!(packed, PackedMatrix::Codes(_));
     let mut out = vec![0f32; rows * n];
-    matmul(pool, Isa::Scalar, &packed, &x, &acts, rows, &mut out);
+    matmul(pool, Isa::SCALAR, &packed, &x, &acts, rows, &mut out);
     for r in 0..rows {
         for c in 0..n {
             let xr: Vec<f64> = (0..k)

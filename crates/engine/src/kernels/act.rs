@@ -2,6 +2,7 @@
 //! the integer sums per 16 and per 32 that the affine weight formats need. The buffers are kept
 //! and reused across steps: after warm-up nothing here allocates.
 
+use super::disjoint::Disjoint;
 use super::pool::{split, ThreadPool, PAR_ROWS};
 
 /// Activation rows `[rows, k]` as int8 codes with per-32 scales.
@@ -41,10 +42,10 @@ impl QuantActs {
         }
         self.resize(rows, k);
         let bufs = Bufs {
-            codes: self.codes.as_mut_ptr(),
-            scales: self.scales.as_mut_ptr(),
-            sums16: self.sums16.as_mut_ptr(),
-            sums32: self.sums32.as_mut_ptr(),
+            codes: Disjoint::new(&mut self.codes),
+            scales: Disjoint::new(&mut self.scales),
+            sums16: Disjoint::new(&mut self.sums16),
+            sums32: Disjoint::new(&mut self.sums32),
         };
         pool.run(&|i, n| {
             for r in split(rows, i, n) {
@@ -159,31 +160,27 @@ fn quantize_row_generic(src: &[f32], mut out: Row) {
     }
 }
 
-/// Base pointers of the four buffers, so that pool threads can each take their own rows.
-struct Bufs {
-    codes: *mut i8,
-    scales: *mut f32,
-    sums16: *mut i32,
-    sums32: *mut i32,
+/// The four buffers, shared out to pool threads that each take their own rows.
+struct Bufs<'a> {
+    codes: Disjoint<'a, i8>,
+    scales: Disjoint<'a, f32>,
+    sums16: Disjoint<'a, i32>,
+    sums32: Disjoint<'a, i32>,
 }
-// SAFETY: only used by `quantize_on`, whose threads take disjoint rows.
-unsafe impl Sync for Bufs {}
 
-impl Bufs {
-    /// Row `r`'s slices of the four buffers.
+impl<'a> Bufs<'a> {
+    /// Row `r`'s slices of the four buffers (k-wide rows).
     ///
     /// # Safety
-    /// The buffers hold at least r + 1 rows of a k-wide layout and no one else uses row r.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn row(&self, r: usize, k: usize) -> Row<'_> {
-        use std::slice::from_raw_parts_mut as part;
-        // SAFETY: per the contract.
+    /// No one else uses row r meanwhile.
+    unsafe fn row(&self, r: usize, k: usize) -> Row<'a> {
+        // SAFETY: per the contract; `part` checks the bounds.
         unsafe {
             Row {
-                codes: part(self.codes.add(r * k), k),
-                scales: part(self.scales.add(r * k / 32), k / 32),
-                sums16: part(self.sums16.add(r * k / 16), k / 16),
-                sums32: part(self.sums32.add(r * k / 32), k / 32),
+                codes: self.codes.part(r * k, k),
+                scales: self.scales.part(r * k / 32, k / 32),
+                sums16: self.sums16.part(r * k / 16, k / 16),
+                sums32: self.sums32.part(r * k / 32, k / 32),
             }
         }
     }

@@ -12,7 +12,8 @@
 #![cfg(target_arch = "x86_64")]
 
 use super::act::QuantActs;
-use super::matmul::{block_sums, OutPtr, ROW_TILE};
+use super::disjoint::Disjoint;
+use super::matmul::{block_sums, ROW_TILE};
 use super::pack::{CodeMatrix, GROUP};
 use std::arch::x86_64::*;
 
@@ -26,7 +27,7 @@ pub(crate) unsafe fn code_tile(
     acts: &QuantActs,
     r0: usize,
     r: usize,
-    out: OutPtr,
+    out: Disjoint<'_, f32>,
 ) {
     let signed = m.layout.zero == 128;
     assert!(codes.len() >= m.k * GROUP);
@@ -77,7 +78,7 @@ unsafe fn tile<const R: usize, const BS: usize, const OFF: bool, const SIGNED: b
     g: usize,
     acts: &QuantActs,
     r0: usize,
-    out: OutPtr,
+    out: Disjoint<'_, f32>,
 ) {
     debug_assert!(R <= ROW_TILE);
     let k = m.k;
@@ -132,7 +133,7 @@ unsafe fn tile<const R: usize, const BS: usize, const OFF: bool, const SIGNED: b
         let col0 = g * GROUP;
         let valid = (m.n - col0).min(GROUP);
         for i in 0..R {
-            let dst = out.get().add((r0 + i) * m.n + col0);
+            let dst = out.ptr().add((r0 + i) * m.n + col0);
             if valid == GROUP {
                 _mm256_storeu_ps(dst, facc[i][0]);
                 _mm256_storeu_ps(dst.add(8), facc[i][1]);

@@ -4,79 +4,76 @@
 //! agree with it bit for bit (same operation order per output), and neither lets one row's numbers depend on another's.
 
 use super::act::QuantActs;
+use super::disjoint::Disjoint;
 use super::ops::dot;
 use super::pack::{CodeMatrix, PackedMatrix, GROUP};
 use super::pool::{split, Shares, ThreadPool};
 
-/// Which kernel family runs; chosen once from the CPU's features.
+/// The kernel families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Isa {
+pub enum Family {
     Scalar,
     Avx2,
     Avx512Vnni,
 }
 
+/// A kernel family this CPU can run. Its field is private: the only ways to get one (`detect`,
+/// `available`, `parse`, `SCALAR`) check the CPU, so safe code cannot make the matmul run
+/// instructions the CPU lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Isa(Family);
+
 impl Isa {
+    /// The portable reference kernel, available everywhere.
+    pub const SCALAR: Isa = Isa(Family::Scalar);
+
+    pub fn family(self) -> Family {
+        self.0
+    }
+
     /// The best kernel family this CPU runs. `EVERETT_ISA=scalar|avx2|avx512vnni` caps it (to
     /// compare kernels on one machine); a capped choice the CPU lacks falls back to the best one.
     pub fn detect() -> Self {
-        let best = *Self::available()
-            .last()
-            .expect("scalar is always available");
-        match std::env::var("EVERETT_ISA")
+        let best = *Self::available().last().unwrap_or(&Self::SCALAR);
+        std::env::var("EVERETT_ISA")
             .ok()
             .and_then(|s| Self::parse(&s))
-        {
-            Some(isa) if Self::available().contains(&isa) => isa,
-            _ => best,
-        }
+            .unwrap_or(best)
     }
 
     /// Every kernel family this CPU can run, slowest first (tests compare each with scalar).
     pub fn available() -> Vec<Self> {
         #[allow(unused_mut)]
-        let mut isas = vec![Isa::Scalar];
+        let mut isas = vec![Self::SCALAR];
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                isas.push(Isa::Avx2);
+                isas.push(Isa(Family::Avx2));
             }
             if std::is_x86_feature_detected!("avx512f")
                 && std::is_x86_feature_detected!("avx512bw")
                 && std::is_x86_feature_detected!("avx512vnni")
             {
-                isas.push(Isa::Avx512Vnni);
+                isas.push(Isa(Family::Avx512Vnni));
             }
         }
         isas
     }
 
+    /// The named family, when this CPU runs it.
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "scalar" => Some(Isa::Scalar),
-            "avx2" => Some(Isa::Avx2),
-            "avx512vnni" => Some(Isa::Avx512Vnni),
-            _ => None,
-        }
+        let family = match s {
+            "scalar" => Family::Scalar,
+            "avx2" => Family::Avx2,
+            "avx512vnni" => Family::Avx512Vnni,
+            _ => return None,
+        };
+        Self::available().into_iter().find(|i| i.0 == family)
     }
 }
 
 /// Rows processed together by one micro-kernel call.
 pub(crate) const ROW_TILE: usize = 4;
-
-#[derive(Clone, Copy)]
-pub(crate) struct OutPtr(pub *mut f32);
-// SAFETY: threads write disjoint column ranges of the output.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the field).
-    #[inline(always)]
-    pub fn get(self) -> *mut f32 {
-        self.0
-    }
-}
 
 /// `out = x @ W^T`; `acts` must hold `x` quantized when `w` is a code matrix.
 pub fn matmul(
@@ -90,7 +87,7 @@ pub fn matmul(
 ) {
     let n = w.n();
     assert!(out.len() >= rows * n && x.len() >= rows * w.k());
-    let ptr = OutPtr(out.as_mut_ptr());
+    let ptr = Disjoint::new(out);
     match w {
         PackedMatrix::Float { n, k, data } => pool.run(&|t, nt| {
             let cols = split(*n, t, nt);
@@ -144,14 +141,14 @@ fn float_cols(
     x: &[f32],
     rows: usize,
     cols: std::ops::Range<usize>,
-    out: OutPtr,
+    out: Disjoint<'_, f32>,
 ) {
     for r in 0..rows {
         let xr = &x[r * k..(r + 1) * k];
         for c in cols.clone() {
             let s = dot(xr, &w[c * k..(c + 1) * k]);
             // SAFETY: (r, c) is inside out and column c belongs to this thread.
-            unsafe { *out.get().add(r * n + c) = s };
+            unsafe { *out.at(r * n + c) = s };
         }
     }
 }
@@ -164,7 +161,7 @@ thread_local! {
 /// Whether `isa` has a kernel that reads `m`'s compact codes directly.
 fn direct_kernel(isa: Isa, m: &CodeMatrix) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512Vnni {
+    if isa.family() == Family::Avx512Vnni {
         return super::vnni::has_direct(m.layout);
     }
     let _ = (isa, m);
@@ -174,7 +171,7 @@ fn direct_kernel(isa: Isa, m: &CodeMatrix) -> bool {
 /// Group `g` of `m` in the plain layout, into `out`.
 fn unpack_group(isa: Isa, m: &CodeMatrix, g: usize, out: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512Vnni && super::vnni::has_direct(m.layout) {
+    if isa.family() == Family::Avx512Vnni && super::vnni::has_direct(m.layout) {
         // SAFETY: the CPU has avx512f/bw (it runs the VNNI kernels); the layout is one the
         // VNNI code handles.
         return unsafe { super::vnni::unpack_group(m, g, out) };
@@ -197,13 +194,20 @@ unsafe fn code_tile(
     acts: &QuantActs,
     r0: usize,
     r: usize,
-    out: OutPtr,
+    out: Disjoint<'_, f32>,
 ) {
-    match isa {
+    match isa.family() {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { super::vnni::code_tile(m, codes, bits, g, acts, r0, r, out) },
+        // SAFETY: an `Isa` of this family exists only when the CPU has AVX-512 VNNI; the
+        // output cells are the caller's (this function's contract).
+        Family::Avx512Vnni => unsafe {
+            super::vnni::code_tile(m, codes, bits, g, acts, r0, r, out)
+        },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { super::avx2::code_tile(m, codes, g, acts, r0, r, out) },
+        // SAFETY: an `Isa` of this family exists only when the CPU has AVX2 and FMA; the output
+        // cells are the caller's.
+        Family::Avx2 => unsafe { super::avx2::code_tile(m, codes, g, acts, r0, r, out) },
+        // SAFETY: the output cells are the caller's.
         _ => unsafe { code_tile_scalar(m, codes, g, acts, r0, r, out) },
     }
 }
@@ -219,7 +223,7 @@ pub(crate) unsafe fn code_tile_scalar(
     acts: &QuantActs,
     r0: usize,
     r: usize,
-    out: OutPtr,
+    out: Disjoint<'_, f32>,
 ) {
     let (k, bs) = (m.k, m.layout.sub_block);
     let n_sub = k / bs;
@@ -246,7 +250,7 @@ pub(crate) unsafe fn code_tile_scalar(
                 }
             }
             // SAFETY: per the function contract.
-            unsafe { *out.get().add(row * m.n + col) = facc };
+            unsafe { *out.at(row * m.n + col) = facc };
         }
     }
 }

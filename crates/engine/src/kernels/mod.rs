@@ -4,6 +4,7 @@
 
 pub mod act;
 mod avx2;
+pub mod disjoint;
 pub mod heads;
 pub mod matmul;
 pub mod ops;

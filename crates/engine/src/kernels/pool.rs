@@ -4,6 +4,7 @@
 //! a wake-up each, and the hand-off takes no lock unless a worker sleeps; nothing is allocated
 //! per call. It does not schedule tasks: kernels split their work themselves, evenly (`split`)
 //! or in parts that an idle thread may finish for a slow one (`Shares`).
+use super::disjoint::Disjoint;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -23,6 +24,10 @@ struct Shared {
     sleep: Mutex<()>,
     wake: Condvar,
     shutdown: AtomicBool,
+    /// A job is in flight: a concurrent or nested `run` does its parts itself instead.
+    busy: AtomicBool,
+    /// A worker's part of the current job panicked (the worker caught it and lives on).
+    panicked: AtomicBool,
 }
 
 // SAFETY: `job` is the only field that is not Sync by itself; its accesses are ordered by the
@@ -49,6 +54,8 @@ impl ThreadPool {
             sleep: Mutex::new(()),
             wake: Condvar::new(),
             shutdown: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
+            panicked: AtomicBool::new(false),
         });
         let workers = (1..threads)
             .map(|i| {
@@ -66,20 +73,24 @@ impl ThreadPool {
         self.workers.len() + 1
     }
 
-    /// Runs `f(thread_index, thread_count)` on every thread and waits for all of them.
+    /// Runs `f(thread_index, thread_count)` on every thread and waits for all of them. Safe to
+    /// call from anywhere: while the pool is busy (another thread's job, or a job calling back
+    /// into its own pool) the caller runs all the parts itself, in order. A panic in any part is
+    /// raised here once every thread has let go of `f`; the workers survive it.
     pub fn run<'f>(&self, f: &'f (dyn Fn(usize, usize) + Sync + 'f)) {
         let n = self.threads();
-        if n == 1 {
-            f(0, 1);
+        if n == 1 || self.shared.busy.swap(true, Ordering::Acquire) {
+            (0..n).for_each(|i| f(i, n));
             return;
         }
         // SAFETY: the reference outlives every use: we wait below until all workers finished it
-        // and cleared their claim (`pending` reaches 0) before returning.
+        // and cleared their claim (`pending` reaches 0) before returning, even when `f` panics.
         let job: &'static Job = unsafe {
             std::mem::transmute::<&'f (dyn Fn(usize, usize) + Sync + 'f), &'static Job>(f)
         };
         // SAFETY: no worker reads `job` now: each finished the previous job (the last `run`
-        // waited for `pending` to reach 0) and reads it again only after the increment below.
+        // waited for `pending` to reach 0) and reads it again only after the increment below;
+        // `busy` keeps any other caller out until we are done.
         unsafe { *self.shared.job.get() = Some(job) };
         self.shared.pending.store(n - 1, Ordering::Relaxed);
         self.shared.generation.fetch_add(1, Ordering::SeqCst);
@@ -89,10 +100,16 @@ impl ThreadPool {
             let _g = self.shared.sleep.lock().unwrap_or_else(|e| e.into_inner());
             self.shared.wake.notify_all();
         }
-        f(0, n);
+        let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(0, n)));
         while self.shared.pending.load(Ordering::Acquire) != 0 {
             std::hint::spin_loop();
         }
+        let theirs = self.shared.panicked.swap(false, Ordering::AcqRel);
+        self.shared.busy.store(false, Ordering::Release);
+        if let Err(p) = mine {
+            std::panic::resume_unwind(p);
+        }
+        assert!(!theirs, "a thread-pool worker panicked in a parallel job");
     }
 }
 
@@ -119,7 +136,11 @@ fn worker(s: Arc<Shared>, index: usize, n: usize) {
         // SAFETY: the generation we just saw was published after `job` was written, and the
         // job stays valid until this worker decrements `pending` below.
         if let Some(job) = unsafe { *s.job.get() } {
-            job(index, n);
+            // A panic stays on this side: the caller raises it once every part is done.
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(index, n)));
+            if done.is_err() {
+                s.panicked.store(true, Ordering::Release);
+            }
         }
         s.pending.fetch_sub(1, Ordering::AcqRel);
     }
@@ -159,27 +180,15 @@ impl ThreadPool {
                 .for_each(|(r, row)| f(r, row));
             return;
         }
-        let base = RowsPtr(data.as_mut_ptr());
+        let base = Disjoint::new(data);
         self.run(&|i, n| {
             for r in split(rows, i, n) {
                 // SAFETY: thread i owns rows split(rows, i, n), disjoint from every other
-                // thread's; the rows lie inside `data`, which outlives `run`.
-                let row =
-                    unsafe { std::slice::from_raw_parts_mut(base.get().add(r * row_len), row_len) };
+                // thread's.
+                let row = unsafe { base.part(r * row_len, row_len) };
                 f(r, row);
             }
         });
-    }
-}
-
-struct RowsPtr<T>(*mut T);
-// SAFETY: only used to hand disjoint rows to the pool's threads (see `for_rows`).
-unsafe impl<T: Send> Send for RowsPtr<T> {}
-unsafe impl<T: Send> Sync for RowsPtr<T> {}
-
-impl<T> RowsPtr<T> {
-    fn get(&self) -> *mut T {
-        self.0
     }
 }
 
@@ -279,6 +288,47 @@ impl Shares {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn sum_of_parts(pool: &ThreadPool, total: usize) -> usize {
+        let acc = AtomicUsize::new(0);
+        pool.run(&|i, n| {
+            let s: usize = split(total, i, n).sum();
+            acc.fetch_add(s, Ordering::Relaxed);
+        });
+        acc.into_inner()
+    }
+
+    #[test]
+    fn concurrent_and_nested_runs_do_every_part_once() {
+        let pool = Arc::new(ThreadPool::new(3));
+        let expect = (0..1000).sum::<usize>();
+        let callers: Vec<_> = (0..4)
+            .map(|_| {
+                let p = pool.clone();
+                std::thread::spawn(move || (0..200).all(|_| sum_of_parts(&p, 1000) == expect))
+            })
+            .collect();
+        assert!(callers.into_iter().all(|c| c.join().unwrap()));
+        // A job that calls back into its own pool runs the inner job's parts itself.
+        let inner = AtomicUsize::new(0);
+        pool.run(&|_, _| {
+            inner.fetch_add(sum_of_parts(&pool, 1000), Ordering::Relaxed);
+        });
+        assert_eq!(inner.into_inner(), 3 * expect);
+    }
+
+    #[test]
+    fn a_panicking_part_is_raised_to_the_caller_and_the_pool_lives_on() {
+        let pool = ThreadPool::new(2);
+        for bad in [0, 1] {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                pool.run(&|i, _| assert!(i != bad, "part {i} fails"));
+            }));
+            assert!(r.is_err(), "part {bad}'s panic reached the caller");
+            assert_eq!(sum_of_parts(&pool, 100), (0..100).sum::<usize>());
+        }
+    }
 
     #[test]
     fn every_thread_runs_once_per_call() {

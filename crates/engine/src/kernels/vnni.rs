@@ -5,7 +5,8 @@
 #![cfg(target_arch = "x86_64")]
 
 use super::act::QuantActs;
-use super::matmul::{block_sums, OutPtr, ROW_TILE};
+use super::disjoint::Disjoint;
+use super::matmul::{block_sums, ROW_TILE};
 use super::pack::{mask_at, pair_bytes, CodeMatrix, GROUP};
 use super::quant::CodeLayout;
 use std::arch::x86_64::*;
@@ -33,7 +34,7 @@ pub(crate) unsafe fn code_tile(
     acts: &QuantActs,
     r0: usize,
     r: usize,
-    out: OutPtr,
+    out: Disjoint<'_, f32>,
 ) {
     debug_assert!(codes.len() >= m.k / 8 * pair_bytes(bits));
     let c = codes.as_ptr();
@@ -134,7 +135,7 @@ unsafe fn tile<const R: usize, const BS: usize, const OFF: bool, const BITS: u32
     g: usize,
     acts: &QuantActs,
     r0: usize,
-    out: OutPtr,
+    out: Disjoint<'_, f32>,
 ) {
     debug_assert!(R <= ROW_TILE);
     let k = m.k;
@@ -198,7 +199,7 @@ unsafe fn tile<const R: usize, const BS: usize, const OFF: bool, const BITS: u32
             (1u16 << valid) - 1
         };
         for i in 0..R {
-            _mm512_mask_storeu_ps(out.get().add((r0 + i) * m.n + col0), mask, facc[i]);
+            _mm512_mask_storeu_ps(out.ptr().add((r0 + i) * m.n + col0), mask, facc[i]);
         }
     }
 }

@@ -290,6 +290,25 @@ impl KvCache {
         }
     }
 
+    /// Blocks that `reserve(id, n)` would take from the neediest group's pool.
+    pub fn blocks_for(&self, id: SeqId, n: usize) -> usize {
+        self.blocks_needed(id, n).into_iter().max().unwrap_or(0)
+    }
+
+    /// Blocks an allocation can take in every group (free or idle cached).
+    pub fn available_blocks(&self) -> usize {
+        self.groups
+            .iter()
+            .map(|g| g.pool.available())
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Layer groups (pools) in the cache.
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
+
     /// Blocks that `reserve(id, n)` would take from each group's pool.
     fn blocks_needed(&self, id: SeqId, n: usize) -> Vec<usize> {
         let seq = self.seq(id);

@@ -5,8 +5,8 @@
 //! batch or on how heads were grouped.
 
 use crate::batch::Batch;
+use crate::kernels::disjoint::Disjoint;
 use crate::kernels::heads::{self, MAX_HEADS};
-use crate::kernels::matmul::OutPtr;
 use crate::kernels::pool::{split, ThreadPool};
 use crate::kv::KvCache;
 
@@ -39,13 +39,13 @@ pub fn attend(
     while per > 1 && per.is_multiple_of(2) && batch.len() * nh / per < pool.threads() {
         per /= 2;
     }
-    let out_ptr = OutPtr(out.as_mut_ptr());
-    let sc_ptr = OutPtr(scores.as_mut_ptr());
+    let out_ptr = Disjoint::new(out);
+    let sc_ptr = Disjoint::new(scores);
     let items = batch.len() * nh / per;
     pool.run(&|ti, nt| {
         let span = per * (max_len + 1);
         // SAFETY: each thread owns scores[ti*span..(ti+1)*span].
-        let sc = unsafe { std::slice::from_raw_parts_mut(sc_ptr.get().add(ti * span), span) };
+        let sc = unsafe { sc_ptr.part(ti * span, span) };
         for item in split(items, ti, nt) {
             let (t, h0) = (item / (nh / per), item % (nh / per) * per);
             let pos = batch.positions[t];
@@ -77,9 +77,7 @@ pub fn attend(
                 inv[j] = 1.0 / sum;
             }
             // SAFETY: row t, heads h0..h0+per are written by this thread only.
-            let o = unsafe {
-                std::slice::from_raw_parts_mut(out_ptr.get().add((t * nh + h0) * hd), per * hd)
-            };
+            let o = unsafe { out_ptr.part((t * nh + h0) * hd, per * hd) };
             o.fill(0.0);
             let mut i0 = 0;
             for (_, count, _, values) in view.runs(first, pos + 1) {

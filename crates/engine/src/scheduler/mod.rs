@@ -9,7 +9,8 @@
 //!    or a preempted request recomputing) get chunks of what budget is left, in admission order:
 //!    a long prompt is spread over steps and never stalls the decodes of others (chunked prefill).
 //! 3. **Then admission, first come first served.** Waiting requests are admitted in order while
-//!    the token budget, the sequence cap and the KV cache allow; the head of the queue is never
+//!    the token budget, the sequence cap and the KV cache allow (free blocks for the whole
+//!    remaining prompt, after prefix hits, plus 1 % to spare); the head of the queue is never
 //!    skipped (no starvation). An admitted sequence starts on its longest cached prefix.
 //!
 //! The token budget (`max_batch_tokens`) bounds the rows of a step; `max_logit_rows` bounds the
@@ -266,34 +267,44 @@ impl Scheduler {
             if !self.running.is_empty() && running_seqs + req.live() > self.cfg.max_seqs {
                 return;
             }
-            let mut first = None;
+            for seq in req.seqs.iter_mut().filter(|s| !s.done) {
+                let (handle, hit) = if req.cacheable {
+                    kv.new_seq_cached(&seq.ids)
+                } else {
+                    (kv.new_private_seq(), 0)
+                };
+                seq.kv = Some(handle);
+                seq.cached = hit;
+            }
+            // Its whole prompt must fit beside what runs, with a little to spare: admitting
+            // what cannot finish its prefill only buys a preemption later. Alone, it always goes
+            // (it was checked to fit an empty cache).
+            let need: usize = req
+                .seqs
+                .iter()
+                .filter_map(|s| Some(kv.blocks_for(s.kv?, s.pending())))
+                .sum();
+            let spare = kv.capacity_blocks() / kv.groups() / 100;
+            if !self.running.is_empty() && need + spare > kv.available_blocks() {
+                for seq in &mut req.seqs {
+                    if let Some(h) = seq.kv.take() {
+                        kv.free(h);
+                    }
+                    seq.cached = 0;
+                }
+                return;
+            }
             for s in 0..req.seqs.len() {
                 if req.seqs[s].done {
                     continue;
                 }
-                let (handle, hit) = if req.cacheable {
-                    kv.new_seq_cached(&req.seqs[s].ids)
-                } else {
-                    (kv.new_private_seq(), 0)
-                };
-                req.seqs[s].kv = Some(handle);
-                req.seqs[s].cached = hit;
                 let Some(n) = chunk(req, s, st) else { continue };
-                if kv.reserve(handle, n).is_err() {
-                    if first.is_none() {
-                        // Not even its first chunk fits: it waits, and so does everyone behind it.
-                        for seq in &mut req.seqs {
-                            if let Some(h) = seq.kv.take() {
-                                kv.free(h);
-                            }
-                            seq.cached = 0;
-                        }
-                        return;
-                    }
-                    continue;
+                if kv
+                    .reserve(req.seqs[s].kv.expect("just admitted"), n)
+                    .is_ok()
+                {
+                    push_run(req, s, n, st);
                 }
-                first.get_or_insert(s);
-                push_run(req, s, n, st);
             }
             self.waiting.pop_front();
             self.running.push(id);
