@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 const REQUESTS: usize = 64;
 const SEQS: usize = 32;
-const KV_TOKENS: usize = 8192;
+const KV_TOKENS: usize = 16_384;
 /// Mean arrivals per second of the Poisson stream.
 const RATE: f64 = 1.0;
 const SEED: u64 = 2026;

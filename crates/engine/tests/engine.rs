@@ -278,3 +278,47 @@ fn the_engine_thread_serves_handles_aborts_and_shuts_down() {
         Some(Event::Error(Error::ShuttingDown))
     ));
 }
+
+#[test]
+fn a_gguf_with_nan_scales_loads_and_every_sampler_survives_its_logits() {
+    let mut bytes = tiny_model(&Tiny::gemma3(), 42);
+    let f = GgufFile::from_bytes(bytes.clone()).unwrap();
+    let info = f.tensor_info("token_embd.weight").unwrap().clone();
+    let data = f.tensor_data(&info).to_vec();
+    let at = bytes.windows(64).position(|w| w == &data[..64]).unwrap();
+    // Q8_0 rows of 64 values: two 34-byte blocks, each opening with its f16 scale. NaN the
+    // scales of tokens 4..12 (tied output: their logits are NaN for every input).
+    let row = data.len() / 96;
+    for t in 4..12 {
+        bytes[at + t * row..at + t * row + 2].copy_from_slice(&0x7E00u16.to_le_bytes());
+    }
+    let f = GgufFile::from_bytes(bytes).unwrap();
+    let (mut m, tok) = (
+        Model::from_gguf(&f, 2).unwrap(),
+        Tokenizer::from_gguf(&f).unwrap(),
+    );
+    let mut e = Engine::new(&mut m, &tok, EngineConfig::default());
+    let mut streams = Vec::new();
+    for (temperature, top_k, top_p, min_p) in [
+        (0.0, 0, 1.0, 0.0),
+        (0.8, 5, 1.0, 0.1),
+        (0.8, 0, 0.9, 0.1),
+        (1.0, 0, 1.0, 0.05),
+    ] {
+        let sampling = SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            top_logprobs: 3,
+            ..Default::default()
+        };
+        let req = Request::new(vec![2, 30, 31, 32], sampling, 8);
+        streams.push(e.submit(Task::Generate(req)).unwrap().1);
+    }
+    e.run_until_idle().unwrap();
+    for s in &mut streams {
+        let t = trace(s);
+        assert!(!t.is_empty() && t.iter().all(|x| (x.0 as usize) < 96));
+    }
+}
