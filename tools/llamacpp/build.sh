@@ -18,7 +18,7 @@ SRC="$DIR/llama_cpp_python-$VERSION/vendor/llama.cpp"
 command -v cmake >/dev/null || python3 -m pip install -q cmake
 cmake -S "$SRC" -B "$SRC/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
   -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=ON -DLLAMA_BUILD_TOOLS=ON \
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON \
   -DLLAMA_BUILD_SERVER=ON >/dev/null
 cmake --build "$SRC/build" -j2 --target llama-perplexity llama-bench llama-server \
   llama-batched-bench

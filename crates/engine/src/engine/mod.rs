@@ -320,8 +320,12 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
         }
         let reads = self.read(&plan);
         self.update(&plan, reads, &mut finished);
-        let mut ran: Vec<RequestId> = plan.runs.iter().map(|r| r.req).collect();
-        ran.dedup();
+        let mut ran: Vec<RequestId> = Vec::new();
+        for r in &plan.runs {
+            if !ran.contains(&r.req) {
+                ran.push(r.req);
+            }
+        }
         Ok(StepReport {
             tokens: plan.tokens,
             logit_rows: plan.logit_rows,
