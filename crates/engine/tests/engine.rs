@@ -3,11 +3,14 @@
 //! bits alone and arriving mid-stream among 31 others in a cache small enough to preempt), an
 //! exploration sharing forward passes with generations, and the engine thread's handle.
 
+use everett_engine::batch::Batch;
 use everett_engine::engine::handle::spawn;
-use everett_engine::engine::{Engine, EngineConfig, Event, Events, ExploreRequest, Task};
-use everett_engine::error::Error;
+use everett_engine::engine::{Engine, EngineConfig, Event, Events, ExploreRequest, Runner, Task};
+use everett_engine::error::{Error, Result};
 use everett_engine::generate::Request;
 use everett_engine::gguf::GgufFile;
+use everett_engine::kernels::pool::ThreadPool;
+use everett_engine::kv::{KvCache, KvConfig};
 use everett_engine::model::Model;
 use everett_engine::sample::{Rng, SamplingParams};
 use everett_engine::scheduler::SchedulerConfig;
@@ -80,8 +83,13 @@ struct Crowd {
 }
 
 /// The target alone, then among 31 others arriving over the first steps (the target at
-/// `arrive`); returns both traces and how many preemptions the crowded run had.
-fn alone_and_crowded(m: &mut Model, tok: &Tokenizer, c: &Crowd, seed: u64) -> (Trace, Trace, u64) {
+/// `arrive`); returns both traces and the crowded run's preemptions and prefix-hit tokens.
+fn alone_and_crowded(
+    m: &mut Model,
+    tok: &Tokenizer,
+    c: &Crowd,
+    seed: u64,
+) -> (Trace, Trace, u64, u64) {
     let mut rng = Rng::new(seed);
     let target = random_prompt(&mut rng, c.target_len, c.lo, c.span);
     let alone = {
@@ -129,9 +137,15 @@ fn alone_and_crowded(m: &mut Model, tok: &Tokenizer, c: &Crowd, seed: u64) -> (T
     for s in &mut others {
         assert!(!trace(s).is_empty());
     }
-    let preemptions = e.stats().scheduler.preemptions;
+    let stats = e.stats();
     assert_eq!(e.used_blocks(), 0);
-    (alone, trace(&mut mine.unwrap()), preemptions)
+    let mine = trace(&mut mine.unwrap());
+    (
+        alone,
+        mine,
+        stats.scheduler.preemptions,
+        stats.prefix.hit_tokens,
+    )
 }
 
 #[test]
@@ -148,14 +162,16 @@ fn greedy_is_bit_identical_alone_and_mid_stream_among_31_with_preemption_tiny_mo
             kv_tokens: 160,
             budget: 48,
         };
-        let mut preempted = 0;
+        let (mut preempted, mut hits) = (0, 0);
         for seed in 1..=3 {
-            let (alone, crowded, p) = alone_and_crowded(&mut m, &tok, &crowd, seed);
+            let (alone, crowded, p, h) = alone_and_crowded(&mut m, &tok, &crowd, seed);
             assert!(!alone.is_empty(), "{}", t.arch);
             assert_eq!(alone, crowded, "{} seed {seed}", t.arch);
             preempted += p;
+            hits += h;
         }
         assert!(preempted > 0, "{}: the cache never ran out", t.arch);
+        assert!(hits > 0, "{}: no prefix was ever reused", t.arch);
     }
 }
 
@@ -174,10 +190,11 @@ fn greedy_is_bit_identical_alone_and_mid_stream_among_31_with_preemption_real_mo
         kv_tokens: 480,
         budget: 256,
     };
-    let (alone, crowded, preemptions) = alone_and_crowded(&mut m, &tok, &crowd, 7);
+    let (alone, crowded, preemptions, hits) = alone_and_crowded(&mut m, &tok, &crowd, 7);
     assert!(!alone.is_empty());
     assert_eq!(alone, crowded);
     assert!(preemptions > 0, "the cache never ran out");
+    assert!(hits > 0, "no prefix was ever reused");
 }
 
 #[test]
@@ -223,10 +240,41 @@ fn an_exploration_and_generations_share_forward_passes_and_results() {
     assert_eq!(together.paths, alone.paths);
 }
 
+/// A model whose forward passes take at least 5 ms, so that a request of hundreds of tokens is
+/// surely still running when the test aborts it.
+struct Slow(Model);
+
+impl Runner for Slow {
+    fn vocab(&self) -> usize {
+        self.0.vocab()
+    }
+    fn context_length(&self) -> usize {
+        self.0.context_length()
+    }
+    fn kv_config(&self, capacity_tokens: usize, max_seqs: usize) -> KvConfig {
+        Runner::kv_config(&self.0, capacity_tokens, max_seqs)
+    }
+    fn forward(&mut self, b: &Batch, kv: &mut KvCache, logits: &mut Vec<f32>) -> Result<()> {
+        std::thread::sleep(Duration::from_millis(5));
+        Runner::forward(&mut self.0, b, kv, logits)
+    }
+    fn pool(&self) -> &ThreadPool {
+        Runner::pool(&self.0)
+    }
+}
+
+/// A request that runs for `n` tokens whatever the model says.
+fn endless(prompt: Vec<u32>, n: usize) -> Task {
+    Task::Generate(Request {
+        ignore_eos: true,
+        ..Request::new(prompt, SamplingParams::default(), n)
+    })
+}
+
 #[test]
 fn the_engine_thread_serves_handles_aborts_and_shuts_down() {
     let (m, tok) = load_tiny(&Tiny::llama());
-    let engine = Engine::new(m, Arc::new(tok), EngineConfig::default());
+    let engine = Engine::new(Slow(m), Arc::new(tok), EngineConfig::default());
     let (handle, join) = spawn(engine);
     // Several front-end threads at once.
     let workers: Vec<_> = (0..4u32)
@@ -255,7 +303,7 @@ fn the_engine_thread_serves_handles_aborts_and_shuts_down() {
         bad.blocking_recv(),
         Some(Event::Error(Error::InvalidRequest(_)))
     ));
-    let (id, mut long) = handle.submit(greedy(vec![2, 40], 200));
+    let (id, mut long) = handle.submit(endless(vec![2, 40], 250));
     assert!(matches!(long.blocking_recv(), Some(Event::Token { .. })));
     handle.abort(id).unwrap();
     let last = std::iter::from_fn(|| long.blocking_recv()).last();
@@ -263,7 +311,7 @@ fn the_engine_thread_serves_handles_aborts_and_shuts_down() {
     assert!(matches!(handle.abort(id), Err(Error::UnknownRequest(_))));
     assert_eq!(handle.stats().unwrap().used_blocks, 0);
     // Shutdown: running work ends within the grace period, new work is refused.
-    let (_, mut running) = handle.submit(greedy(vec![2, 41], 200));
+    let (_, mut running) = handle.submit(endless(vec![2, 41], 250));
     assert!(matches!(running.blocking_recv(), Some(Event::Token { .. })));
     handle.shutdown(Duration::from_millis(0));
     let last = std::iter::from_fn(|| running.blocking_recv()).last();
