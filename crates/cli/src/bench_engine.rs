@@ -79,6 +79,16 @@ fn task(w: &Work) -> Task {
     })
 }
 
+/// One untouched record per request, knowing only its arrival.
+fn fresh_timings(work: &[Work]) -> Vec<Timing> {
+    work.iter()
+        .map(|w| Timing {
+            arrival: w.arrival,
+            ..Default::default()
+        })
+        .collect()
+}
+
 /// Records the events that arrived on each stream.
 fn drain(streams: &mut [(usize, Events)], timings: &mut [Timing], now: f64) -> Result<()> {
     for (i, s) in streams.iter_mut() {
@@ -115,13 +125,7 @@ fn continuous(m: &mut Model, tok: &Tokenizer, work: &[Work]) -> Result<Value> {
         },
     };
     let mut e = Engine::new(m, tok, cfg);
-    let mut timings: Vec<Timing> = work
-        .iter()
-        .map(|w| Timing {
-            arrival: w.arrival,
-            ..Default::default()
-        })
-        .collect();
+    let mut timings = fresh_timings(work);
     let mut streams = Vec::new();
     let start = Instant::now();
     let mut next = 0;
@@ -155,13 +159,7 @@ fn continuous(m: &mut Model, tok: &Tokenizer, work: &[Work]) -> Result<Value> {
 
 /// Static batches: a batch runs to completion before the next one is formed.
 fn static_batches(m: &mut Model, tok: &Tokenizer, work: &[Work]) -> Result<Value> {
-    let mut timings: Vec<Timing> = work
-        .iter()
-        .map(|w| Timing {
-            arrival: w.arrival,
-            ..Default::default()
-        })
-        .collect();
+    let mut timings = fresh_timings(work);
     let start = Instant::now();
     let (mut next, mut peak, mut batches) = (0, 0, 0);
     while next < work.len() {
