@@ -6,6 +6,7 @@
 # benchmarks. Not used by the tests or CI. AMX is left out: one VM kind lists the AMX flags but
 # traps on the instructions.
 set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 DIR=${LLAMACPP_DIR:-/tmp/llamacpp}
 VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
 mkdir -p "$DIR" && cd "$DIR"
@@ -22,7 +23,6 @@ cmake -S "$SRC" -B "$SRC/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
   -DLLAMA_BUILD_SERVER=ON >/dev/null
 cmake --build "$SRC/build" -j2 --target llama-perplexity llama-bench llama-server \
   llama-batched-bench
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 g++ -O2 -std=c++17 "$HERE/probe.cpp" -I"$SRC/include" -I"$SRC/ggml/include" -L"$SRC/build/bin" \
   -lllama -lggml -lggml-base -Wl,-rpath,"$SRC/build/bin" -o "$DIR/probe"
 echo "built: $SRC/build/bin and $DIR/probe"
