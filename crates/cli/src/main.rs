@@ -6,6 +6,7 @@ mod bench_engine;
 mod commands;
 mod explore;
 mod pull;
+mod serve;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -115,6 +116,8 @@ enum Cmd {
     },
     /// Print a GGUF file's metadata and tensor table.
     Inspect { file: PathBuf },
+    /// An OpenAI-compatible HTTP server (so far /health, /v1/models, /v1/completions).
+    Serve(serve::ServeArgs),
     /// Download the default model into the cache.
     Pull {
         /// Re-verify the checksum of an existing file.
@@ -149,6 +152,7 @@ fn run() -> Result<()> {
         } => commands::tokenize(&common, &text, add_special),
         Cmd::Perplexity { common, file, ctx } => commands::perplexity(&common, &file, ctx),
         Cmd::Inspect { file } => commands::inspect(&file),
+        Cmd::Serve(args) => serve::run(&args),
         Cmd::Pull { force } => pull::pull(force).map(|_| ()),
         Cmd::Bench { common, only } => bench::run(&common, only.as_deref()),
     }

@@ -1,0 +1,99 @@
+//! `everett serve`: loads the model, starts the engine thread and serves `everett-server`'s
+//! router. Ctrl-C or SIGTERM stops accepting connections, lets open ones finish, then gives the
+//! engine `SHUTDOWN_GRACE` to finish what still runs before it aborts the rest and exits.
+
+use crate::commands::load;
+use crate::Common;
+use anyhow::{Context, Result};
+use clap::Args;
+use everett_engine::engine::handle::spawn;
+use everett_engine::engine::{Engine, EngineConfig};
+use everett_engine::scheduler::SchedulerConfig;
+use everett_server::{router, ServerConfig};
+use std::sync::Arc;
+use std::time::Duration;
+
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// The model name clients send (default: the GGUF file's stem).
+    #[arg(long)]
+    served_model_name: Option<String>,
+    /// Running sequences at most.
+    #[arg(long, default_value_t = 64)]
+    max_running: usize,
+    /// KV cache capacity in tokens.
+    #[arg(long, default_value_t = 16_384)]
+    kv_tokens: usize,
+}
+
+pub fn run(a: &ServeArgs) -> Result<()> {
+    if a.max_running == 0 || a.kv_tokens < 16 {
+        anyhow::bail!("--max-running must be at least 1 and --kv-tokens at least 16");
+    }
+    let (model, tok) = load(&a.common)?;
+    let name = a.served_model_name.clone().unwrap_or_else(|| {
+        let path = crate::pull::resolve(a.common.model.as_deref()).ok();
+        path.and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "everett".into())
+    });
+    let tok = Arc::new(tok);
+    let context = model.config.context_length;
+    let cfg = EngineConfig {
+        kv_tokens: a.kv_tokens,
+        scheduler: SchedulerConfig {
+            max_seqs: a.max_running,
+            ..SchedulerConfig::default()
+        },
+    };
+    let (handle, engine_thread) = spawn(Engine::new(model, tok.clone(), cfg));
+    let app = router(
+        handle.clone(),
+        ServerConfig {
+            model_name: name.clone(),
+            tokenizer: tok,
+            context,
+        },
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let addr = format!("{}:{}", a.host, a.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        eprintln!("everett serve: model `{name}` ready on http://{addr}");
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop_signal())
+            .await
+            .context("serving")
+    })?;
+    handle.shutdown(SHUTDOWN_GRACE);
+    let _ = engine_thread.join();
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

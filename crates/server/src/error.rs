@@ -1,0 +1,81 @@
+//! The OpenAI error object, `{"error": {"message", "type", "param", "code"}}`, and how engine
+//! errors map onto HTTP statuses: the client's mistakes are 4xx and name the field; the engine's
+//! own failures are 5xx and say nothing of its internals.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use everett_engine::Error;
+use serde_json::json;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub kind: &'static str,
+    pub param: Option<String>,
+}
+
+impl ApiError {
+    /// A 400 that names the offending field.
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: Some(param.into()),
+        }
+    }
+
+    pub fn not_found(param: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            kind: "not_found_error",
+            ..Self::invalid(param, message)
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let param = match &e {
+            Error::Param { name, .. } => Some(name.to_string()),
+            Error::TooLarge(_) | Error::InvalidRequest(_) => Some("prompt".to_string()),
+            _ => None,
+        };
+        let (status, kind, message) = match &e {
+            _ if e.is_client_error() => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                e.to_string(),
+            ),
+            Error::ShuttingDown => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ),
+            _ => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the engine failed to run this request".to_string(),
+            ),
+        };
+        Self {
+            status,
+            message,
+            kind,
+            param,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": null,
+        }});
+        (self.status, axum::Json(body)).into_response()
+    }
+}

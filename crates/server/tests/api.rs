@@ -1,0 +1,162 @@
+//! The HTTP API through `router().oneshot(...)` on a tiny model: every endpoint so far, streaming
+//! and not, and bad input answered with the OpenAI error object naming the field.
+
+use axum::body::{to_bytes, Body};
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use everett_engine::engine::handle::spawn;
+use everett_engine::engine::{Engine, EngineConfig};
+use everett_engine::gguf::GgufFile;
+use everett_engine::model::Model;
+use everett_engine::testutil::{tiny_model, Tiny};
+use everett_engine::tokenizer::Tokenizer;
+use everett_server::{router, ServerConfig};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+fn app() -> Router {
+    let f = GgufFile::from_bytes(tiny_model(&Tiny::llama(), 42)).unwrap();
+    let model = Model::from_gguf(&f, 1).unwrap();
+    let tok = Arc::new(Tokenizer::from_gguf(&f).unwrap());
+    let context = model.config.context_length;
+    let (handle, _thread) = spawn(Engine::new(model, tok.clone(), EngineConfig::default()));
+    router(
+        handle,
+        ServerConfig {
+            model_name: "tiny".into(),
+            tokenizer: tok,
+            context,
+        },
+    )
+}
+
+async fn call(app: &Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, String) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(body.map_or(Body::empty(), |b| Body::from(b.to_string())))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_and_models() {
+    let app = app();
+    let (s, body) = call(&app, "GET", "/health", None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (s, body) = call(&app, "GET", "/v1/models", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"][0]["id"], "tiny");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn completions_answer_with_choices_usage_and_logprobs() {
+    let app = app();
+    let req = json!({"model": "tiny", "prompt": "ab", "max_tokens": 6, "temperature": 0,
+                     "n": 2, "logprobs": 2, "ignore_eos": true});
+    let (s, body) = call(&app, "POST", "/v1/completions", Some(req)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["object"], "text_completion");
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 2);
+    for c in choices {
+        assert_eq!(c["finish_reason"], "length");
+        assert_eq!(c["logprobs"]["tokens"].as_array().unwrap().len(), 6);
+        assert_eq!(
+            c["logprobs"]["top_logprobs"][0].as_object().unwrap().len(),
+            2
+        );
+    }
+    // Greedy samples of one prompt agree.
+    assert_eq!(choices[0]["text"], choices[1]["text"]);
+    assert_eq!(v["usage"]["completion_tokens"], 12);
+    assert_eq!(
+        v["usage"]["total_tokens"].as_u64().unwrap(),
+        v["usage"]["prompt_tokens"].as_u64().unwrap() + 12
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streaming_sends_chunks_usage_and_done_with_the_same_text() {
+    let app = app();
+    let base =
+        json!({"prompt": [2, 40, 41], "max_tokens": 5, "temperature": 0, "ignore_eos": true});
+    let (_, whole) = call(&app, "POST", "/v1/completions", Some(base.clone())).await;
+    let whole: Value = serde_json::from_str(&whole).unwrap();
+    let mut req = base;
+    req["stream"] = json!(true);
+    req["stream_options"] = json!({"include_usage": true});
+    let (s, body) = call(&app, "POST", "/v1/completions", Some(req)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let data: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"));
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["text"].as_str())
+        .collect();
+    assert_eq!(text, whole["choices"][0]["text"].as_str().unwrap());
+    let finish: Vec<&Value> = chunks
+        .iter()
+        .map(|c| &c["choices"][0]["finish_reason"])
+        .filter(|f| !f.is_null())
+        .collect();
+    assert_eq!(finish, [&json!("length")]);
+    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_the_error_object_naming_the_field() {
+    let app = app();
+    let cases = [
+        (
+            json!({"prompt": "a", "temperature": -1}),
+            "temperature",
+            400,
+        ),
+        (json!({"prompt": "a", "top_p": 2}), "top_p", 400),
+        (json!({"prompt": "a", "max_tokens": -5}), "max_tokens", 400),
+        (json!({"prompt": "a", "n": 10000}), "n", 400),
+        (json!({"prompt": "a", "logprobs": 1000}), "logprobs", 400),
+        (json!({"prompt": [2, 99999]}), "prompt", 400),
+        (json!({"prompt": "a", "max_tokens": 255}), "prompt", 400),
+        (json!({"prompt": "a", "model": "gpt-9"}), "model", 404),
+        (json!({"prompt": 5}), "body", 400),
+    ];
+    for (req, param, status) in cases {
+        let (s, body) = call(&app, "POST", "/v1/completions", Some(req.clone())).await;
+        assert_eq!(s.as_u16(), status, "{req}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["param"], param, "{req}: {body}");
+        assert!(v["error"]["message"].as_str().unwrap().len() > 10);
+    }
+    // Not JSON at all, then a good request: the server carries on.
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/completions")
+        .body(Body::from("{not json"))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/v1/completions",
+        Some(json!({"prompt": "a", "max_tokens": 2})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+}
