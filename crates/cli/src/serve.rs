@@ -32,6 +32,9 @@ pub struct ServeArgs {
     /// KV cache capacity in tokens.
     #[arg(long, default_value_t = 16_384)]
     kv_tokens: usize,
+    /// Require `Authorization: Bearer KEY` on every route but /health.
+    #[arg(long)]
+    api_key: Option<String>,
 }
 
 pub fn run(a: &ServeArgs) -> Result<()> {
@@ -60,6 +63,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
             model_name: name.clone(),
             tokenizer: tok,
             context,
+            api_key: a.api_key.clone(),
         },
     );
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -1,14 +1,21 @@
 //! everett-server: the OpenAI-compatible HTTP face of the engine. Handlers hold an
 //! `EngineHandle` (channels to the engine thread, which owns the model and the KV cache) and a
 //! shared read-only tokenizer; they never lock anything. `router` is the whole server;
-//! `everett serve` binds it. So far: `/health`, `/v1/models`, `/v1/completions` (JSON and SSE).
+//! `everett serve` binds it. So far: `/health`, `/v1/models`, `/v1/completions` (JSON and SSE),
+//! `/tokenize`, `/detokenize`. With an API key set, every route but `/health` wants
+//! `Authorization: Bearer KEY` (401 otherwise); bodies over `BODY_LIMIT` get 413.
 
 mod completions;
 pub mod error;
+mod tokens;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use error::ApiError;
 use everett_engine::engine::handle::EngineHandle;
 use everett_engine::tokenizer::Tokenizer;
 use serde_json::{json, Value};
@@ -24,6 +31,8 @@ pub struct ServerConfig {
     pub tokenizer: Arc<Tokenizer>,
     /// The model's context length in tokens.
     pub context: usize,
+    /// When set, requests must carry `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
 }
 
 #[derive(Clone)]
@@ -38,12 +47,39 @@ pub fn router(engine: EngineHandle, cfg: ServerConfig) -> Router {
         engine,
         cfg: Arc::new(cfg),
     };
-    Router::new()
-        .route("/health", get(health))
+    let guarded = Router::new()
         .route("/v1/models", get(models))
         .route("/v1/completions", post(completions::create))
+        .route("/tokenize", post(tokens::tokenize))
+        .route("/detokenize", post(tokens::detokenize))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize));
+    Router::new()
+        .route("/health", get(health))
+        .merge(guarded)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// Lets a request through when no key is set or it carries the right bearer token.
+async fn authorize(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(key) = &st.cfg.api_key else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given == Some(key.as_str()) {
+        return next.run(req).await;
+    }
+    ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        message: "missing or wrong API key (send `Authorization: Bearer <key>`)".into(),
+        kind: "authentication_error",
+        param: None,
+    }
+    .into_response()
 }
 
 async fn health() -> Json<Value> {

@@ -16,6 +16,10 @@ use std::sync::Arc;
 use tower::ServiceExt;
 
 fn app() -> Router {
+    app_with_key(None)
+}
+
+fn app_with_key(api_key: Option<&str>) -> Router {
     let f = GgufFile::from_bytes(tiny_model(&Tiny::llama(), 42)).unwrap();
     let model = Model::from_gguf(&f, 1).unwrap();
     let tok = Arc::new(Tokenizer::from_gguf(&f).unwrap());
@@ -27,6 +31,7 @@ fn app() -> Router {
             model_name: "tiny".into(),
             tokenizer: tok,
             context,
+            api_key: api_key.map(str::to_string),
         },
     )
 }
@@ -159,4 +164,79 @@ async fn bad_input_gets_the_error_object_naming_the_field() {
     )
     .await;
     assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokenize_and_detokenize_round_trip() {
+    let app = app();
+    let (s, body) = call(
+        &app,
+        "POST",
+        "/tokenize",
+        Some(json!({"prompt": "hello ab"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["count"], v["tokens"].as_array().unwrap().len());
+    assert_eq!(v["max_model_len"], 256);
+    let mut ids = v["tokens"].clone();
+    ids.as_array_mut().unwrap().remove(0); // BOS
+    let (s, body) = call(&app, "POST", "/detokenize", Some(json!({"tokens": ids}))).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["prompt"],
+        "hello ab"
+    );
+    let (s, body) = call(
+        &app,
+        "POST",
+        "/detokenize",
+        Some(json!({"tokens": [5, 96]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["param"],
+        "tokens"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_key_and_body_limit() {
+    let app = app_with_key(Some("sekrit"));
+    let (s, _) = call(&app, "GET", "/health", None).await;
+    assert_eq!(s, StatusCode::OK, "health stays open");
+    let (s, body) = call(&app, "GET", "/v1/models", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["type"],
+        "authentication_error"
+    );
+    for auth in ["Bearer wrong", "sekrit", "Bearer sekrit"] {
+        let req = Request::builder()
+            .uri("/v1/models")
+            .header("authorization", auth)
+            .body(Body::empty())
+            .unwrap();
+        let status = app.clone().oneshot(req).await.unwrap().status();
+        let want = if auth == "Bearer sekrit" {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        assert_eq!(status, want, "{auth}");
+    }
+    let big = "a".repeat(everett_server::BODY_LIMIT + 1);
+    let req = Request::builder()
+        .method("POST")
+        .uri("/tokenize")
+        .header("authorization", "Bearer sekrit")
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"prompt": big}).to_string()))
+        .unwrap();
+    assert_eq!(
+        app.clone().oneshot(req).await.unwrap().status(),
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
 }
