@@ -294,3 +294,31 @@ pub fn default_model() -> Option<std::path::PathBuf> {
     );
     None
 }
+
+/// A runner whose forward passes take at least `.1` longer: a request of hundreds of tokens is
+/// then surely still running when a test aborts it or drops its stream.
+pub struct Slow<M>(pub M, pub std::time::Duration);
+
+impl<M: crate::engine::Runner> crate::engine::Runner for Slow<M> {
+    fn vocab(&self) -> usize {
+        self.0.vocab()
+    }
+    fn context_length(&self) -> usize {
+        self.0.context_length()
+    }
+    fn kv_config(&self, capacity_tokens: usize, max_seqs: usize) -> crate::kv::KvConfig {
+        self.0.kv_config(capacity_tokens, max_seqs)
+    }
+    fn forward(
+        &mut self,
+        b: &crate::batch::Batch,
+        kv: &mut crate::kv::KvCache,
+        logits: &mut Vec<f32>,
+    ) -> crate::Result<()> {
+        std::thread::sleep(self.1);
+        self.0.forward(b, kv, logits)
+    }
+    fn pool(&self) -> &crate::kernels::pool::ThreadPool {
+        self.0.pool()
+    }
+}

@@ -3,19 +3,16 @@
 //! bits alone and arriving mid-stream among 31 others in a cache small enough to preempt), an
 //! exploration sharing forward passes with generations, and the engine thread's handle.
 
-use everett_engine::batch::Batch;
 use everett_engine::engine::handle::spawn;
-use everett_engine::engine::{Engine, EngineConfig, Event, Events, ExploreRequest, Runner, Task};
-use everett_engine::error::{Error, Result};
+use everett_engine::engine::{Engine, EngineConfig, Event, Events, ExploreRequest, Task};
+use everett_engine::error::Error;
 use everett_engine::generate::Request;
 use everett_engine::gguf::GgufFile;
-use everett_engine::kernels::pool::ThreadPool;
-use everett_engine::kv::{KvCache, KvConfig};
 use everett_engine::model::Model;
 use everett_engine::sample::{Rng, SamplingParams};
 use everett_engine::scheduler::SchedulerConfig;
 use everett_engine::superposition::{explore, ExploreParams};
-use everett_engine::testutil::{default_model, tiny_model, Tiny};
+use everett_engine::testutil::{default_model, tiny_model, Slow, Tiny};
 use everett_engine::tokenizer::Tokenizer;
 use std::sync::Arc;
 use std::time::Duration;
@@ -240,29 +237,6 @@ fn an_exploration_and_generations_share_forward_passes_and_results() {
     assert_eq!(together.paths, alone.paths);
 }
 
-/// A model whose forward passes take at least 5 ms, so that a request of hundreds of tokens is
-/// surely still running when the test aborts it.
-struct Slow(Model);
-
-impl Runner for Slow {
-    fn vocab(&self) -> usize {
-        self.0.vocab()
-    }
-    fn context_length(&self) -> usize {
-        self.0.context_length()
-    }
-    fn kv_config(&self, capacity_tokens: usize, max_seqs: usize) -> KvConfig {
-        Runner::kv_config(&self.0, capacity_tokens, max_seqs)
-    }
-    fn forward(&mut self, b: &Batch, kv: &mut KvCache, logits: &mut Vec<f32>) -> Result<()> {
-        std::thread::sleep(Duration::from_millis(5));
-        Runner::forward(&mut self.0, b, kv, logits)
-    }
-    fn pool(&self) -> &ThreadPool {
-        Runner::pool(&self.0)
-    }
-}
-
 /// A request that runs for `n` tokens whatever the model says.
 fn endless(prompt: Vec<u32>, n: usize) -> Task {
     Task::Generate(Request {
@@ -274,7 +248,11 @@ fn endless(prompt: Vec<u32>, n: usize) -> Task {
 #[test]
 fn the_engine_thread_serves_handles_aborts_and_shuts_down() {
     let (m, tok) = load_tiny(&Tiny::llama());
-    let engine = Engine::new(Slow(m), Arc::new(tok), EngineConfig::default());
+    let engine = Engine::new(
+        Slow(m, Duration::from_millis(5)),
+        Arc::new(tok),
+        EngineConfig::default(),
+    );
     let (handle, join) = spawn(engine);
     // Several front-end threads at once.
     let workers: Vec<_> = (0..4u32)

@@ -4,15 +4,17 @@
 use axum::body::{to_bytes, Body};
 use axum::http::{Request, StatusCode};
 use axum::Router;
-use everett_engine::engine::handle::spawn;
+use everett_engine::engine::handle::{spawn, EngineHandle};
 use everett_engine::engine::{Engine, EngineConfig};
 use everett_engine::gguf::GgufFile;
 use everett_engine::model::Model;
-use everett_engine::testutil::{tiny_model, Tiny};
+use everett_engine::testutil::{tiny_model, Slow, Tiny};
 use everett_engine::tokenizer::Tokenizer;
 use everett_server::{router, ServerConfig};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use std::time::Duration;
 use tower::ServiceExt;
 
 fn app() -> Router {
@@ -20,20 +22,27 @@ fn app() -> Router {
 }
 
 fn app_with_key(api_key: Option<&str>) -> Router {
+    app_and_handle(api_key, Duration::ZERO).0
+}
+
+/// The router over a tiny model whose forward passes take at least `slow`, and its engine.
+fn app_and_handle(api_key: Option<&str>, slow: Duration) -> (Router, EngineHandle) {
     let f = GgufFile::from_bytes(tiny_model(&Tiny::llama(), 42)).unwrap();
     let model = Model::from_gguf(&f, 1).unwrap();
     let tok = Arc::new(Tokenizer::from_gguf(&f).unwrap());
     let context = model.config.context_length;
-    let (handle, _thread) = spawn(Engine::new(model, tok.clone(), EngineConfig::default()));
-    router(
-        handle,
+    let engine = Engine::new(Slow(model, slow), tok.clone(), EngineConfig::default());
+    let (handle, _thread) = spawn(engine);
+    let app = router(
+        handle.clone(),
         ServerConfig {
             model_name: "tiny".into(),
             tokenizer: tok,
             context,
             api_key: api_key.map(str::to_string),
         },
-    )
+    );
+    (app, handle)
 }
 
 async fn call(app: &Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, String) {
@@ -239,4 +248,45 @@ async fn api_key_and_body_limit() {
         app.clone().oneshot(req).await.unwrap().status(),
         StatusCode::PAYLOAD_TOO_LARGE
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_disconnects_mid_stream_cancels_its_request_and_frees_its_blocks() {
+    let (app, handle) = app_and_handle(None, Duration::from_millis(5));
+    let req = json!({"prompt": [2, 40], "max_tokens": 250, "stream": true, "ignore_eos": true});
+    let http = Request::builder()
+        .method("POST")
+        .uri("/v1/completions")
+        .header("content-type", "application/json")
+        .body(Body::from(req.to_string()))
+        .unwrap();
+    let resp = app.clone().oneshot(http).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body().into_data_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(first.starts_with(b"data: {"));
+    assert!(handle.stats().unwrap().used_blocks > 0);
+    drop(body); // the client goes away after one chunk
+    let mut stats = handle.stats().unwrap();
+    for _ in 0..200 {
+        if stats.running == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        stats = handle.stats().unwrap();
+    }
+    assert_eq!(
+        stats.cancelled, 1,
+        "the request was cancelled, not finished"
+    );
+    assert_eq!((stats.running, stats.used_blocks), (0, 0));
+    // Others are served as usual.
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/v1/completions",
+        Some(json!({"prompt": "a", "max_tokens": 2})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
 }

@@ -132,6 +132,8 @@ pub struct EngineStats {
     pub used_blocks: usize,
     pub running: usize,
     pub waiting: usize,
+    /// Requests cancelled because their event stream was dropped.
+    pub cancelled: u64,
 }
 
 pub struct Engine<M: Runner, T: Deref<Target = Tokenizer>> {
@@ -346,6 +348,7 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
         for &id in &gone {
             self.end(id, None);
         }
+        self.stats.cancelled += gone.len() as u64;
         gone
     }
 
