@@ -8,8 +8,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use everett_engine::engine::handle::spawn;
 use everett_engine::engine::{Engine, EngineConfig};
+use everett_engine::gguf::{GgufFile, Value};
 use everett_engine::scheduler::SchedulerConfig;
-use everett_server::{router, ServerConfig};
+use everett_server::{router, ChatTemplate, ServerConfig};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +50,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     });
     let tok = Arc::new(tok);
     let context = model.config.context_length;
+    let chat_template = chat_template(&a.common)?;
     let cfg = EngineConfig {
         kv_tokens: a.kv_tokens,
         scheduler: SchedulerConfig {
@@ -64,6 +66,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
             tokenizer: tok,
             context,
             api_key: a.api_key.clone(),
+            chat_template,
         },
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -84,6 +87,17 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     handle.shutdown(SHUTDOWN_GRACE);
     let _ = engine_thread.join();
     Ok(())
+}
+
+/// The GGUF's chat template, else its architecture's known format.
+fn chat_template(common: &Common) -> Result<Option<ChatTemplate>> {
+    let file = GgufFile::open(&crate::pull::resolve(common.model.as_deref())?)?;
+    let text = |key: &str| match file.get(key) {
+        Some(Value::Str(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let arch = text("general.architecture").unwrap_or_default();
+    Ok(ChatTemplate::choose(text("tokenizer.chat_template"), &arch))
 }
 
 /// Ctrl-C or SIGTERM.

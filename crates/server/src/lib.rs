@@ -1,13 +1,16 @@
 //! everett-server: the OpenAI-compatible HTTP face of the engine. Handlers hold an
 //! `EngineHandle` (channels to the engine thread, which owns the model and the KV cache) and a
 //! shared read-only tokenizer; they never lock anything. `router` is the whole server;
-//! `everett serve` binds it. So far: `/health`, `/v1/models`, `/v1/completions` (JSON and SSE),
-//! `/tokenize`, `/detokenize`. With an API key set, every route but `/health` wants
+//! `everett serve` binds it. So far: `/health`, `/v1/models`, `/v1/completions` and
+//! `/v1/chat/completions` (JSON and SSE), `/tokenize`, `/detokenize`. With an API key set, every route but `/health` wants
 //! `Authorization: Bearer KEY` (401 otherwise); bodies over `BODY_LIMIT` get 413.
 
+mod chat;
 mod completions;
 pub mod error;
+mod reply;
 mod tokens;
+mod wire;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
@@ -15,6 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+pub use chat::ChatTemplate;
 use error::ApiError;
 use everett_engine::engine::handle::EngineHandle;
 use everett_engine::tokenizer::Tokenizer;
@@ -33,6 +37,8 @@ pub struct ServerConfig {
     pub context: usize,
     /// When set, requests must carry `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
+    /// How chat messages become a prompt (`None`: chat completions are refused).
+    pub chat_template: Option<ChatTemplate>,
 }
 
 #[derive(Clone)]
@@ -50,6 +56,7 @@ pub fn router(engine: EngineHandle, cfg: ServerConfig) -> Router {
     let guarded = Router::new()
         .route("/v1/models", get(models))
         .route("/v1/completions", post(completions::create))
+        .route("/v1/chat/completions", post(chat::create))
         .route("/tokenize", post(tokens::tokenize))
         .route("/detokenize", post(tokens::detokenize))
         .layer(middleware::from_fn_with_state(state.clone(), authorize));

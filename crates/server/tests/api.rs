@@ -10,12 +10,17 @@ use everett_engine::gguf::GgufFile;
 use everett_engine::model::Model;
 use everett_engine::testutil::{tiny_model, Slow, Tiny};
 use everett_engine::tokenizer::Tokenizer;
-use everett_server::{router, ServerConfig};
+use everett_server::{router, ChatTemplate, ServerConfig};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
+
+/// A small Jinja chat template in the Hugging Face style (Python string methods included).
+const TEMPLATE: &str = "{{ bos_token }}{% for m in messages %}{% if m.role == 'bogus' %}\
+{{ raise_exception('bad role') }}{% endif %}{{ m.role }}: {{ m.content.strip() }}\n{% endfor %}\
+{% if add_generation_prompt %}assistant:{% endif %}";
 
 fn app() -> Router {
     app_with_key(None)
@@ -40,6 +45,7 @@ fn app_and_handle(api_key: Option<&str>, slow: Duration) -> (Router, EngineHandl
             tokenizer: tok,
             context,
             api_key: api_key.map(str::to_string),
+            chat_template: Some(ChatTemplate::Jinja(TEMPLATE.into())),
         },
     );
     (app, handle)
@@ -282,4 +288,69 @@ async fn a_client_that_disconnects_mid_stream_cancels_its_request_and_frees_its_
     assert_eq!((stats.running, stats.used_blocks), (0, 0));
     // Others are served as usual.
     assert_still_serving(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_completions_render_the_template_and_answer_as_the_assistant() {
+    let app = app();
+    let messages = json!([{"role": "system", "content": "be brief "},
+                          {"role": "user", "content": [{"type": "text", "text": "hello"}]}]);
+    let req = json!({"messages": messages, "max_completion_tokens": 4, "temperature": 0,
+                     "logprobs": true, "top_logprobs": 2, "ignore_eos": true});
+    let (s, body) = call(&app, "POST", "/v1/chat/completions", Some(req.clone())).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["object"], "chat.completion");
+    let c = &v["choices"][0];
+    assert_eq!(c["message"]["role"], "assistant");
+    assert_eq!(c["finish_reason"], "length");
+    assert_eq!(c["logprobs"]["content"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        c["logprobs"]["content"][0]["top_logprobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // The prompt is the rendered template, BOS once: the same tokens through /tokenize.
+    let text = "system: be brief\nuser: hello\nassistant:";
+    let (_, t) = call(&app, "POST", "/tokenize", Some(json!({"prompt": text}))).await;
+    let count = serde_json::from_str::<Value>(&t).unwrap()["count"].clone();
+    assert_eq!(v["usage"]["prompt_tokens"], count);
+    // Streamed: the role first, then content deltas adding up to the same message.
+    let mut sreq = req;
+    sreq["stream"] = json!(true);
+    let (_, body) = call(&app, "POST", "/v1/chat/completions", Some(sreq)).await;
+    let chunks: Vec<Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["object"], "chat.completion.chunk");
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, c["message"]["content"].as_str().unwrap());
+    // Bad messages name the field.
+    for bad in [
+        json!([]),
+        json!([{"role": "bogus", "content": "x"}]),
+        json!([{"role": "user", "content": [{"type": "image_url"}]}]),
+    ] {
+        let (s, body) = call(
+            &app,
+            "POST",
+            "/v1/chat/completions",
+            Some(json!({"messages": bad})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap()["error"]["param"],
+            "messages"
+        );
+    }
 }

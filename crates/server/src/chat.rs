@@ -1,0 +1,228 @@
+//! `POST /v1/chat/completions`: messages rendered into a prompt by the model's chat template,
+//! then one engine request answered by `reply`. The template is the GGUF's
+//! `tokenizer.chat_template` run by minijinja (with Python-style string methods, as Hugging Face
+//! templates expect); a model without one gets its architecture's known format (Gemma's turn
+//! markers for gemma3), and a model with neither is refused with a 400: messages are never
+//! silently concatenated.
+
+use crate::error::ApiError;
+use crate::reply::{self, Shape};
+use crate::wire::{count, Common, MAX_LOGPROBS};
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+/// How messages become a prompt.
+pub enum ChatTemplate {
+    /// A Jinja template (from the GGUF).
+    Jinja(String),
+    /// Gemma's `<start_of_turn>role … <end_of_turn>` format.
+    Gemma,
+}
+
+impl ChatTemplate {
+    /// The GGUF's template, else the architecture's known format, else none.
+    pub fn choose(gguf: Option<String>, arch: &str) -> Option<Self> {
+        match (gguf, arch) {
+            (Some(t), _) => Some(Self::Jinja(t)),
+            (None, "gemma3") => Some(Self::Gemma),
+            _ => None,
+        }
+    }
+
+    /// The prompt text for `msgs` (role, content), ready for the model's answer.
+    fn render(&self, msgs: &[(String, String)], bos: &str, eos: &str) -> Result<String, ApiError> {
+        match self {
+            Self::Gemma => Ok(gemma(msgs)),
+            Self::Jinja(src) => {
+                let mut env = minijinja::Environment::new();
+                env.set_unknown_method_callback(
+                    minijinja_contrib::pycompat::unknown_method_callback,
+                );
+                env.add_function(
+                    "raise_exception",
+                    |msg: String| -> Result<String, minijinja::Error> {
+                        Err(minijinja::Error::new(
+                            minijinja::ErrorKind::InvalidOperation,
+                            msg,
+                        ))
+                    },
+                );
+                let bad = |e: minijinja::Error| {
+                    ApiError::invalid("messages", format!("the chat template failed: {e}"))
+                };
+                env.add_template("chat", src).map_err(bad)?;
+                let messages: Vec<_> = msgs
+                    .iter()
+                    .map(|(role, content)| minijinja::context! { role, content })
+                    .collect();
+                let ctx = minijinja::context! {
+                    messages, add_generation_prompt => true, bos_token => bos, eos_token => eos,
+                };
+                env.get_template("chat")
+                    .and_then(|t| t.render(ctx))
+                    .map_err(bad)
+            }
+        }
+    }
+}
+
+/// Gemma's format: the system message opens the first user turn; the assistant is `model`.
+fn gemma(msgs: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut system = String::new();
+    for (role, content) in msgs {
+        match role.as_str() {
+            "system" | "developer" => system = format!("{content}\n\n"),
+            _ => {
+                let who = if role == "assistant" { "model" } else { "user" };
+                let text = if who == "user" {
+                    std::mem::take(&mut system) + content
+                } else {
+                    content.clone()
+                };
+                out.push_str(&format!("<start_of_turn>{who}\n{text}<end_of_turn>\n"));
+            }
+        }
+    }
+    out + "<start_of_turn>model\n"
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Deserialize)]
+struct Part {
+    #[serde(rename = "type")]
+    kind: String,
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    role: String,
+    content: Content,
+}
+
+#[derive(Deserialize)]
+struct ChatRequest {
+    messages: Vec<Message>,
+    #[serde(default)]
+    logprobs: bool,
+    top_logprobs: Option<i64>,
+    max_completion_tokens: Option<i64>,
+    #[serde(flatten)]
+    common: Common,
+}
+
+/// (role, text) of each message, checked.
+fn flatten(msgs: &[Message]) -> Result<Vec<(String, String)>, ApiError> {
+    if msgs.is_empty() {
+        return Err(ApiError::invalid(
+            "messages",
+            "`messages` must not be empty",
+        ));
+    }
+    msgs.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if !["system", "developer", "user", "assistant"].contains(&m.role.as_str()) {
+                return Err(ApiError::invalid(
+                    "messages",
+                    format!("message {i} has the unknown role `{}`", m.role),
+                ));
+            }
+            let text = match &m.content {
+                Content::Text(t) => t.clone(),
+                Content::Parts(parts) => parts
+                    .iter()
+                    .map(|p| match (&*p.kind, &p.text) {
+                        ("text", Some(t)) => Ok(t.as_str()),
+                        _ => Err(ApiError::invalid(
+                            "messages",
+                            format!(
+                                "message {i}: only text parts are supported, not `{}`",
+                                p.kind
+                            ),
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+                    .concat(),
+            };
+            Ok((m.role.clone(), text))
+        })
+        .collect()
+}
+
+pub async fn create(State(st): State<AppState>, body: Bytes) -> Response {
+    match run(st, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn run(st: AppState, body: Bytes) -> Result<Response, ApiError> {
+    let req: ChatRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid(
+            "body",
+            format!("the request body is not a valid chat request: {e}"),
+        )
+    })?;
+    req.common.check_model(&st)?;
+    let msgs = flatten(&req.messages)?;
+    let Some(template) = &st.cfg.chat_template else {
+        return Err(ApiError::invalid(
+            "messages",
+            "this model has no chat template; use /v1/completions",
+        ));
+    };
+    let tok = &st.cfg.tokenizer;
+    let special = |id: Option<u32>| id.map(|i| tok.piece(i).to_string()).unwrap_or_default();
+    let (bos, eos) = (special(tok.bos), special(tok.eos));
+    let text = template.render(&msgs, &bos, &eos)?;
+    // A template that writes BOS itself must not get a second one.
+    let add_bos = bos.is_empty() || !text.starts_with(&bos);
+    let ids = tok.encode(&text, add_bos, true);
+    let top = if req.logprobs {
+        count("top_logprobs", req.top_logprobs, 0, 0, MAX_LOGPROBS)?
+    } else {
+        0
+    };
+    let engine_req = req
+        .common
+        .request(&st, ids, top, req.max_completion_tokens)?;
+    let c = &req.common;
+    let stream = c
+        .stream
+        .then(|| c.stream_options.as_ref().is_some_and(|o| o.include_usage));
+    reply::submit(&st, Shape::Chat, engine_req, req.logprobs, stream).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemma_turns_fold_the_system_message_into_the_first_user_turn() {
+        let msgs: Vec<(String, String)> = [
+            ("system", "Be brief."),
+            ("user", "Hi"),
+            ("assistant", "Hello!"),
+            ("user", "Why?"),
+        ]
+        .iter()
+        .map(|(r, c)| (r.to_string(), c.to_string()))
+        .collect();
+        assert_eq!(
+            gemma(&msgs),
+            "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n\
+             <start_of_turn>user\nWhy?<end_of_turn>\n<start_of_turn>model\n"
+        );
+    }
+}

@@ -1,0 +1,292 @@
+//! Turning one engine request's events into an OpenAI reply, for completions and chat alike:
+//! one JSON object, or an SSE stream of chunks ending in `data: [DONE]` (with a usage chunk
+//! first when `stream_options.include_usage` asks). `submit` waits for the first event, so a
+//! request the engine refuses is a plain HTTP error, never a broken stream. Dropping the stream
+//! (a disconnected client) drops the event receiver, which cancels the request in the engine.
+
+use crate::error::ApiError;
+use crate::AppState;
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use everett_engine::engine::{Event, Events, Task};
+use everett_engine::generate::{FinishReason, Request, TokenInfo};
+use everett_engine::tokenizer::Tokenizer;
+use futures_util::stream::{self, Stream};
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::Arc;
+
+/// Which OpenAI object the reply is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Completion,
+    Chat,
+}
+
+/// What every reply of one request repeats.
+pub struct Meta {
+    shape: Shape,
+    tok: Arc<Tokenizer>,
+    id: String,
+    model: String,
+    created: u64,
+    prompt_tokens: usize,
+    n: usize,
+    logprobs: bool,
+}
+
+/// Submits `req` and answers with its reply (streamed when `stream`).
+pub async fn submit(
+    st: &AppState,
+    shape: Shape,
+    req: Request,
+    logprobs: bool,
+    stream: Option<bool>,
+) -> Result<Response, ApiError> {
+    let (prompt_tokens, n) = (req.prompt_ids.len(), req.n);
+    let (id, mut events) = st.engine.submit(Task::Generate(req));
+    let prefix = if shape == Shape::Chat {
+        "chatcmpl"
+    } else {
+        "cmpl"
+    };
+    let meta = Meta {
+        shape,
+        tok: st.cfg.tokenizer.clone(),
+        id: format!("{prefix}-{id}"),
+        model: st.cfg.model_name.clone(),
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        prompt_tokens,
+        n,
+        logprobs,
+    };
+    // The first event says whether the engine took the request.
+    let first = match events.recv().await {
+        Some(Event::Error(e)) => return Err(e.into()),
+        Some(e) => e,
+        None => return Err(everett_engine::Error::ShuttingDown.into()),
+    };
+    Ok(match stream {
+        Some(include_usage) => stream_reply(meta, first, events, include_usage).into_response(),
+        None => axum::Json(collect(meta, first, events).await?).into_response(),
+    })
+}
+
+fn piece(tok: &Tokenizer, id: u32) -> String {
+    String::from_utf8_lossy(&tok.token_bytes(id)).into_owned()
+}
+
+/// The `logprobs` object of `tokens` (the first starting `offset` bytes into the choice's text).
+fn logprobs_json(m: &Meta, tokens: &[TokenInfo], offset: usize) -> Value {
+    if !m.logprobs {
+        return Value::Null;
+    }
+    let tok = &m.tok;
+    if m.shape == Shape::Chat {
+        let entry = |id: u32, lp: f32| {
+            let p = piece(tok, id);
+            json!({"token": p, "logprob": lp, "bytes": p.as_bytes()})
+        };
+        let content: Vec<Value> = tokens
+            .iter()
+            .map(|t| {
+                let mut e = entry(t.id, t.logprob);
+                e["top_logprobs"] = t.top.iter().map(|&(id, lp)| entry(id, lp)).collect();
+                e
+            })
+            .collect();
+        return json!({ "content": content });
+    }
+    let mut at = offset;
+    let mut offsets = Vec::new();
+    for t in tokens {
+        offsets.push(at);
+        at += t.text.len();
+    }
+    json!({
+        "tokens": tokens.iter().map(|t| piece(tok, t.id)).collect::<Vec<_>>(),
+        "token_logprobs": tokens.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+        "top_logprobs": tokens.iter().map(|t| {
+            t.top.iter().map(|&(id, lp)| (piece(tok, id), json!(lp))).collect::<serde_json::Map<_, _>>()
+        }).collect::<Vec<_>>(),
+        "text_offset": offsets,
+    })
+}
+
+fn usage(m: &Meta, completion: usize) -> Value {
+    json!({
+        "prompt_tokens": m.prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": m.prompt_tokens + completion,
+    })
+}
+
+/// One choice being assembled.
+#[derive(Default)]
+struct Choice {
+    text: String,
+    tokens: Vec<TokenInfo>,
+    finish: Option<FinishReason>,
+}
+
+async fn collect(m: Meta, first: Event, mut events: Events) -> Result<Value, ApiError> {
+    let mut choices: Vec<Choice> = (0..m.n).map(|_| Choice::default()).collect();
+    let mut next = Some(first);
+    while let Some(e) = next {
+        match e {
+            Event::Token { index, token } => {
+                choices[index].text.push_str(&token.text);
+                choices[index].tokens.push(token);
+            }
+            Event::Finished { index, reason } => choices[index].finish = Some(reason),
+            Event::Error(e) => return Err(e.into()),
+            _ => {}
+        }
+        next = events.recv().await;
+    }
+    let completion: usize = choices.iter().map(|c| c.tokens.len()).sum();
+    let choices: Vec<Value> = choices
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut v = json!({
+                "index": i,
+                "logprobs": logprobs_json(&m, &c.tokens, 0),
+                "finish_reason": c.finish.map(FinishReason::as_str),
+            });
+            match m.shape {
+                Shape::Completion => v["text"] = json!(c.text),
+                Shape::Chat => v["message"] = json!({"role": "assistant", "content": c.text}),
+            }
+            v
+        })
+        .collect();
+    let object = match m.shape {
+        Shape::Completion => "text_completion",
+        Shape::Chat => "chat.completion",
+    };
+    Ok(json!({
+        "id": m.id,
+        "object": object,
+        "created": m.created,
+        "model": m.model,
+        "choices": choices,
+        "usage": usage(&m, completion),
+    }))
+}
+
+/// Where a stream stands.
+enum Phase {
+    Events(Option<Event>),
+    Done,
+}
+
+struct Streaming {
+    m: Meta,
+    events: Events,
+    phase: Phase,
+    include_usage: bool,
+    /// Text bytes already sent per choice (for `text_offset`).
+    sent: Vec<usize>,
+    /// Whether a chat choice has named its role yet.
+    started: Vec<bool>,
+    completion: usize,
+}
+
+impl Streaming {
+    fn chunk(&self, choices: Value, usage: Option<Value>) -> SseEvent {
+        let object = match self.m.shape {
+            Shape::Completion => "text_completion",
+            Shape::Chat => "chat.completion.chunk",
+        };
+        let mut v = json!({
+            "id": self.m.id,
+            "object": object,
+            "created": self.m.created,
+            "model": self.m.model,
+            "choices": choices,
+        });
+        if let Some(u) = usage {
+            v["usage"] = u;
+        }
+        SseEvent::default().data(v.to_string())
+    }
+
+    /// One choice's piece of a chunk: new text and/or a finish reason.
+    fn choice(&self, index: usize, text: &str, logprobs: Value, finish: Option<&str>) -> Value {
+        let mut v = json!({"index": index, "logprobs": logprobs, "finish_reason": finish});
+        match self.m.shape {
+            Shape::Completion => v["text"] = json!(text),
+            Shape::Chat if finish.is_some() => v["delta"] = json!({}),
+            // The first piece of a chat choice names the role.
+            Shape::Chat if !self.started[index] => {
+                v["delta"] = json!({"role": "assistant", "content": text})
+            }
+            Shape::Chat => v["delta"] = json!({"content": text}),
+        }
+        v
+    }
+
+    async fn next(mut self) -> Option<(Result<SseEvent, Infallible>, Self)> {
+        let pending = match &mut self.phase {
+            Phase::Done => return None,
+            Phase::Events(p) => p.take(),
+        };
+        let next = match pending {
+            Some(e) => Some(e),
+            None => self.events.recv().await,
+        };
+        let out = match next {
+            Some(Event::Token { index, token }) => {
+                let lp = logprobs_json(&self.m, std::slice::from_ref(&token), self.sent[index]);
+                let c = self.choice(index, &token.text, lp, None);
+                self.sent[index] += token.text.len();
+                self.started[index] = true;
+                self.completion += 1;
+                self.chunk(json!([c]), None)
+            }
+            Some(Event::Finished { index, reason }) => {
+                let c = self.choice(index, "", Value::Null, Some(reason.as_str()));
+                self.chunk(json!([c]), None)
+            }
+            Some(Event::Error(e)) => {
+                self.phase = Phase::Done;
+                let e = ApiError::from(e);
+                let v = json!({"error": {"message": e.message, "type": e.kind}});
+                SseEvent::default().data(v.to_string())
+            }
+            Some(_) => SseEvent::default().comment("ignored"),
+            None if self.include_usage => {
+                // The usage chunk now, [DONE] on the next poll.
+                self.include_usage = false;
+                let u = usage(&self.m, self.completion);
+                self.chunk(json!([]), Some(u))
+            }
+            None => {
+                self.phase = Phase::Done;
+                SseEvent::default().data("[DONE]")
+            }
+        };
+        Some((Ok(out), self))
+    }
+}
+
+fn stream_reply(
+    m: Meta,
+    first: Event,
+    events: Events,
+    include_usage: bool,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let state = Streaming {
+        sent: vec![0; m.n],
+        started: vec![false; m.n],
+        m,
+        events,
+        phase: Phase::Events(Some(first)),
+        include_usage,
+        completion: 0,
+    };
+    Sse::new(stream::unfold(state, Streaming::next))
+}

@@ -1,0 +1,118 @@
+//! The request fields that completions and chat completions share, and their conversion into an
+//! engine `Request`: OpenAI's names and defaults (temperature 1, max_tokens 16), vLLM's
+//! extensions (`top_k`, `min_p`, `repetition_penalty`, `ignore_eos`), each range checked here or
+//! by the engine so that the error names the field.
+
+use crate::error::ApiError;
+use crate::AppState;
+use everett_engine::generate::{Request, MAX_SAMPLES};
+use everett_engine::sample::SamplingParams;
+use serde::Deserialize;
+
+/// Most alternatives per token that `logprobs` / `top_logprobs` may ask for.
+pub const MAX_LOGPROBS: i64 = 20;
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize, Default)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+#[derive(Deserialize)]
+pub struct Common {
+    pub model: Option<String>,
+    pub max_tokens: Option<i64>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub n: Option<i64>,
+    pub stop: Option<Stop>,
+    pub seed: Option<u64>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    #[serde(default)]
+    pub stream: bool,
+    pub stream_options: Option<StreamOptions>,
+    pub top_k: Option<i64>,
+    pub min_p: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    #[serde(default)]
+    pub ignore_eos: bool,
+}
+
+/// `v` (or `default`) when it lies in `lo..=hi`, else a 400 naming `param`.
+pub fn count(
+    param: &str,
+    v: Option<i64>,
+    default: i64,
+    lo: i64,
+    hi: i64,
+) -> Result<usize, ApiError> {
+    let v = v.unwrap_or(default);
+    if v < lo || v > hi {
+        return Err(ApiError::invalid(
+            param,
+            format!("`{param}` must be in {lo}..={hi}, got {v}"),
+        ));
+    }
+    Ok(v as usize)
+}
+
+impl Common {
+    /// A 404 unless `model` is absent or names the served model.
+    pub fn check_model(&self, st: &AppState) -> Result<(), ApiError> {
+        match &self.model {
+            Some(m) if *m != st.cfg.model_name => Err(ApiError::not_found(
+                "model",
+                format!(
+                    "the model `{m}` does not exist; this server serves `{}`",
+                    st.cfg.model_name
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The engine request for `prompt_ids`; `max_tokens` overrides the field of that name.
+    pub fn request(
+        &self,
+        st: &AppState,
+        prompt_ids: Vec<u32>,
+        top_logprobs: usize,
+        max_tokens: Option<i64>,
+    ) -> Result<Request, ApiError> {
+        let sampling = SamplingParams {
+            temperature: self.temperature.unwrap_or(1.0),
+            top_p: self.top_p.unwrap_or(1.0),
+            top_k: count("top_k", self.top_k.map(|k| k.max(0)), 0, 0, i64::MAX)?,
+            min_p: self.min_p.unwrap_or(0.0),
+            repeat_penalty: self.repetition_penalty.unwrap_or(1.0),
+            presence_penalty: self.presence_penalty.unwrap_or(0.0),
+            frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
+            seed: self.seed.unwrap_or(0),
+            top_logprobs,
+            ..SamplingParams::default()
+        };
+        let stop_strings = match &self.stop {
+            None => Vec::new(),
+            Some(Stop::One(s)) => vec![s.clone()],
+            Some(Stop::Many(v)) => v.clone(),
+        };
+        let ctx = st.cfg.context as i64;
+        Ok(Request {
+            prompt_ids,
+            sampling,
+            max_tokens: count("max_tokens", max_tokens.or(self.max_tokens), 16, 1, ctx)?,
+            stop_strings,
+            stop_ids: Vec::new(),
+            n: count("n", self.n, 1, 1, MAX_SAMPLES as i64)?,
+            ignore_eos: self.ignore_eos,
+        })
+    }
+}
