@@ -11,7 +11,7 @@ use crate::wire::{count, Common, MAX_LOGPROBS};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 
 /// How messages become a prompt.
@@ -160,14 +160,7 @@ fn flatten(msgs: &[Message]) -> Result<Vec<(String, String)>, ApiError> {
         .collect()
 }
 
-pub async fn create(State(st): State<AppState>, body: Bytes) -> Response {
-    match run(st, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn run(st: AppState, body: Bytes) -> Result<Response, ApiError> {
+pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let req: ChatRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::invalid(
             "body",
@@ -197,10 +190,7 @@ async fn run(st: AppState, body: Bytes) -> Result<Response, ApiError> {
     let engine_req = req
         .common
         .request(&st, ids, top, req.max_completion_tokens)?;
-    let c = &req.common;
-    let stream = c
-        .stream
-        .then(|| c.stream_options.as_ref().is_some_and(|o| o.include_usage));
+    let stream = req.common.stream_mode();
     reply::submit(&st, Shape::Chat, engine_req, req.logprobs, stream).await
 }
 

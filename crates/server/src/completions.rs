@@ -7,7 +7,7 @@ use crate::wire::{count, Common, MAX_LOGPROBS};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use everett_engine::generate::Request;
 use serde::Deserialize;
 
@@ -45,14 +45,7 @@ impl CompletionRequest {
     }
 }
 
-pub async fn create(State(st): State<AppState>, body: Bytes) -> Response {
-    match run(st, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn run(st: AppState, body: Bytes) -> Result<Response, ApiError> {
+pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let req: CompletionRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::invalid(
             "body",
@@ -60,10 +53,7 @@ async fn run(st: AppState, body: Bytes) -> Result<Response, ApiError> {
         )
     })?;
     let engine_req = req.to_request(&st)?;
-    let c = &req.common;
-    let stream = c
-        .stream
-        .then(|| c.stream_options.as_ref().is_some_and(|o| o.include_usage));
+    let stream = req.common.stream_mode();
     reply::submit(
         &st,
         Shape::Completion,

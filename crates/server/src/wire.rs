@@ -65,6 +65,15 @@ pub fn count(
 }
 
 impl Common {
+    /// `None` for one JSON reply; `Some(include_usage)` for a stream.
+    pub fn stream_mode(&self) -> Option<bool> {
+        let usage = self
+            .stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage);
+        self.stream.then_some(usage)
+    }
+
     /// A 404 unless `model` is absent or names the served model.
     pub fn check_model(&self, st: &AppState) -> Result<(), ApiError> {
         match &self.model {
