@@ -2,12 +2,13 @@
 //! `EngineHandle` (channels to the engine thread, which owns the model and the KV cache) and a
 //! shared read-only tokenizer; they never lock anything. `router` is the whole server;
 //! `everett serve` binds it. So far: `/health`, `/v1/models`, `/v1/completions` and
-//! `/v1/chat/completions` (JSON and SSE), `/tokenize`, `/detokenize`. With an API key set, every route but `/health` wants
+//! `/v1/chat/completions` (JSON and SSE), `/tokenize`, `/detokenize`, `/metrics`. With an API key set, every route but `/health` wants
 //! `Authorization: Bearer KEY` (401 otherwise); bodies over `BODY_LIMIT` get 413.
 
 mod chat;
 mod completions;
 pub mod error;
+mod metrics;
 mod reply;
 mod tokens;
 mod wire;
@@ -22,6 +23,7 @@ pub use chat::ChatTemplate;
 use error::ApiError;
 use everett_engine::engine::handle::EngineHandle;
 use everett_engine::tokenizer::Tokenizer;
+use metrics::Metrics;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -45,6 +47,7 @@ pub struct ServerConfig {
 pub(crate) struct AppState {
     pub engine: EngineHandle,
     pub cfg: Arc<ServerConfig>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The whole HTTP API over one engine.
@@ -52,11 +55,13 @@ pub fn router(engine: EngineHandle, cfg: ServerConfig) -> Router {
     let state = AppState {
         engine,
         cfg: Arc::new(cfg),
+        metrics: Arc::new(Metrics::default()),
     };
     let guarded = Router::new()
         .route("/v1/models", get(models))
         .route("/v1/completions", post(completions::create))
         .route("/v1/chat/completions", post(chat::create))
+        .route("/metrics", get(metrics))
         .route("/tokenize", post(tokens::tokenize))
         .route("/detokenize", post(tokens::detokenize))
         .layer(middleware::from_fn_with_state(state.clone(), authorize));
@@ -91,6 +96,15 @@ async fn authorize(State(st): State<AppState>, req: Request, next: Next) -> Resp
 
 async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
+}
+
+/// The Prometheus exposition; asking the engine thread waits for its step, so off the runtime.
+async fn metrics(State(st): State<AppState>) -> Result<String, ApiError> {
+    let engine = st.engine.clone();
+    let stats = tokio::task::spawn_blocking(move || engine.stats())
+        .await
+        .map_err(|e| ApiError::from(everett_engine::Error::Internal(e.to_string())))??;
+    Ok(st.metrics.render(&stats))
 }
 
 async fn models(State(st): State<AppState>) -> Json<Value> {

@@ -5,6 +5,7 @@
 //! (a disconnected client) drops the event receiver, which cancels the request in the engine.
 
 use crate::error::ApiError;
+use crate::metrics::{Metrics, Outcome};
 use crate::AppState;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +16,7 @@ use futures_util::stream::{self, Stream};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Which OpenAI object the reply is.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -26,6 +28,8 @@ pub enum Shape {
 /// What every reply of one request repeats.
 pub struct Meta {
     shape: Shape,
+    metrics: Arc<Metrics>,
+    start: Instant,
     tok: Arc<Tokenizer>,
     id: String,
     model: String,
@@ -44,6 +48,7 @@ pub async fn submit(
     stream: Option<bool>,
 ) -> Result<Response, ApiError> {
     let (prompt_tokens, n) = (req.prompt_ids.len(), req.n);
+    let start = Instant::now();
     let (id, mut events) = st.engine.submit(Task::Generate(req));
     let prefix = if shape == Shape::Chat {
         "chatcmpl"
@@ -52,6 +57,8 @@ pub async fn submit(
     };
     let meta = Meta {
         shape,
+        metrics: st.metrics.clone(),
+        start,
         tok: st.cfg.tokenizer.clone(),
         id: format!("{prefix}-{id}"),
         model: st.cfg.model_name.clone(),
@@ -134,9 +141,11 @@ struct Choice {
 async fn collect(m: Meta, first: Event, mut events: Events) -> Result<Value, ApiError> {
     let mut choices: Vec<Choice> = (0..m.n).map(|_| Choice::default()).collect();
     let mut next = Some(first);
+    let mut first_at = None;
     while let Some(e) = next {
         match e {
             Event::Token { index, token } => {
+                first_at.get_or_insert_with(|| m.start.elapsed().as_secs_f64());
                 choices[index].text.push_str(&token.text);
                 choices[index].tokens.push(token);
             }
@@ -147,6 +156,17 @@ async fn collect(m: Meta, first: Event, mut events: Events) -> Result<Value, Api
         next = events.recv().await;
     }
     let completion: usize = choices.iter().map(|c| c.tokens.len()).sum();
+    let reasons: Vec<&str> = choices
+        .iter()
+        .map(|c| c.finish.map_or("abort", FinishReason::as_str))
+        .collect();
+    m.metrics.record(&Outcome {
+        prompt_tokens: m.prompt_tokens,
+        generated: completion,
+        ttft: first_at,
+        e2e: m.start.elapsed().as_secs_f64(),
+        reasons: &reasons,
+    });
     let choices: Vec<Value> = choices
         .iter()
         .enumerate()
@@ -193,6 +213,33 @@ struct Streaming {
     /// Whether a chat choice has named its role yet.
     started: Vec<bool>,
     completion: usize,
+    first_at: Option<f64>,
+    /// Each choice's finish reason once it came.
+    reasons: Vec<Option<&'static str>>,
+    recorded: bool,
+}
+
+impl Streaming {
+    /// Records the request in the metrics once: at its end, or when the client went away.
+    fn record(&mut self) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
+        let reasons: Vec<&str> = self.reasons.iter().map(|r| r.unwrap_or("abort")).collect();
+        self.m.metrics.record(&Outcome {
+            prompt_tokens: self.m.prompt_tokens,
+            generated: self.completion,
+            ttft: self.first_at,
+            e2e: self.m.start.elapsed().as_secs_f64(),
+            reasons: &reasons,
+        });
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.record();
+    }
 }
 
 impl Streaming {
@@ -245,9 +292,13 @@ impl Streaming {
                 self.sent[index] += token.text.len();
                 self.started[index] = true;
                 self.completion += 1;
+                let start = self.m.start;
+                self.first_at
+                    .get_or_insert_with(|| start.elapsed().as_secs_f64());
                 self.chunk(json!([c]), None)
             }
             Some(Event::Finished { index, reason }) => {
+                self.reasons[index] = Some(reason.as_str());
                 let c = self.choice(index, "", Value::Null, Some(reason.as_str()));
                 self.chunk(json!([c]), None)
             }
@@ -258,15 +309,17 @@ impl Streaming {
                 SseEvent::default().data(v.to_string())
             }
             Some(_) => SseEvent::default().comment("ignored"),
-            None if self.include_usage => {
-                // The usage chunk now, [DONE] on the next poll.
-                self.include_usage = false;
-                let u = usage(&self.m, self.completion);
-                self.chunk(json!([]), Some(u))
-            }
             None => {
-                self.phase = Phase::Done;
-                SseEvent::default().data("[DONE]")
+                self.record();
+                if self.include_usage {
+                    // The usage chunk now, [DONE] on the next poll.
+                    self.include_usage = false;
+                    let u = usage(&self.m, self.completion);
+                    self.chunk(json!([]), Some(u))
+                } else {
+                    self.phase = Phase::Done;
+                    SseEvent::default().data("[DONE]")
+                }
             }
         };
         Some((Ok(out), self))
@@ -282,6 +335,9 @@ fn stream_reply(
     let state = Streaming {
         sent: vec![0; m.n],
         started: vec![false; m.n],
+        reasons: vec![None; m.n],
+        first_at: None,
+        recorded: false,
         m,
         events,
         phase: Phase::Events(Some(first)),

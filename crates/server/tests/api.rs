@@ -354,3 +354,36 @@ async fn chat_completions_render_the_template_and_answer_as_the_assistant() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_requests_tokens_and_the_kv_cache() {
+    let app = app();
+    let req = json!({"prompt": [2, 40, 41], "max_tokens": 3, "n": 2, "ignore_eos": true});
+    let (s, _) = call(&app, "POST", "/v1/completions", Some(req.clone())).await;
+    assert_eq!(s, StatusCode::OK);
+    let mut sreq = req;
+    sreq["stream"] = json!(true);
+    let (s, _) = call(&app, "POST", "/v1/completions", Some(sreq)).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, text) = call(&app, "GET", "/metrics", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let value = |name: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b' '))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"));
+        line[name.len()..].trim().parse().unwrap()
+    };
+    assert_eq!(
+        value("everett_requests_finished_total{reason=\"length\"}"),
+        4.0
+    );
+    assert_eq!(value("everett_generation_tokens_total"), 12.0);
+    assert_eq!(value("everett_prompt_tokens_total"), 6.0);
+    assert_eq!(value("everett_time_to_first_token_seconds_count"), 2.0);
+    assert_eq!(value("everett_e2e_request_latency_seconds_count"), 2.0);
+    assert_eq!(value("everett_requests_running"), 0.0);
+    assert_eq!(value("everett_kv_usage_ratio"), 0.0);
+    // The second request's prompt was cached by the first.
+    assert!(value("everett_prefix_cache_query_tokens_total") >= 6.0);
+}
