@@ -47,6 +47,7 @@ fn engine<'a>(m: &'a mut Model, tok: &'a Tokenizer, tokens: usize, seqs: usize) 
             max_batch_tokens: tokens,
             max_seqs: seqs,
             max_logit_rows: seqs,
+            ..SchedulerConfig::default()
         },
     };
     Engine::new(m, tok, cfg)

@@ -181,6 +181,7 @@ fn static_batches(m: &mut Model, tok: &Tokenizer, work: &[Work]) -> Result<Value
                 max_batch_tokens: tokens,
                 max_seqs: SEQS,
                 max_logit_rows: SEQS,
+                ..SchedulerConfig::default()
             },
         };
         let mut e = Engine::new(&mut *m, tok, cfg);

@@ -30,6 +30,9 @@ pub struct ServeArgs {
     /// Running sequences at most.
     #[arg(long, default_value_t = 64)]
     max_running: usize,
+    /// Requests waiting for admission before new ones get 429.
+    #[arg(long, default_value_t = 1024)]
+    max_waiting: usize,
     /// KV cache capacity in tokens.
     #[arg(long, default_value_t = 16_384)]
     kv_tokens: usize,
@@ -55,6 +58,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         kv_tokens: a.kv_tokens,
         scheduler: SchedulerConfig {
             max_seqs: a.max_running,
+            max_waiting: a.max_waiting,
             ..SchedulerConfig::default()
         },
     };

@@ -38,6 +38,9 @@ pub enum Error {
     /// The request was cancelled by `abort` before it finished.
     #[error("request {0} was aborted")]
     Aborted(u64),
+    /// Too many requests are already waiting; try again later.
+    #[error("the waiting queue is full ({0} requests)")]
+    QueueFull(usize),
     /// The engine stopped admitting work, or stopped.
     #[error("the engine is shutting down")]
     ShuttingDown,

@@ -101,6 +101,7 @@ fn alone_and_crowded(
             max_batch_tokens: c.budget,
             max_seqs: 32,
             max_logit_rows: 64,
+            ..SchedulerConfig::default()
         },
     };
     let mut e = Engine::new(&mut *m, tok, cfg);

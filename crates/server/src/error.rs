@@ -2,7 +2,7 @@
 //! errors map onto HTTP statuses: the client's mistakes are 4xx and name the field; the engine's
 //! own failures are 5xx and say nothing of its internals.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use everett_engine::Error;
 use serde_json::json;
@@ -53,6 +53,11 @@ impl From<Error> for ApiError {
                 "unavailable",
                 e.to_string(),
             ),
+            Error::QueueFull(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                e.to_string(),
+            ),
             _ => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
@@ -76,6 +81,27 @@ impl IntoResponse for ApiError {
             "param": self.param,
             "code": null,
         }});
-        (self.status, axum::Json(body)).into_response()
+        let mut r = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            // A waiting request is usually admitted within seconds.
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_is_429_with_retry_after() {
+        let r = ApiError::from(Error::QueueFull(7)).into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        let r = ApiError::from(Error::Internal("secret detail".into()));
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!r.message.contains("secret"), "internals do not leak");
     }
 }

@@ -200,6 +200,9 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
         if !self.accepting {
             return Err(Error::ShuttingDown);
         }
+        if self.scheduler.waiting() >= self.scheduler.cfg.max_waiting {
+            return Err(Error::QueueFull(self.scheduler.waiting()));
+        }
         if self.reqs.contains_key(&id) {
             return Err(Error::Internal(format!("request id {id} issued twice")));
         }

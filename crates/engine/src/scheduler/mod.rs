@@ -43,6 +43,8 @@ pub struct SchedulerConfig {
     pub max_seqs: usize,
     /// Logit rows per forward pass.
     pub max_logit_rows: usize,
+    /// Requests waiting for admission before new ones are turned away (`Error::QueueFull`).
+    pub max_waiting: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -51,6 +53,7 @@ impl Default for SchedulerConfig {
             max_batch_tokens: 512,
             max_seqs: 64,
             max_logit_rows: 256,
+            max_waiting: 1024,
         }
     }
 }

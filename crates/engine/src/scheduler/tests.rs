@@ -151,6 +151,7 @@ fn cfg(tokens: usize, seqs: usize) -> SchedulerConfig {
         max_batch_tokens: tokens,
         max_seqs: seqs,
         max_logit_rows: 64,
+        ..SchedulerConfig::default()
     }
 }
 
@@ -455,6 +456,30 @@ fn bad_input_is_refused_and_nan_logits_fail_no_one_else() {
         let t = tokens(s).unwrap();
         assert!(!t.is_empty() && t.len() <= 5);
         assert!(t.iter().all(|&id| (id as usize) < VOCAB));
+    }
+    assert_empty(&mut e);
+}
+
+#[test]
+fn a_full_waiting_queue_turns_new_requests_away_until_it_drains() {
+    let tok = tokenizer();
+    let mut e = engine(
+        &tok,
+        1024,
+        SchedulerConfig {
+            max_waiting: 2,
+            ..cfg(64, 8)
+        },
+    );
+    let (_, mut a) = e.submit(gen(prompt(8, 1), 3)).unwrap();
+    let (_, mut b) = e.submit(gen(prompt(8, 2), 3)).unwrap();
+    let err = e.submit(gen(prompt(8, 3), 3)).unwrap_err();
+    assert!(matches!(err, Error::QueueFull(2)), "{err}");
+    e.step().unwrap(); // both admitted: the queue has room again
+    let (_, mut c) = e.submit(gen(prompt(8, 3), 3)).unwrap();
+    e.run_until_idle().unwrap();
+    for (s, salt) in [(&mut a, 1), (&mut b, 2), (&mut c, 3)] {
+        assert_eq!(tokens(s).unwrap(), expected(&prompt(8, salt), 3));
     }
     assert_empty(&mut e);
 }
