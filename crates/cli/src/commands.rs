@@ -4,7 +4,7 @@ use crate::pull::resolve;
 use crate::{Common, GenerateArgs};
 use anyhow::{bail, Context, Result};
 use everett_engine::engine::{Engine, EngineConfig, Event, ScoreRequest, Task};
-use everett_engine::generate::{generate_batch, Output, Request};
+use everett_engine::generate::{generate_batch, kv_tokens_for, Output, Request};
 use everett_engine::gguf::GgufFile;
 use everett_engine::model::Model;
 use everett_engine::sample::SamplingParams;
@@ -115,7 +115,7 @@ pub fn generate(common: &Common, a: &GenerateArgs) -> Result<()> {
     // One prompt, streamed as it is produced.
     let req = reqs.into_iter().next().expect("one request");
     let cfg = EngineConfig {
-        kv_tokens: req.prompt_ids.len() + req.max_tokens + 1,
+        kv_tokens: kv_tokens_for(std::slice::from_ref(&req), model.config.context_length),
         ..EngineConfig::for_seqs(1)
     };
     let mut engine = Engine::new(&mut model, &tok, cfg);

@@ -44,6 +44,15 @@ impl Request {
         }
     }
 
+    /// Most tokens the request's sequences hold together: the prompt once, shared by the
+    /// samples, and each sample's own tokens plus the partial block its fork copies.
+    pub fn max_tokens_held(&self) -> usize {
+        // Saturating: an absurd `max_tokens` must reach validation, not overflow here.
+        let own = self.max_tokens.saturating_add(KV_BLOCK_SIZE);
+        let first = self.prompt_ids.len().saturating_add(self.max_tokens);
+        first.saturating_add(self.n.saturating_sub(1).saturating_mul(own))
+    }
+
     /// Checks everything that does not depend on the model.
     pub fn validate(&self) -> Result<()> {
         self.sampling.validate()?;
@@ -188,24 +197,16 @@ impl GeneratePolicy {
             let Read::Sample(choices) = read else {
                 continue;
             };
-            // Samples 1.. fork sequence `s` (the prompt) before sample 0 extends it.
-            let mut choices: Vec<(usize, Choice, Rng)> = choices
-                .into_iter()
-                .enumerate()
-                .map(|(k, (c, r))| (k, c, r))
-                .collect();
-            if choices.len() > 1 {
-                choices.rotate_left(1);
+            // Every fork of the prompt is made before sample 0 extends it and before any
+            // sample can finish (a finished sequence's slot would be reused by the next fork).
+            let mut picks = Vec::with_capacity(choices.len());
+            for (k, (choice, rng)) in choices.into_iter().enumerate() {
+                let i = if k == 0 { s } else { ctx.fork(s, choice.id) };
+                debug_assert!(k == 0 || i == k, "sample k runs on sequence k");
+                picks.push((i, choice, rng));
             }
-            for (k, choice, rng) in choices {
-                let i = if k > 0 {
-                    let seq = ctx.fork(s, choice.id);
-                    debug_assert_eq!(seq, k, "sample k runs on sequence k");
-                    k
-                } else {
-                    ctx.seqs[s].ids.push(choice.id);
-                    s
-                };
+            ctx.seqs[s].ids.push(picks[0].1.id);
+            for (i, choice, rng) in picks {
                 self.samples[i].rng = rng;
                 self.emit(ctx, i, choice);
             }
@@ -250,12 +251,6 @@ impl GeneratePolicy {
     pub fn is_done(&self) -> bool {
         self.samples.iter().all(|s| s.finished)
     }
-
-    /// Most tokens the request's sequences hold together (prompt shared by the samples).
-    pub fn max_tokens_held(&self) -> usize {
-        let own = self.req.max_tokens + KV_BLOCK_SIZE;
-        self.req.prompt_ids.len() + self.req.max_tokens + (self.req.n - 1) * own
-    }
 }
 
 /// Applies stop strings to newly decoded text: returns what may be shown now and keeps in
@@ -295,6 +290,19 @@ pub(crate) fn release_text(
     pending
 }
 
+/// KV tokens that let `reqs` all run at once without preemption. Each request counts at most
+/// what it could hold within the model's `context`, so an absurd `max_tokens` reaches the
+/// engine's validation (a `TooLarge` error) instead of sizing a cache that cannot be allocated.
+pub fn kv_tokens_for(reqs: &[Request], context: usize) -> usize {
+    let per = |r: &Request| {
+        let cap = r.n.saturating_mul(context.saturating_add(KV_BLOCK_SIZE));
+        r.max_tokens_held().min(cap).saturating_add(1)
+    };
+    reqs.iter()
+        .fold(0usize, |acc, r| acc.saturating_add(per(r)))
+        .max(1)
+}
+
 /// Runs every request to completion on one engine; outputs in input order, one per sample
 /// (request 0's samples first). The KV cache is sized so that nothing is preempted.
 pub fn generate_batch(
@@ -302,13 +310,9 @@ pub fn generate_batch(
     tok: &Tokenizer,
     reqs: Vec<Request>,
 ) -> Result<Vec<Output>> {
-    let capacity: usize = reqs
-        .iter()
-        .map(|r| GeneratePolicy::new(r.clone()).max_tokens_held() + 1)
-        .sum();
     let seqs: usize = reqs.iter().map(|r| r.n).sum();
     let cfg = EngineConfig {
-        kv_tokens: capacity.max(1),
+        kv_tokens: kv_tokens_for(&reqs, model.config.context_length),
         ..EngineConfig::for_seqs(seqs.max(1))
     };
     let mut engine = Engine::new(model, tok, cfg);

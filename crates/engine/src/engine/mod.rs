@@ -183,10 +183,6 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
         self.kv.idle_blocks()
     }
 
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tok
-    }
-
     /// Validates `task` and queues it; returns its id and event stream.
     pub fn submit(&mut self, task: Task) -> Result<(RequestId, Events)> {
         let id = RequestId(self.next_id.fetch_add(1, Ordering::Relaxed));
@@ -324,13 +320,7 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
             return Err(e);
         }
         let reads = self.read(&plan);
-        self.update(&plan, reads, &mut finished);
-        let mut ran: Vec<RequestId> = Vec::new();
-        for r in &plan.runs {
-            if !ran.contains(&r.req) {
-                ran.push(r.req);
-            }
-        }
+        let ran = self.update(&plan, reads, &mut finished);
         Ok(StepReport {
             tokens: plan.tokens,
             logit_rows: plan.logit_rows,
@@ -428,8 +418,14 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
             .collect()
     }
 
-    /// Hands each request that ran its reads; ends the requests that are done.
-    fn update(&mut self, plan: &SchedulerOutput, reads: Vec<Read>, finished: &mut Vec<RequestId>) {
+    /// Hands each request that ran its reads; ends the requests that are done. Returns the
+    /// requests that ran, in batch order.
+    fn update(
+        &mut self,
+        plan: &SchedulerOutput,
+        reads: Vec<Read>,
+        finished: &mut Vec<RequestId>,
+    ) -> Vec<RequestId> {
         // Per request that ran: (id, token rows run, its reads in batch order).
         type Share = (RequestId, usize, Vec<(usize, Read)>);
         let mut per_req: Vec<Share> = Vec::new();
@@ -448,6 +444,7 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
                 None => per_req.push((r.req, r.len, mine)),
             }
         }
+        let ran = per_req.iter().map(|p| p.0).collect();
         for (id, tokens_run, reads) in per_req {
             let Some(req) = self.reqs.get_mut(&id) else {
                 continue;
@@ -465,19 +462,16 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
                 finished.push(id);
             }
         }
+        ran
     }
 
     /// Removes a request, frees its KV and, with `err`, tells its stream why.
     fn end(&mut self, id: RequestId, err: Option<Error>) {
-        let Some(req) = self.reqs.remove(&id) else {
+        let Some(mut req) = self.reqs.remove(&id) else {
             return;
         };
         self.scheduler.remove(id);
-        for s in &req.seqs {
-            if let Some(h) = s.kv {
-                self.kv.free(h);
-            }
-        }
+        req.release(&mut self.kv);
         if let Some(e) = err {
             req.send(Event::Error(e));
         }

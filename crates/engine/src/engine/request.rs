@@ -113,6 +113,16 @@ impl Req {
         self.seqs.iter().filter(|s| !s.done).count()
     }
 
+    /// Frees every sequence's KV; their tokens stay, to be recomputed if the request runs again.
+    pub fn release(&mut self, kv: &mut crate::kv::KvCache) {
+        for seq in &mut self.seqs {
+            if let Some(h) = seq.kv.take() {
+                kv.free(h);
+            }
+            seq.cached = 0;
+        }
+    }
+
     /// Sends an event; a closed stream is noticed at the next step (`Engine::reap`).
     pub fn send(&self, e: Event) {
         let _ = self.events.send(e);

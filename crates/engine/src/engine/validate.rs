@@ -5,8 +5,7 @@
 
 use super::request::{ExploreRequest, ScoreRequest};
 use crate::error::{Error, Result};
-use crate::generate::{GeneratePolicy, Request};
-use crate::model::KV_BLOCK_SIZE;
+use crate::generate::Request;
 
 pub(super) struct Limits {
     pub vocab: usize,
@@ -62,7 +61,7 @@ impl Limits {
                 format!("{bad} is outside the vocabulary of {} tokens", self.vocab),
             ));
         }
-        self.kv(GeneratePolicy::new(r.clone()).max_tokens_held())
+        self.kv(r.max_tokens_held())
     }
 
     pub fn score(&self, r: &ScoreRequest) -> Result<()> {
@@ -82,15 +81,6 @@ impl Limits {
         p.validate()?;
         self.prompt("prompt", &r.prompt_ids)?;
         self.context("prompt", r.prompt_ids.len(), p.steps, "steps")?;
-        let bs = KV_BLOCK_SIZE;
-        let max_len = r.prompt_ids.len() + p.steps;
-        // Shared: the prompt once plus each live path's own blocks (one copied partial block).
-        // Unshared: every live path holds its whole sequence.
-        let need = if p.no_share {
-            p.width * (max_len + bs)
-        } else {
-            max_len + bs + p.width * (p.steps + 2 * bs)
-        };
-        self.kv(need)
+        self.kv(crate::superposition::search::kv_tokens(r))
     }
 }

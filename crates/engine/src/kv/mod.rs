@@ -58,10 +58,9 @@ struct Group {
 
 #[derive(Clone)]
 struct Seq {
-    len: usize,
     /// Per group: block ids in position order; `DROPPED` for blocks behind the window.
     tables: Vec<Vec<BlockId>>,
-    /// The tokens written so far (`len` of them) and the hash of each full block.
+    /// The tokens written so far (the sequence's length) and the hash of each full block.
     tokens: Vec<u32>,
     hashes: Vec<u64>,
     /// Whether its full blocks are offered to the prefix cache.
@@ -79,6 +78,31 @@ pub struct KvConfig {
     pub dtype: KvType,
 }
 
+impl KvConfig {
+    /// Blocks in each group's pool. A whole prompt is written before the window drops
+    /// anything, so sliding groups get the same capacity as global ones; dropping frees their
+    /// blocks for other sequences.
+    fn blocks_per_group(&self) -> Option<usize> {
+        self.capacity_tokens
+            .div_ceil(self.block_size)
+            .checked_add(self.max_seqs)
+    }
+
+    /// Bytes of keys and values the cache will allocate; `None` when that overflows.
+    pub fn bytes(&self) -> Option<usize> {
+        let per_value = match self.dtype {
+            KvType::F16 => 2,
+            KvType::F32 => 4,
+        };
+        let per_layer = self
+            .blocks_per_group()?
+            .checked_mul(self.block_size)?
+            .checked_mul(self.row)?
+            .checked_mul(2 * per_value)?;
+        per_layer.checked_mul(self.layer_windows.len())
+    }
+}
+
 pub struct KvCache {
     block_size: usize,
     row: usize,
@@ -89,7 +113,15 @@ pub struct KvCache {
     prefix: PrefixIndex,
 }
 
+impl Seq {
+    fn len(&self) -> usize {
+        self.tokens.len()
+    }
+}
+
 impl KvCache {
+    /// Allocates the cache; `cfg.bytes()` tells beforehand how much (callers taking sizes from
+    /// users check it: an absurd size must be an error, not an allocation failure).
     pub fn new(cfg: &KvConfig) -> Self {
         let mut windows: Vec<Option<usize>> = Vec::new();
         let mut layer_slot = Vec::new();
@@ -108,9 +140,9 @@ impl KvCache {
             .iter()
             .zip(&counts)
             .map(|(w, &layers)| {
-                // A whole prompt is written before the window drops anything, so sliding groups
-                // get the same capacity; dropping frees their blocks for other sequences.
-                let blocks = cfg.capacity_tokens.div_ceil(bs) + cfg.max_seqs;
+                let blocks = cfg
+                    .blocks_per_group()
+                    .expect("a cache size that `bytes` accepts");
                 let floats = blocks * layers * bs * cfg.row;
                 Group {
                     window: *w,
@@ -138,7 +170,6 @@ impl KvCache {
     /// An empty sequence whose full blocks will be offered to the prefix cache.
     pub fn new_seq(&mut self) -> SeqId {
         self.insert_seq(Seq {
-            len: 0,
             tables: vec![Vec::new(); self.groups.len()],
             tokens: Vec::new(),
             hashes: Vec::new(),
@@ -190,7 +221,6 @@ impl KvCache {
         self.prefix.stats.queried_tokens += prompt.len() as u64;
         self.prefix.stats.hit_tokens += hit as u64;
         let id = self.insert_seq(Seq {
-            len: hit,
             tables,
             tokens: prompt[..hit].to_vec(),
             hashes: hashes[..hit / bs].to_vec(),
@@ -260,7 +290,7 @@ impl KvCache {
     }
 
     pub fn len(&self, id: SeqId) -> usize {
-        self.seq(id).len
+        self.seq(id).len()
     }
 
     /// Positions of `id` that have blocks (written or reserved).
@@ -304,17 +334,12 @@ impl KvCache {
             .unwrap_or(0)
     }
 
-    /// Layer groups (pools) in the cache.
-    pub fn groups(&self) -> usize {
-        self.groups.len()
-    }
-
     /// Blocks that `reserve(id, n)` would take from each group's pool.
     fn blocks_needed(&self, id: SeqId, n: usize) -> Vec<usize> {
         let seq = self.seq(id);
         let bs = self.block_size;
         let have = seq.tables[0].len();
-        let need_total = (seq.len + n).div_ceil(bs);
+        let need_total = (seq.len() + n).div_ceil(bs);
         let fresh = need_total.saturating_sub(have);
         self.groups
             .iter()
@@ -322,7 +347,7 @@ impl KvCache {
             .map(|(g, grp)| {
                 let t = &seq.tables[g];
                 // Writing into a shared partial block copies it.
-                let cow = n > 0 && !seq.len.is_multiple_of(bs) && grp.shared(t[seq.len / bs]);
+                let cow = n > 0 && !seq.len().is_multiple_of(bs) && grp.shared(t[seq.len() / bs]);
                 fresh + usize::from(cow)
             })
             .collect()
@@ -341,11 +366,12 @@ impl KvCache {
         }
         let bs = self.block_size;
         let mut seq = self.seqs[id].take().expect("unknown sequence id");
+        let len = seq.len();
         let index = &mut self.prefix;
         for (g, grp) in self.groups.iter_mut().enumerate() {
             let t = &mut seq.tables[g];
-            if n > 0 && !seq.len.is_multiple_of(bs) {
-                let at = seq.len / bs;
+            if n > 0 && !len.is_multiple_of(bs) {
+                let at = len / bs;
                 if grp.shared(t[at]) {
                     let fresh = grp.alloc(index, g);
                     grp.copy_block(t[at], fresh, bs * self.row);
@@ -353,7 +379,7 @@ impl KvCache {
                     t[at] = fresh;
                 }
             }
-            while t.len() < (seq.len + n).div_ceil(bs) {
+            while t.len() < (len + n).div_ceil(bs) {
                 t.push(grp.alloc(index, g));
             }
         }
@@ -368,8 +394,7 @@ impl KvCache {
         let bs = self.block_size;
         let seq = self.seqs[id].as_mut().expect("unknown sequence id");
         seq.tokens.extend_from_slice(tokens);
-        seq.len += tokens.len();
-        let len = seq.len;
+        let len = seq.len();
         while seq.hashes.len() < len / bs {
             let b = seq.hashes.len();
             let parent = seq.hashes.last().copied().unwrap_or(ROOT);
@@ -440,20 +465,6 @@ impl KvCache {
         all.sort_unstable();
         all.dedup();
         (all.len(), refs)
-    }
-
-    /// Whether `id` names a live sequence.
-    pub fn contains(&self, id: SeqId) -> bool {
-        matches!(self.seqs.get(id), Some(Some(_)))
-    }
-
-    /// Blocks the live sequences would hold if nothing were shared.
-    pub fn unshared_blocks(&self) -> usize {
-        self.seqs
-            .iter()
-            .flatten()
-            .map(|s| s.tables.iter().flatten().filter(|&&b| b != DROPPED).count())
-            .sum()
     }
 
     /// Stores the key and value rows of position `pos` of `id` for `layer` (a reserved block).

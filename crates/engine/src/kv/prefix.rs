@@ -85,13 +85,4 @@ impl PrefixIndex {
             }
         }
     }
-
-    /// Entries with at least one block.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
 }

@@ -138,10 +138,6 @@ impl Scheduler {
         &self.running
     }
 
-    pub fn is_idle(&self) -> bool {
-        self.waiting.is_empty() && self.running.is_empty()
-    }
-
     /// Plans the next step: reserves KV for every scheduled token (preempting when needed)
     /// and advances each scheduled sequence's `cached` count.
     pub(crate) fn schedule(
@@ -251,12 +247,7 @@ impl Scheduler {
         kv: &mut KvCache,
     ) {
         self.running.retain(|&r| r != id);
-        for seq in &mut reqs.get_mut(&id).expect("known request").seqs {
-            if let Some(h) = seq.kv.take() {
-                kv.free(h);
-            }
-            seq.cached = 0;
-        }
+        reqs.get_mut(&id).expect("known request").release(kv);
     }
 
     /// Admits waiting requests in order while they fit.
@@ -287,14 +278,9 @@ impl Scheduler {
                 .iter()
                 .filter_map(|s| Some(kv.blocks_for(s.kv?, s.pending())))
                 .sum();
-            let spare = kv.capacity_blocks() / kv.groups() / 100;
+            let spare = kv.capacity_tokens() / kv.block_size() / 100;
             if !self.running.is_empty() && need + spare > kv.available_blocks() {
-                for seq in &mut req.seqs {
-                    if let Some(h) = seq.kv.take() {
-                        kv.free(h);
-                    }
-                    seq.cached = 0;
-                }
+                req.release(kv);
                 return;
             }
             for s in 0..req.seqs.len() {

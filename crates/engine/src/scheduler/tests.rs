@@ -9,7 +9,7 @@ use crate::batch::Batch;
 use crate::engine::request::{Event, Events, Task};
 use crate::engine::{Engine, EngineConfig, Runner, ScoreRequest};
 use crate::error::{Error, Result};
-use crate::generate::Request;
+use crate::generate::{FinishReason, Request};
 use crate::gguf::GgufFile;
 use crate::kernels::heads::KvRows;
 use crate::kernels::pool::ThreadPool;
@@ -480,6 +480,62 @@ fn a_full_waiting_queue_turns_new_requests_away_until_it_drains() {
     e.run_until_idle().unwrap();
     for (s, salt) in [(&mut a, 1), (&mut b, 2), (&mut c, 3)] {
         assert_eq!(tokens(s).unwrap(), expected(&prompt(8, salt), 3));
+    }
+    assert_empty(&mut e);
+}
+
+#[test]
+fn samples_that_stop_at_once_do_not_disturb_their_siblings() {
+    let tok = tokenizer();
+    let mut e = engine(&tok, 2048, cfg(512, 16));
+    let p = prompt(20, 7);
+    // The greedy token is a stop id: a sampled sample often stops on its first token.
+    let stop = expected(&p, 1)[0];
+    let req = Request {
+        n: 8,
+        stop_ids: vec![stop],
+        ..Request::new(
+            p,
+            SamplingParams {
+                temperature: 1.0,
+                seed: 3,
+                ..Default::default()
+            },
+            12,
+        )
+    };
+    let (_, mut s) = e.submit(Task::Generate(req)).unwrap();
+    e.run_until_idle().unwrap();
+    let (mut tokens, mut finish) = (vec![Vec::new(); 8], vec![None; 8]);
+    while let Ok(ev) = s.try_recv() {
+        match ev {
+            Event::Token { index, token } => {
+                assert!(
+                    finish[index].is_none(),
+                    "a token for sample {index} after its finish"
+                );
+                tokens[index].push(token.id);
+            }
+            Event::Finished { index, reason } => finish[index] = Some(reason),
+            _ => {}
+        }
+    }
+    let first_stops = tokens.iter().filter(|t| t.len() == 1).count();
+    assert!(
+        first_stops > 0 && first_stops < 8,
+        "the seed gives both kinds: {tokens:?}"
+    );
+    for (t, f) in tokens.iter().zip(&finish) {
+        let stopped = t.last() == Some(&stop);
+        assert_eq!(
+            *f,
+            Some(if stopped {
+                FinishReason::Stop
+            } else {
+                FinishReason::Length
+            })
+        );
+        assert!(stopped || t.len() == 12, "{t:?}");
     }
     assert_empty(&mut e);
 }

@@ -45,7 +45,9 @@ fn better(a: &Candidate, b: &Candidate) -> Ordering {
         .then(a.parent.cmp(&b.parent))
 }
 
-/// KV tokens a search may hold at once (what `explore` sizes its private engine with).
+/// KV tokens a search may hold at once (what `explore` sizes its private engine with). Shared:
+/// the prompt once plus each live path's own blocks (one copied partial block); unshared: every
+/// live path holds its whole sequence.
 pub(crate) fn kv_tokens(r: &ExploreRequest) -> usize {
     let (p, bs) = (&r.params, KV_BLOCK_SIZE);
     let max_len = r.prompt_ids.len() + p.steps;
