@@ -9,6 +9,7 @@ use clap::Args;
 use everett_engine::engine::handle::spawn;
 use everett_engine::engine::{Engine, EngineConfig};
 use everett_engine::gguf::{GgufFile, Value};
+use everett_engine::model::Model;
 use everett_engine::scheduler::SchedulerConfig;
 use everett_server::{router, ChatTemplate, ServerConfig};
 use std::sync::Arc;
@@ -46,6 +47,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         anyhow::bail!("--max-running must be at least 1 and --kv-tokens at least 16");
     }
     let (model, tok) = load(&a.common)?;
+    check_kv_size(&model, a)?;
     let name = a.served_model_name.clone().unwrap_or_else(|| {
         let path = crate::pull::resolve(a.common.model.as_deref()).ok();
         path.and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
@@ -93,6 +95,28 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a KV cache bigger than this machine's memory, naming the sizes.
+fn check_kv_size(model: &Model, a: &ServeArgs) -> Result<()> {
+    let bytes = model.kv_config(a.kv_tokens, a.max_running).bytes();
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<usize>().ok()
+        })
+        .map_or(usize::MAX, |kb| kb.saturating_mul(1024));
+    match bytes {
+        Some(b) if b <= total => Ok(()),
+        _ => anyhow::bail!(
+            "--kv-tokens {} with --max-running {} needs {} of KV cache, more than this machine's {} MB",
+            a.kv_tokens,
+            a.max_running,
+            bytes.map_or("over 16 EiB".to_string(), |b| format!("{} MB", b >> 20)),
+            total >> 20
+        ),
+    }
+}
+
 /// The GGUF's chat template, else its architecture's known format.
 fn chat_template(common: &Common) -> Result<Option<ChatTemplate>> {
     let file = GgufFile::open(&crate::pull::resolve(common.model.as_deref())?)?;
@@ -101,7 +125,7 @@ fn chat_template(common: &Common) -> Result<Option<ChatTemplate>> {
         _ => None,
     };
     let arch = text("general.architecture").unwrap_or_default();
-    Ok(ChatTemplate::choose(text("tokenizer.chat_template"), &arch))
+    ChatTemplate::choose(text("tokenizer.chat_template"), &arch).map_err(anyhow::Error::msg)
 }
 
 /// Ctrl-C or SIGTERM.

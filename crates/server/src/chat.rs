@@ -7,7 +7,7 @@
 
 use crate::error::ApiError;
 use crate::reply::{self, Shape};
-use crate::wire::{count, Common, MAX_LOGPROBS};
+use crate::wire::{count, parse, Common, MAX_LOGPROBS};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -16,56 +16,56 @@ use serde::Deserialize;
 
 /// How messages become a prompt.
 pub enum ChatTemplate {
-    /// A Jinja template (from the GGUF).
-    Jinja(String),
+    /// A Jinja template (from the GGUF), compiled once at start-up.
+    Jinja(Box<minijinja::Environment<'static>>),
     /// Gemma's `<start_of_turn>role … <end_of_turn>` format.
     Gemma,
 }
 
 impl ChatTemplate {
+    /// Compiles a Jinja chat template, with Python's string methods and `raise_exception`
+    /// available as Hugging Face templates expect; a syntax error is reported here.
+    pub fn jinja(src: String) -> Result<Self, String> {
+        let mut env = minijinja::Environment::new();
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
+        env.add_template_owned("chat", src)
+            .map_err(|e| format!("the chat template does not compile: {e}"))?;
+        Ok(Self::Jinja(Box::new(env)))
+    }
+
     /// The GGUF's template, else the architecture's known format, else none.
-    pub fn choose(gguf: Option<String>, arch: &str) -> Option<Self> {
+    pub fn choose(gguf: Option<String>, arch: &str) -> Result<Option<Self>, String> {
         match (gguf, arch) {
-            (Some(t), _) => Some(Self::Jinja(t)),
-            (None, "gemma3") => Some(Self::Gemma),
-            _ => None,
+            (Some(t), _) => Self::jinja(t).map(Some),
+            (None, "gemma3") => Ok(Some(Self::Gemma)),
+            _ => Ok(None),
         }
     }
 
     /// The prompt text for `msgs` (role, content), ready for the model's answer.
     fn render(&self, msgs: &[(String, String)], bos: &str, eos: &str) -> Result<String, ApiError> {
-        match self {
-            Self::Gemma => Ok(gemma(msgs)),
-            Self::Jinja(src) => {
-                let mut env = minijinja::Environment::new();
-                env.set_unknown_method_callback(
-                    minijinja_contrib::pycompat::unknown_method_callback,
-                );
-                env.add_function(
-                    "raise_exception",
-                    |msg: String| -> Result<String, minijinja::Error> {
-                        Err(minijinja::Error::new(
-                            minijinja::ErrorKind::InvalidOperation,
-                            msg,
-                        ))
-                    },
-                );
-                let bad = |e: minijinja::Error| {
-                    ApiError::invalid("messages", format!("the chat template failed: {e}"))
-                };
-                env.add_template("chat", src).map_err(bad)?;
-                let messages: Vec<_> = msgs
-                    .iter()
-                    .map(|(role, content)| minijinja::context! { role, content })
-                    .collect();
-                let ctx = minijinja::context! {
-                    messages, add_generation_prompt => true, bos_token => bos, eos_token => eos,
-                };
-                env.get_template("chat")
-                    .and_then(|t| t.render(ctx))
-                    .map_err(bad)
-            }
-        }
+        let Self::Jinja(env) = self else {
+            return Ok(gemma(msgs));
+        };
+        let messages: Vec<_> = msgs
+            .iter()
+            .map(|(role, content)| minijinja::context! { role, content })
+            .collect();
+        let ctx = minijinja::context! {
+            messages, add_generation_prompt => true, bos_token => bos, eos_token => eos,
+        };
+        env.get_template("chat")
+            .and_then(|t| t.render(ctx))
+            .map_err(|e| ApiError::invalid("messages", format!("the chat template failed: {e}")))
     }
 }
 
@@ -161,12 +161,7 @@ fn flatten(msgs: &[Message]) -> Result<Vec<(String, String)>, ApiError> {
 }
 
 pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let req: ChatRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::invalid(
-            "body",
-            format!("the request body is not a valid chat request: {e}"),
-        )
-    })?;
+    let req: ChatRequest = parse(&body, "chat request")?;
     req.common.check_model(&st)?;
     let msgs = flatten(&req.messages)?;
     let Some(template) = &st.cfg.chat_template else {
@@ -197,6 +192,19 @@ pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broken_template_is_reported_at_start_up() {
+        let err = ChatTemplate::jinja("{% for m in messages %}".into())
+            .err()
+            .unwrap();
+        assert!(err.contains("does not compile"), "{err}");
+        assert!(ChatTemplate::choose(None, "llama").unwrap().is_none());
+        assert!(matches!(
+            ChatTemplate::choose(None, "gemma3"),
+            Ok(Some(ChatTemplate::Gemma))
+        ));
+    }
 
     #[test]
     fn gemma_turns_fold_the_system_message_into_the_first_user_turn() {

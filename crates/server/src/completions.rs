@@ -3,7 +3,7 @@
 
 use crate::error::ApiError;
 use crate::reply::{self, Shape};
-use crate::wire::{count, Common, MAX_LOGPROBS};
+use crate::wire::{count, parse, Common, MAX_LOGPROBS};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -46,12 +46,7 @@ impl CompletionRequest {
 }
 
 pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let req: CompletionRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::invalid(
-            "body",
-            format!("the request body is not a valid completion request: {e}"),
-        )
-    })?;
+    let req: CompletionRequest = parse(&body, "completion request")?;
     let engine_req = req.to_request(&st)?;
     let stream = req.common.stream_mode();
     reply::submit(

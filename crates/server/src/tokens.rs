@@ -3,6 +3,7 @@
 //! are a 400 naming the position.
 
 use crate::error::ApiError;
+use crate::wire::parse;
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -26,13 +27,8 @@ struct DetokenizeRequest {
     tokens: Vec<u32>,
 }
 
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid("body", format!("the request body does not fit: {e}")))
-}
-
 pub async fn tokenize(State(st): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let r: TokenizeRequest = parse(&body)?;
+    let r: TokenizeRequest = parse(&body, "tokenize request")?;
     let ids = st
         .cfg
         .tokenizer
@@ -45,7 +41,7 @@ pub async fn tokenize(State(st): State<AppState>, body: Bytes) -> Result<Json<Va
 }
 
 pub async fn detokenize(State(st): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let r: DetokenizeRequest = parse(&body)?;
+    let r: DetokenizeRequest = parse(&body, "detokenize request")?;
     let vocab = st.cfg.tokenizer.vocab_size();
     if let Some((i, bad)) = r
         .tokens

@@ -46,6 +46,16 @@ pub struct Common {
     pub ignore_eos: bool,
 }
 
+/// The JSON body as `T`, or a 400 that quotes serde's account of what does not fit.
+pub fn parse<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid(
+            "body",
+            format!("the request body is not a valid {what}: {e}"),
+        )
+    })
+}
+
 /// `v` (or `default`) when it lies in `lo..=hi`, else a 400 naming `param`.
 pub fn count(
     param: &str,

@@ -45,7 +45,7 @@ fn app_and_handle(api_key: Option<&str>, slow: Duration) -> (Router, EngineHandl
             tokenizer: tok,
             context,
             api_key: api_key.map(str::to_string),
-            chat_template: Some(ChatTemplate::Jinja(TEMPLATE.into())),
+            chat_template: Some(ChatTemplate::jinja(TEMPLATE.into()).unwrap()),
         },
     );
     (app, handle)
