@@ -59,6 +59,7 @@ type Bench<'a> = Engine<&'a mut Model, &'a Tokenizer>;
 fn greedy(prompt_ids: Vec<u32>, new: usize) -> Task {
     Task::Generate(Request {
         ignore_eos: true,
+        min_tokens: 0,
         ..Request::new(prompt_ids, SamplingParams::default(), new)
     })
 }
@@ -212,6 +213,7 @@ fn explore_vs_generate(m: &mut Model, tok: &Tokenizer) -> Result<Value> {
         stop_ids: Vec::new(),
         n: 1,
         ignore_eos: false,
+        min_tokens: 0,
     };
     let (mut gen, mut shared, mut unshared) = (Vec::new(), Vec::new(), Vec::new());
     let mut last = None;

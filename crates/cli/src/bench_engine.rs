@@ -75,6 +75,7 @@ fn workload(vocab: usize, poisson: bool) -> Vec<Work> {
 fn task(w: &Work) -> Task {
     Task::Generate(Request {
         ignore_eos: true,
+        min_tokens: 0,
         ..Request::new(w.prompt.clone(), SamplingParams::default(), w.new)
     })
 }

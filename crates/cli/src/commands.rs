@@ -51,6 +51,7 @@ fn request(tok: &Tokenizer, prompt: &str, a: &GenerateArgs) -> Request {
         stop_ids: Vec::new(),
         n: a.n,
         ignore_eos: false,
+        min_tokens: 0,
     }
 }
 

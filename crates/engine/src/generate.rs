@@ -28,6 +28,9 @@ pub struct Request {
     pub n: usize,
     /// Keep going past end-of-generation tokens (benchmarks); stop ids still stop.
     pub ignore_eos: bool,
+    /// Tokens each sample produces before it may stop: until then end-of-generation and stop
+    /// ids are never sampled and stop strings are not looked for (vLLM's `min_tokens`).
+    pub min_tokens: usize,
 }
 
 impl Request {
@@ -41,6 +44,7 @@ impl Request {
             stop_ids: Vec::new(),
             n: 1,
             ignore_eos: false,
+            min_tokens: 0,
         }
     }
 
@@ -63,6 +67,15 @@ impl Request {
             return Err(Error::param(
                 "n",
                 format!("{} is not in 1..={MAX_SAMPLES}", self.n),
+            ));
+        }
+        if self.min_tokens > self.max_tokens {
+            return Err(Error::param(
+                "min_tokens",
+                format!(
+                    "{} is more than max_tokens ({})",
+                    self.min_tokens, self.max_tokens
+                ),
             ));
         }
         if let Some(s) = self.stop_strings.iter().find(|s| s.is_empty()) {
@@ -148,10 +161,17 @@ struct Sample {
 pub(crate) struct GeneratePolicy {
     req: Request,
     samples: Vec<Sample>,
+    /// Tokens that would stop a sample: masked out while it is below `min_tokens`.
+    stoppers: Vec<u32>,
 }
 
 impl GeneratePolicy {
-    pub fn new(req: Request) -> Self {
+    /// The policy for `req`; `eog` are the tokenizer's end-of-generation ids.
+    pub fn new(req: Request, eog: &[u32]) -> Self {
+        let mut stoppers = req.stop_ids.clone();
+        if !req.ignore_eos {
+            stoppers.extend_from_slice(eog);
+        }
         let samples = (0..req.n as u64)
             .map(|i| Sample {
                 rng: Rng::new(req.sampling.seed.wrapping_add(i)),
@@ -161,7 +181,11 @@ impl GeneratePolicy {
                 finished: false,
             })
             .collect();
-        Self { req, samples }
+        Self {
+            req,
+            samples,
+            stoppers,
+        }
     }
 
     /// The sequences a new request starts with: the prompt once.
@@ -177,6 +201,12 @@ impl GeneratePolicy {
         } else {
             vec![s]
         };
+        // Every sample read from one row has produced the same number of tokens.
+        if self.samples[who[0]].produced < self.req.min_tokens {
+            for &t in &self.stoppers {
+                row[t as usize] = f32::NEG_INFINITY;
+            }
+        }
         let original = (who.len() > 1).then(|| row.to_vec());
         who.iter()
             .map(|&i| {
@@ -232,7 +262,12 @@ impl GeneratePolicy {
         if reason.is_some() {
             text.push_str(&smp.detok.finish());
         }
-        let text = release_text(&req.stop_strings, &mut smp.held, text, &mut reason);
+        let stops: &[String] = if smp.produced > req.min_tokens {
+            &req.stop_strings
+        } else {
+            &[]
+        };
+        let text = release_text(stops, &mut smp.held, text, &mut reason);
         let token = TokenInfo {
             id: choice.id,
             text,

@@ -349,3 +349,79 @@ fn a_gguf_with_nan_scales_loads_and_every_sampler_survives_its_logits() {
         assert!(!t.is_empty() && t.iter().all(|x| (x.0 as usize) < 96));
     }
 }
+
+/// The tokens of one finished request run alone on `engine`.
+fn run_alone<M: everett_engine::engine::Runner>(
+    engine: &mut Engine<M, Arc<Tokenizer>>,
+    req: Request,
+) -> Vec<(u32, String)> {
+    let (_, mut events) = engine.submit(Task::Generate(req)).unwrap();
+    engine.run_until_idle().unwrap();
+    let mut out = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        match e {
+            Event::Token { token, .. } => out.push((token.id, token.text)),
+            Event::Error(e) => panic!("request failed: {e}"),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn min_tokens_holds_back_stop_tokens_and_stop_strings() {
+    let (m, tok) = load_tiny(&Tiny::llama());
+    let mut engine = Engine::new(m, Arc::new(tok), EngineConfig::default());
+    let prompt = vec![2, 40, 41, 42];
+    let free = run_alone(
+        &mut engine,
+        Request {
+            ignore_eos: true,
+            ..Request::new(prompt.clone(), SamplingParams::default(), 8)
+        },
+    );
+    let first = free[0].0;
+    // The greedy first token as a stop id ends the request at once without min_tokens...
+    let stop_first = Request {
+        stop_ids: vec![first],
+        ..Request::new(prompt.clone(), SamplingParams::default(), 8)
+    };
+    assert_eq!(run_alone(&mut engine, stop_first.clone()).len(), 1);
+    // ...and is never sampled among the first three with min_tokens = 3.
+    let held = run_alone(
+        &mut engine,
+        Request {
+            min_tokens: 3,
+            ..stop_first
+        },
+    );
+    assert!(held.len() >= 3, "{held:?}");
+    assert!(held[..3].iter().all(|t| t.0 != first), "{held:?}");
+    // A stop string is not looked for before min_tokens: the first token's text stays.
+    if !free[0].1.is_empty() {
+        let by_string = Request {
+            stop_strings: vec![free[0].1.clone()],
+            min_tokens: 2,
+            ignore_eos: true,
+            ..Request::new(prompt.clone(), SamplingParams::default(), 8)
+        };
+        let out = run_alone(&mut engine, by_string);
+        assert!(out.len() >= 2 && out[0].1 == free[0].1, "{out:?}");
+    }
+    // More than max_tokens is refused, naming the field.
+    let too_many = Request {
+        min_tokens: 9,
+        ..Request::new(prompt, SamplingParams::default(), 8)
+    };
+    let err = match engine.submit(Task::Generate(too_many)) {
+        Err(e) => e,
+        Ok((_, mut events)) => {
+            engine.run_until_idle().unwrap();
+            match events.try_recv() {
+                Ok(Event::Error(e)) => e,
+                _ => panic!("min_tokens > max_tokens was accepted"),
+            }
+        }
+    };
+    assert!(err.to_string().contains("min_tokens"), "{err}");
+}

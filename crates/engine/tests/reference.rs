@@ -66,6 +66,7 @@ fn greedy_matches_reference_until_near_ties() {
             stop_ids: vec![],
             n: 1,
             ignore_eos: false,
+            min_tokens: 0,
         })
         .collect();
     let batched = generate_batch(&mut model, &tok, reqs.clone()).unwrap();
@@ -135,6 +136,7 @@ fn explorer_on_the_real_model_is_greedy_at_width_one_and_sharing_changes_nothing
         stop_ids: vec![],
         n: 1,
         ignore_eos: false,
+        min_tokens: 0,
     };
     let greedy = generate_batch(&mut model, &tok, vec![req]).unwrap();
     let want: Vec<u32> = greedy[0].tokens.iter().map(|t| t.id).collect();

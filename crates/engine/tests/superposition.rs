@@ -235,6 +235,7 @@ fn one_branch_one_path_is_greedy_generation() {
                 stop_ids: Vec::new(),
                 n: 1,
                 ignore_eos: false,
+                min_tokens: 0,
             }],
         )
         .unwrap();

@@ -186,7 +186,7 @@ pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response,
         .common
         .request(&st, ids, top, req.max_completion_tokens)?;
     let stream = req.common.stream_mode();
-    reply::submit(&st, Shape::Chat, engine_req, req.logprobs, stream).await
+    reply::submit(&st, Shape::Chat, vec![engine_req], req.logprobs, stream).await
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! `POST /v1/completions`: a prompt (text, one-element list, or token ids) becomes one engine
-//! request with `n` samples; `reply` answers it. Lists of several prompts are not supported yet.
+//! `POST /v1/completions`: each prompt (text, token ids, or a list of either) becomes one
+//! engine request with `n` samples; `reply` answers them together.
 
 use crate::error::ApiError;
 use crate::reply::{self, Shape};
@@ -11,13 +11,17 @@ use axum::response::Response;
 use everett_engine::generate::Request;
 use serde::Deserialize;
 
-/// A prompt as OpenAI accepts it (one prompt per request here).
+/// Most prompts in one request.
+const MAX_PROMPTS: usize = 256;
+
+/// Prompts as OpenAI accepts them.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Prompt {
     Text(String),
     Ids(Vec<u32>),
     Texts(Vec<String>),
+    IdLists(Vec<Vec<u32>>),
 }
 
 #[derive(Deserialize)]
@@ -29,30 +33,43 @@ struct CompletionRequest {
 }
 
 impl CompletionRequest {
-    /// The engine request, checked for what the engine cannot know (the wire's own ranges).
-    fn to_request(&self, st: &AppState) -> Result<Request, ApiError> {
+    /// The engine requests, one per prompt, checked for what the engine cannot know (the
+    /// wire's own ranges).
+    fn to_requests(&self, st: &AppState) -> Result<Vec<Request>, ApiError> {
         self.common.check_model(st)?;
-        let prompt_ids = match &self.prompt {
-            Prompt::Text(t) => st.cfg.tokenizer.encode(t, true, false),
-            Prompt::Ids(ids) => ids.clone(),
-            Prompt::Texts(t) if t.len() == 1 => st.cfg.tokenizer.encode(&t[0], true, false),
-            Prompt::Texts(_) => {
-                return Err(ApiError::invalid("prompt", "send one prompt per request"));
-            }
+        // An empty text would still be a prompt of BOS alone: refuse it as empty.
+        let encode = |t: &String| match t.is_empty() {
+            true => Vec::new(),
+            false => st.cfg.tokenizer.encode(t, true, false),
         };
+        let prompts: Vec<Vec<u32>> = match &self.prompt {
+            Prompt::Text(t) => vec![encode(t)],
+            Prompt::Ids(ids) => vec![ids.clone()],
+            Prompt::Texts(t) => t.iter().map(encode).collect(),
+            Prompt::IdLists(l) => l.clone(),
+        };
+        if prompts.is_empty() || prompts.len() > MAX_PROMPTS {
+            return Err(ApiError::invalid(
+                "prompt",
+                format!("send 1..={MAX_PROMPTS} prompts, not {}", prompts.len()),
+            ));
+        }
         let top = count("logprobs", self.logprobs, 0, 0, MAX_LOGPROBS)?;
-        self.common.request(st, prompt_ids, top, None)
+        prompts
+            .into_iter()
+            .map(|ids| self.common.request(st, ids, top, None))
+            .collect()
     }
 }
 
 pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse(&body, "completion request")?;
-    let engine_req = req.to_request(&st)?;
+    let engine_reqs = req.to_requests(&st)?;
     let stream = req.common.stream_mode();
     reply::submit(
         &st,
         Shape::Completion,
-        engine_req,
+        engine_reqs,
         req.logprobs.is_some(),
         stream,
     )

@@ -1,8 +1,10 @@
-//! Turning one engine request's events into an OpenAI reply, for completions and chat alike:
-//! one JSON object, or an SSE stream of chunks ending in `data: [DONE]` (with a usage chunk
-//! first when `stream_options.include_usage` asks). `submit` waits for the first event, so a
-//! request the engine refuses is a plain HTTP error, never a broken stream. Dropping the stream
-//! (a disconnected client) drops the event receiver, which cancels the request in the engine.
+//! Turning engine requests' events into one OpenAI reply, for completions and chat alike: one
+//! JSON object, or an SSE stream of chunks ending in `data: [DONE]` (with a usage chunk first
+//! when `stream_options.include_usage` asks). A reply may cover several engine requests (a list
+//! of prompts): their events are merged, prompt `i`'s sample `j` becoming choice `i * n + j` as
+//! OpenAI numbers them. `submit` waits for every request's first event, so a request the engine
+//! refuses is a plain HTTP error, never a broken stream. Dropping the stream (a disconnected
+//! client) drops the event receivers, which cancels the requests in the engine.
 
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Outcome};
@@ -12,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use everett_engine::engine::{Event, Events, Task};
 use everett_engine::generate::{FinishReason, Request, TokenInfo};
 use everett_engine::tokenizer::Tokenizer;
-use futures_util::stream::{self, Stream};
+use futures_util::stream::{self, BoxStream, SelectAll, Stream, StreamExt};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -39,17 +41,46 @@ pub struct Meta {
     logprobs: bool,
 }
 
-/// Submits `req` and answers with its reply (streamed when `stream`).
+/// The events of all of one reply's engine requests, with choice indices made global.
+type Merged = SelectAll<BoxStream<'static, Event>>;
+
+/// `events` (whose first event was `first`) as a stream whose choice indices start at `base`.
+fn renumbered(first: Event, events: Events, base: usize) -> BoxStream<'static, Event> {
+    let rest = stream::unfold(events, |mut rx| async { rx.recv().await.map(|e| (e, rx)) });
+    stream::once(async { first })
+        .chain(rest)
+        .map(move |e| match e {
+            Event::Token { index, token } => Event::Token {
+                index: index + base,
+                token,
+            },
+            Event::Finished { index, reason } => Event::Finished {
+                index: index + base,
+                reason,
+            },
+            other => other,
+        })
+        .boxed()
+}
+
+/// Submits `reqs` (one per prompt, all with the same `n`) and answers with their one reply
+/// (streamed when `stream`).
 pub async fn submit(
     st: &AppState,
     shape: Shape,
-    req: Request,
+    reqs: Vec<Request>,
     logprobs: bool,
     stream: Option<bool>,
 ) -> Result<Response, ApiError> {
-    let (prompt_tokens, n) = (req.prompt_ids.len(), req.n);
+    let prompt_tokens = reqs.iter().map(|r| r.prompt_ids.len()).sum();
+    let samples: Vec<usize> = reqs.iter().map(|r| r.n).collect();
+    let n = samples.iter().sum();
     let start = Instant::now();
-    let (id, mut events) = st.engine.submit(Task::Generate(req));
+    let mut submitted = Vec::with_capacity(reqs.len());
+    for req in reqs {
+        submitted.push(st.engine.submit(Task::Generate(req)));
+    }
+    let id = submitted.first().map_or(0, |(id, _)| id.0);
     let prefix = if shape == Shape::Chat {
         "chatcmpl"
     } else {
@@ -69,15 +100,22 @@ pub async fn submit(
         n,
         logprobs,
     };
-    // The first event says whether the engine took the request.
-    let first = match events.recv().await {
-        Some(Event::Error(e)) => return Err(e.into()),
-        Some(e) => e,
-        None => return Err(everett_engine::Error::ShuttingDown.into()),
-    };
+    // The first event says whether the engine took a request; on any refusal, returning
+    // drops the receivers, which cancels the requests it did take.
+    let mut merged = Merged::new();
+    let mut base = 0;
+    for ((_, mut events), samples) in submitted.into_iter().zip(samples) {
+        let first = match events.recv().await {
+            Some(Event::Error(e)) => return Err(e.into()),
+            Some(e) => e,
+            None => return Err(everett_engine::Error::ShuttingDown.into()),
+        };
+        merged.push(renumbered(first, events, base));
+        base += samples;
+    }
     Ok(match stream {
-        Some(include_usage) => stream_reply(meta, first, events, include_usage).into_response(),
-        None => axum::Json(collect(meta, first, events).await?).into_response(),
+        Some(include_usage) => stream_reply(meta, merged, include_usage).into_response(),
+        None => axum::Json(collect(meta, merged).await?).into_response(),
     })
 }
 
@@ -138,11 +176,10 @@ struct Choice {
     finish: Option<FinishReason>,
 }
 
-async fn collect(m: Meta, first: Event, mut events: Events) -> Result<Value, ApiError> {
+async fn collect(m: Meta, mut events: Merged) -> Result<Value, ApiError> {
     let mut choices: Vec<Choice> = (0..m.n).map(|_| Choice::default()).collect();
-    let mut next = Some(first);
     let mut first_at = None;
-    while let Some(e) = next {
+    while let Some(e) = events.next().await {
         match e {
             Event::Token { index, token } => {
                 first_at.get_or_insert_with(|| m.start.elapsed().as_secs_f64());
@@ -153,7 +190,6 @@ async fn collect(m: Meta, first: Event, mut events: Events) -> Result<Value, Api
             Event::Error(e) => return Err(e.into()),
             _ => {}
         }
-        next = events.recv().await;
     }
     let completion: usize = choices.iter().map(|c| c.tokens.len()).sum();
     let reasons: Vec<&str> = choices
@@ -197,16 +233,10 @@ async fn collect(m: Meta, first: Event, mut events: Events) -> Result<Value, Api
     }))
 }
 
-/// Where a stream stands.
-enum Phase {
-    Events(Option<Event>),
-    Done,
-}
-
 struct Streaming {
     m: Meta,
-    events: Events,
-    phase: Phase,
+    events: Merged,
+    done: bool,
     include_usage: bool,
     /// Text bytes already sent per choice (for `text_offset`).
     sent: Vec<usize>,
@@ -277,15 +307,10 @@ impl Streaming {
     }
 
     async fn next(mut self) -> Option<(Result<SseEvent, Infallible>, Self)> {
-        let pending = match &mut self.phase {
-            Phase::Done => return None,
-            Phase::Events(p) => p.take(),
-        };
-        let next = match pending {
-            Some(e) => Some(e),
-            None => self.events.recv().await,
-        };
-        let out = match next {
+        if self.done {
+            return None;
+        }
+        let out = match self.events.next().await {
             Some(Event::Token { index, token }) => {
                 let lp = logprobs_json(&self.m, std::slice::from_ref(&token), self.sent[index]);
                 let c = self.choice(index, &token.text, lp, None);
@@ -303,7 +328,7 @@ impl Streaming {
                 self.chunk(json!([c]), None)
             }
             Some(Event::Error(e)) => {
-                self.phase = Phase::Done;
+                self.done = true;
                 let e = ApiError::from(e);
                 let v = json!({"error": {"message": e.message, "type": e.kind}});
                 SseEvent::default().data(v.to_string())
@@ -317,7 +342,7 @@ impl Streaming {
                     let u = usage(&self.m, self.completion);
                     self.chunk(json!([]), Some(u))
                 } else {
-                    self.phase = Phase::Done;
+                    self.done = true;
                     SseEvent::default().data("[DONE]")
                 }
             }
@@ -328,8 +353,7 @@ impl Streaming {
 
 fn stream_reply(
     m: Meta,
-    first: Event,
-    events: Events,
+    events: Merged,
     include_usage: bool,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let state = Streaming {
@@ -340,7 +364,7 @@ fn stream_reply(
         recorded: false,
         m,
         events,
-        phase: Phase::Events(Some(first)),
+        done: false,
         include_usage,
         completion: 0,
     };

@@ -1,6 +1,6 @@
 //! The request fields that completions and chat completions share, and their conversion into an
 //! engine `Request`: OpenAI's names and defaults (temperature 1, max_tokens 16), vLLM's
-//! extensions (`top_k`, `min_p`, `repetition_penalty`, `ignore_eos`), each range checked here or
+//! extensions (`top_k`, `min_p`, `repetition_penalty`, `ignore_eos`, `min_tokens`), each range checked here or
 //! by the engine so that the error names the field.
 
 use crate::error::ApiError;
@@ -44,6 +44,7 @@ pub struct Common {
     pub repetition_penalty: Option<f32>,
     #[serde(default)]
     pub ignore_eos: bool,
+    pub min_tokens: Option<i64>,
 }
 
 /// The JSON body as `T`, or a 400 that quotes serde's account of what does not fit.
@@ -132,6 +133,7 @@ impl Common {
             stop_ids: Vec::new(),
             n: count("n", self.n, 1, 1, MAX_SAMPLES as i64)?,
             ignore_eos: self.ignore_eos,
+            min_tokens: count("min_tokens", self.min_tokens, 0, 0, ctx)?,
         })
     }
 }

@@ -146,6 +146,47 @@ async fn streaming_sends_chunks_usage_and_done_with_the_same_text() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_list_of_prompts_gets_n_choices_each_in_openai_order_streamed_or_not() {
+    let app = app();
+    let one = |prompt: Value| json!({"prompt": prompt, "max_tokens": 4, "temperature": 0, "ignore_eos": true});
+    let mut alone = Vec::new();
+    for p in ["ab", "hello", "zz top"] {
+        let (s, body) = call(&app, "POST", "/v1/completions", Some(one(json!(p)))).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        alone.push(v["choices"][0]["text"].as_str().unwrap().to_string());
+    }
+    let mut req = one(json!(["ab", "hello", "zz top"]));
+    req["n"] = json!(2);
+    let (s, body) = call(&app, "POST", "/v1/completions", Some(req.clone())).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 6);
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i);
+        assert_eq!(c["text"].as_str().unwrap(), alone[i / 2], "choice {i}");
+    }
+    assert_eq!(v["usage"]["completion_tokens"], 24);
+    // Streamed: the same texts per choice index.
+    req["stream"] = json!(true);
+    let (s, body) = call(&app, "POST", "/v1/completions", Some(req)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let mut texts = vec![String::new(); 6];
+    for d in body.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if d == "[DONE]" {
+            continue;
+        }
+        let c: Value = serde_json::from_str(d).unwrap();
+        let c = &c["choices"][0];
+        texts[c["index"].as_u64().unwrap() as usize] += c["text"].as_str().unwrap();
+    }
+    for (i, t) in texts.iter().enumerate() {
+        assert_eq!(t, &alone[i / 2], "streamed choice {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_the_error_object_naming_the_field() {
     let app = app();
     let cases = [
@@ -162,6 +203,14 @@ async fn bad_input_gets_the_error_object_naming_the_field() {
         (json!({"prompt": "a", "max_tokens": 255}), "prompt", 400),
         (json!({"prompt": "a", "model": "gpt-9"}), "model", 404),
         (json!({"prompt": 5}), "body", 400),
+        (json!({"prompt": ""}), "prompt", 400),
+        (json!({"prompt": []}), "prompt", 400),
+        (json!({"prompt": ["a", ""]}), "prompt", 400),
+        (
+            json!({"prompt": "a", "min_tokens": 9, "max_tokens": 4}),
+            "min_tokens",
+            400,
+        ),
     ];
     for (req, param, status) in cases {
         let (s, body) = call(&app, "POST", "/v1/completions", Some(req.clone())).await;

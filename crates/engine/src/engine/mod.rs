@@ -229,7 +229,7 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
         Ok(match task {
             Task::Generate(r) => {
                 limits.generate(&r)?;
-                let p = GeneratePolicy::new(r);
+                let p = GeneratePolicy::new(r, &self.tok.eog);
                 let seqs = p.seqs();
                 (Policy::Generate(p), seqs, true)
             }
