@@ -1,5 +1,6 @@
-//! `everett serve`: loads the model, starts the engine thread and serves `everett-server`'s
-//! router. Ctrl-C or SIGTERM stops accepting connections, lets open ones finish, then gives the
+//! `everett serve`: binds the port at once (every route answers 503 while the model loads, so
+//! `GET /health` tells a supervisor when it is ready), loads the model, starts the engine thread
+//! and serves `everett-server`'s router. Ctrl-C or SIGTERM stops accepting connections, lets open ones finish, then gives the
 //! engine `SHUTDOWN_GRACE` to finish what still runs before it aborts the rest and exits.
 
 use crate::commands::load;
@@ -11,7 +12,7 @@ use everett_engine::engine::{Engine, EngineConfig};
 use everett_engine::gguf::{GgufFile, Value};
 use everett_engine::model::Model;
 use everett_engine::scheduler::SchedulerConfig;
-use everett_server::{router, ChatTemplate, ServerConfig};
+use everett_server::{loading, router, ChatTemplate, ServerConfig};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +47,21 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     if a.max_running == 0 || a.kv_tokens < 16 {
         anyhow::bail!("--max-running must be at least 1 and --kv-tokens at least 16");
     }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let addr = format!("{}:{}", a.host, a.port);
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(&addr))
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let (gate, slot) = loading();
+    let server = rt.spawn(async move {
+        axum::serve(listener, gate)
+            .with_graceful_shutdown(stop_signal())
+            .await
+    });
+    eprintln!("everett serve: listening on http://{addr}, loading the model");
     let (model, tok) = load(&a.common)?;
     check_kv_size(&model, a)?;
     let name = a.served_model_name.clone().unwrap_or_else(|| {
@@ -75,21 +91,9 @@ pub fn run(a: &ServeArgs) -> Result<()> {
             chat_template,
         },
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let addr = format!("{}:{}", a.host, a.port);
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        eprintln!("everett serve: model `{name}` ready on http://{addr}");
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop_signal())
-            .await
-            .context("serving")
-    })?;
+    let _ = slot.set(app);
+    eprintln!("everett serve: model `{name}` ready on http://{addr}");
+    rt.block_on(server)?.context("serving")?;
     handle.shutdown(SHUTDOWN_GRACE);
     let _ = engine_thread.join();
     Ok(())

@@ -2,7 +2,8 @@
 //! `EngineHandle` (channels to the engine thread, which owns the model and the KV cache) and a
 //! shared read-only tokenizer; they never lock anything. `router` is the whole server;
 //! `everett serve` binds it. So far: `/health`, `/v1/models`, `/v1/completions` and
-//! `/v1/chat/completions` (JSON and SSE), `/tokenize`, `/detokenize`, `/metrics`. With an API key set, every route but `/health` wants
+//! `/v1/chat/completions` (JSON and SSE), `/tokenize`, `/detokenize`, `/metrics`; `loading`
+//! answers 503 on every route until the model is loaded. With an API key set, every route but `/health` wants
 //! `Authorization: Bearer KEY` (401 otherwise); bodies over `BODY_LIMIT` get 413.
 
 mod chat;
@@ -25,7 +26,8 @@ use everett_engine::engine::handle::EngineHandle;
 use everett_engine::tokenizer::Tokenizer;
 use metrics::Metrics;
 use serde_json::{json, Value};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use tower::ServiceExt;
 
 /// Largest request body accepted (bigger ones get 413).
 pub const BODY_LIMIT: usize = 4 << 20;
@@ -70,6 +72,39 @@ pub fn router(engine: EngineHandle, cfg: ServerConfig) -> Router {
         .merge(guarded)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// Where the real router goes once the model is loaded.
+pub type Slot = Arc<OnceLock<Router>>;
+
+/// A router to bind before the model is loaded: until `slot` is filled every route answers 503
+/// (`/health` with `{"status": "loading"}`, the others with the error object), then it is the
+/// router in `slot`.
+pub fn loading() -> (Router, Slot) {
+    let slot: Slot = Arc::default();
+    let inner = slot.clone();
+    let app = Router::new().fallback(move |req: Request| {
+        let inner = inner.clone();
+        async move {
+            match inner.get() {
+                Some(app) => app.clone().oneshot(req).await.into_response(),
+                None if req.uri().path() == "/health" => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({"status": "loading"})),
+                )
+                    .into_response(),
+                None => ApiError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    message: "the model is still loading; retry once GET /health answers 200"
+                        .into(),
+                    kind: "unavailable",
+                    param: None,
+                }
+                .into_response(),
+            }
+        }
+    });
+    (app, slot)
 }
 
 /// Lets a request through when no key is set or it carries the right bearer token.

@@ -10,7 +10,7 @@ use everett_engine::gguf::GgufFile;
 use everett_engine::model::Model;
 use everett_engine::testutil::{tiny_model, Slow, Tiny};
 use everett_engine::tokenizer::Tokenizer;
-use everett_server::{router, ChatTemplate, ServerConfig};
+use everett_server::{loading, router, ChatTemplate, ServerConfig};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -80,6 +80,22 @@ async fn health_and_models() {
     assert_eq!(s, StatusCode::OK);
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["data"][0]["id"], "tiny");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_is_503_until_the_model_is_loaded() {
+    let (gate, slot) = loading();
+    let (s, body) = call(&gate, "GET", "/health", None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let req = json!({"prompt": "a", "max_tokens": 2});
+    let (s, body) = call(&gate, "POST", "/v1/completions", Some(req)).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("loading"));
+    assert!(slot.set(app()).is_ok());
+    let (s, body) = call(&gate, "GET", "/health", None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_still_serving(&gate).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
