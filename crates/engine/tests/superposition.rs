@@ -444,3 +444,57 @@ fn bad_parameters_are_refused_with_the_field_named() {
     // The model still works after refused requests.
     run(&mut m, &tok, &[2, 3], &ExploreParams::default());
 }
+
+#[test]
+fn step_events_add_up_to_the_finished_tree() {
+    use everett_engine::engine::{Engine, EngineConfig, Event, ExploreRequest, Task};
+    let (m, tok) = load(&Tiny::llama());
+    let mut engine = Engine::new(m, &tok, EngineConfig::for_seqs(32));
+    let params = ExploreParams {
+        steps: 5,
+        width: 4,
+        ..Default::default()
+    };
+    let req = ExploreRequest {
+        prompt: String::new(),
+        prompt_ids: vec![2, 40, 41],
+        params,
+    };
+    let (_, mut events) = engine.submit(Task::Explore(req)).unwrap();
+    engine.run_until_idle().unwrap();
+    let mut seen: Vec<(usize, Option<u32>, Status)> = Vec::new();
+    let mut depths = Vec::new();
+    let result = loop {
+        match events
+            .try_recv()
+            .expect("the exploration ends with a result")
+        {
+            Event::ExploreStep(s) => {
+                depths.push(s.depth);
+                assert!(!s.expanded.is_empty() && s.expanded.iter().all(|n| n.next.is_some()));
+                for (list, status) in [
+                    (&s.live, Status::Live),
+                    (&s.pruned, Status::Pruned),
+                    (&s.finished, Status::Finished),
+                ] {
+                    seen.extend(list.iter().map(|n| (n.id, n.token_id, status)));
+                }
+            }
+            Event::Explored(x) => break x,
+            other => panic!("unexpected event {other:?}"),
+        }
+    };
+    assert_eq!(depths, (1..=depths.len()).collect::<Vec<_>>());
+    seen.sort_by_key(|s| s.0);
+    // Every node but the root came in a step, once, with its token; a node announced live may
+    // end pruned (cut later), never the other way round.
+    assert_eq!(seen.len(), result.nodes.len() - 1);
+    for (s, n) in seen.iter().zip(&result.nodes[1..]) {
+        assert_eq!((s.0, s.1), (n.id, n.token_id));
+        assert!(
+            s.2 == n.status || s.2 == Status::Live,
+            "{s:?} vs {:?}",
+            n.status
+        );
+    }
+}

@@ -2,13 +2,15 @@
 //! `EngineHandle` (channels to the engine thread, which owns the model and the KV cache) and a
 //! shared read-only tokenizer; they never lock anything. `router` is the whole server;
 //! `everett serve` binds it. So far: `/health`, `/v1/models`, `/v1/completions` and
-//! `/v1/chat/completions` (JSON and SSE), `/tokenize`, `/detokenize`, `/metrics`; `loading`
+//! `/v1/chat/completions` (JSON and SSE), `/v1/explore` (superposition, JSON or SSE per level),
+//! `/tokenize`, `/detokenize`, `/metrics`; `loading`
 //! answers 503 on every route until the model is loaded. With an API key set, every route but `/health` wants
 //! `Authorization: Bearer KEY` (401 otherwise); bodies over `BODY_LIMIT` get 413.
 
 mod chat;
 mod completions;
 pub mod error;
+mod explore;
 mod metrics;
 mod reply;
 mod tokens;
@@ -63,6 +65,7 @@ pub fn router(engine: EngineHandle, cfg: ServerConfig) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/completions", post(completions::create))
         .route("/v1/chat/completions", post(chat::create))
+        .route("/v1/explore", post(explore::create))
         .route("/metrics", get(metrics))
         .route("/tokenize", post(tokens::tokenize))
         .route("/detokenize", post(tokens::detokenize))

@@ -19,6 +19,29 @@ pub enum Stop {
     Many(Vec<String>),
 }
 
+impl Stop {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Stop::One(s) => vec![s.clone()],
+            Stop::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// A 404 unless `model` names the served model.
+pub fn check_model(st: &AppState, model: &str) -> Result<(), ApiError> {
+    if model == st.cfg.model_name {
+        return Ok(());
+    }
+    Err(ApiError::not_found(
+        "model",
+        format!(
+            "the model `{model}` does not exist; this server serves `{}`",
+            st.cfg.model_name
+        ),
+    ))
+}
+
 #[derive(Deserialize, Default)]
 pub struct StreamOptions {
     #[serde(default)]
@@ -87,16 +110,7 @@ impl Common {
 
     /// A 404 unless `model` is absent or names the served model.
     pub fn check_model(&self, st: &AppState) -> Result<(), ApiError> {
-        match &self.model {
-            Some(m) if *m != st.cfg.model_name => Err(ApiError::not_found(
-                "model",
-                format!(
-                    "the model `{m}` does not exist; this server serves `{}`",
-                    st.cfg.model_name
-                ),
-            )),
-            _ => Ok(()),
-        }
+        self.model.as_deref().map_or(Ok(()), |m| check_model(st, m))
     }
 
     /// The engine request for `prompt_ids`; `max_tokens` overrides the field of that name.
@@ -119,11 +133,7 @@ impl Common {
             top_logprobs,
             ..SamplingParams::default()
         };
-        let stop_strings = match &self.stop {
-            None => Vec::new(),
-            Some(Stop::One(s)) => vec![s.clone()],
-            Some(Stop::Many(v)) => v.clone(),
-        };
+        let stop_strings = self.stop.as_ref().map(Stop::to_vec).unwrap_or_default();
         let ctx = st.cfg.context as i64;
         Ok(Request {
             prompt_ids,

@@ -452,3 +452,88 @@ async fn metrics_count_requests_tokens_and_the_kv_cache() {
     // The second request's prompt was cached by the first.
     assert!(value("everett_prefix_cache_query_tokens_total") >= 6.0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explore_answers_the_cli_schema_and_streams_each_level_then_the_result() {
+    let app = app();
+    let req = json!({"prompt": "hello", "branches": 2, "width": 3, "steps": 4, "seed": 1});
+    let (s, body) = call(&app, "POST", "/v1/explore", Some(req.clone())).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let whole: Value = serde_json::from_str(&body).unwrap();
+    for key in [
+        "prompt",
+        "prompt_token_ids",
+        "params",
+        "nodes",
+        "paths",
+        "measured",
+    ] {
+        assert!(!whole[key].is_null(), "{key} missing: {body}");
+    }
+    assert_eq!(whole["params"]["width"], 3);
+    let mut streamed = req;
+    streamed["stream"] = json!(true);
+    let (s, body) = call(&app, "POST", "/v1/explore", Some(streamed)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    // SSE records: `event: NAME` then `data: JSON`.
+    let mut events: Vec<(String, String)> = Vec::new();
+    let mut name = String::new();
+    for line in body.lines() {
+        if let Some(n) = line.strip_prefix("event: ") {
+            name = n.to_string();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            events.push((std::mem::take(&mut name), d.to_string()));
+        }
+    }
+    assert_eq!(events.last().unwrap().1, "[DONE]");
+    let (result_name, result) = &events[events.len() - 2];
+    assert_eq!(result_name, "result");
+    let result: Value = serde_json::from_str(result).unwrap();
+    assert_eq!(result["nodes"], whole["nodes"], "same seed, same tree");
+    let steps: Vec<Value> = events[..events.len() - 2]
+        .iter()
+        .map(|(n, d)| {
+            assert_eq!(n, "step");
+            serde_json::from_str(d).unwrap()
+        })
+        .collect();
+    let announced: usize = steps
+        .iter()
+        .map(|s| {
+            ["live", "pruned", "finished"]
+                .iter()
+                .map(|k| s[k].as_array().unwrap().len())
+                .sum::<usize>()
+        })
+        .sum();
+    assert_eq!(announced, whole["nodes"].as_array().unwrap().len() - 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explore_refuses_bad_parameters_naming_them() {
+    let app = app();
+    let cases = [
+        (json!({"prompt": "a", "width": 0}), "width"),
+        (json!({"prompt": "a", "branches": 1000}), "branches"),
+        (json!({"prompt": "a", "temperature": -1}), "temperature"),
+        (json!({"prompt": "a", "measure": "best"}), "measure"),
+        (json!({"prompt": ""}), "prompt"),
+        (json!({"prompt": "a", "widht": 3}), "body"),
+        (json!({"width": 3}), "body"),
+    ];
+    for (req, param) in cases {
+        let (s, body) = call(&app, "POST", "/v1/explore", Some(req.clone())).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{req}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["param"], param, "{req}: {body}");
+    }
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/v1/explore",
+        Some(json!({"prompt": "a", "model": "x"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_still_serving(&app).await;
+}

@@ -7,7 +7,7 @@ use super::policy::Policy;
 use crate::error::Error;
 use crate::generate::{FinishReason, Request, TokenInfo};
 use crate::kv::SeqId;
-use crate::superposition::{Exploration, ExploreParams};
+use crate::superposition::{Exploration, ExploreParams, ExploreStep};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 /// Names a request for its whole life. Ids are never reused; an id whose request has ended is
@@ -55,6 +55,8 @@ pub enum Event {
     Finished { index: usize, reason: FinishReason },
     /// A score request's negative log-likelihoods, one per scored position, in order.
     Scored(Vec<f32>),
+    /// One level of an exploration was decided (sent before its `Explored`).
+    ExploreStep(Box<ExploreStep>),
     /// A finished exploration.
     Explored(Box<Exploration>),
     /// The request failed or was cancelled; nothing follows.

@@ -278,6 +278,19 @@ pub struct Exploration {
     pub stats: Stats,
 }
 
+/// What one level of the search decided, for watching the tree grow: the nodes expanded this
+/// level (now with their `next` distribution) and the new nodes by status. Bifurcation flags and
+/// the measured answer come only with the finished `Exploration`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExploreStep {
+    /// Depth of the new nodes.
+    pub depth: usize,
+    pub expanded: Vec<Node>,
+    pub live: Vec<Node>,
+    pub pruned: Vec<Node>,
+    pub finished: Vec<Node>,
+}
+
 /// The generated tokens of the path from the root to node `id`.
 pub(crate) fn path_ids(nodes: &[Node], id: usize) -> Vec<u32> {
     let mut out = Vec::with_capacity(nodes[id].depth);

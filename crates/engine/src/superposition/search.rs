@@ -7,7 +7,10 @@
 //! A level is decided only when every leaf's row has been read, so chunking or preemption of the
 //! request changes when, never what. Analysis of the finished tree is in `analysis`.
 
-use super::{analysis, path_ids, Alt, ExploreParams, FinishReason, NextDist, Node, Stats, Status};
+use super::{
+    analysis, path_ids, Alt, ExploreParams, ExploreStep, FinishReason, NextDist, Node, Stats,
+    Status,
+};
 use crate::engine::policy::{Ctx, Read};
 use crate::engine::request::{Event, ExploreRequest, Seq};
 use crate::model::KV_BLOCK_SIZE;
@@ -178,6 +181,10 @@ impl ExplorePolicy {
     /// One level: candidates from every leaf, selection, then the survivors' sequences.
     fn level(&mut self, ctx: &mut Ctx, reads: Vec<LeafRead>) {
         let depth = self.depth;
+        let (expanded, first_new): (Vec<usize>, usize) = (
+            self.leaves.iter().map(|l| l.node).collect(),
+            self.nodes.len(),
+        );
         let mut cands = self.candidates(ctx.tok, &reads);
         cands.sort_by(better);
         let kept = cands.len().min(self.p.width);
@@ -209,6 +216,16 @@ impl ExplorePolicy {
             children.iter_mut().for_each(Vec::clear);
         }
         self.assign_sequences(ctx, &children, &live);
+        let new = &self.nodes[first_new..];
+        let with = |s: Status| new.iter().filter(|n| n.status == s).cloned().collect();
+        let step = ExploreStep {
+            depth,
+            expanded: expanded.iter().map(|&id| self.nodes[id].clone()).collect(),
+            live: with(Status::Live),
+            pruned: with(Status::Pruned),
+            finished: with(Status::Finished),
+        };
+        ctx.send(Event::ExploreStep(Box::new(step)));
     }
 
     /// Every leaf's proposed children, and each leaf's own next-token summary on its node.

@@ -1,0 +1,143 @@
+//! `POST /v1/explore`: a superposition exploration as one engine request, so its forward passes
+//! are shared with everyone else's. The body takes `everett explore`'s parameters by the same
+//! names (`prompt`, `branches`, `width`, `steps`, `temperature`, `min_p`, `measure`, `seed`,
+//! `stochastic`, `alpha`, `bifurcation_gap`, `stop`), and the reply is the JSON that
+//! `everett explore --json` prints. With `"stream": true` it is SSE: one `step` event per level
+//! (`ExploreStep`: the expanded nodes and the new live, pruned and finished ones), then a
+//! `result` event with the whole exploration, then `data: [DONE]`.
+
+use crate::error::ApiError;
+use crate::wire::{parse, Stop};
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use everett_engine::engine::{Event, Events, ExploreRequest, Task};
+use everett_engine::superposition::{ExploreParams, Measure};
+use futures_util::stream;
+use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
+
+/// The body; absent fields take `everett explore`'s defaults. Unknown fields are refused: a
+/// misspelt parameter would otherwise silently explore a different tree.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExploreBody {
+    model: Option<String>,
+    prompt: String,
+    branches: Option<usize>,
+    width: Option<usize>,
+    steps: Option<usize>,
+    temperature: Option<f32>,
+    min_p: Option<f32>,
+    measure: Option<String>,
+    seed: Option<u64>,
+    #[serde(default)]
+    stochastic: bool,
+    alpha: Option<f32>,
+    bifurcation_gap: Option<f32>,
+    stop: Option<Stop>,
+    #[serde(default)]
+    stream: bool,
+}
+
+impl ExploreBody {
+    fn to_request(&self, st: &AppState) -> Result<ExploreRequest, ApiError> {
+        if let Some(m) = &self.model {
+            crate::wire::check_model(st, m)?;
+        }
+        let d = ExploreParams::default();
+        let measure = match &self.measure {
+            None => d.measure,
+            Some(m) => Measure::parse(m).ok_or_else(|| {
+                ApiError::invalid(
+                    "measure",
+                    format!("`measure` must be max, sample or all, got {m:?}"),
+                )
+            })?,
+        };
+        let params = ExploreParams {
+            branches: self.branches.unwrap_or(d.branches),
+            width: self.width.unwrap_or(d.width),
+            steps: self.steps.unwrap_or(d.steps),
+            temperature: self.temperature.unwrap_or(d.temperature),
+            min_p: self.min_p.unwrap_or(d.min_p),
+            stochastic: self.stochastic,
+            seed: self.seed.unwrap_or(d.seed),
+            measure,
+            alpha: self.alpha.unwrap_or(d.alpha),
+            bifurcation_gap: self.bifurcation_gap.unwrap_or(d.bifurcation_gap),
+            stop: self.stop.as_ref().map(Stop::to_vec).unwrap_or_default(),
+            no_share: false,
+        };
+        params.validate()?;
+        if self.prompt.is_empty() {
+            return Err(ApiError::invalid("prompt", "the prompt is empty"));
+        }
+        Ok(ExploreRequest {
+            prompt: self.prompt.clone(),
+            prompt_ids: st.cfg.tokenizer.encode(&self.prompt, true, false),
+            params,
+        })
+    }
+}
+
+pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let body: ExploreBody = parse(&body, "exploration request")?;
+    let req = body.to_request(&st)?;
+    let (_, mut events) = st.engine.submit(Task::Explore(req));
+    // The first event says whether the engine took the request.
+    let first = match events.recv().await {
+        Some(Event::Error(e)) => return Err(e.into()),
+        Some(e) => e,
+        None => return Err(everett_engine::Error::ShuttingDown.into()),
+    };
+    if body.stream {
+        return Ok(
+            Sse::new(stream::unfold(Some((Some(first), events)), next_event)).into_response(),
+        );
+    }
+    let mut next = Some(first);
+    while let Some(e) = next {
+        match e {
+            Event::Explored(x) => return Ok(axum::Json(x).into_response()),
+            Event::Error(e) => return Err(e.into()),
+            _ => next = events.recv().await,
+        }
+    }
+    Err(everett_engine::Error::ShuttingDown.into())
+}
+
+/// Where the stream stands: the event already received, and the rest; `None` after `[DONE]`.
+type Streaming = Option<(Option<Event>, Events)>;
+
+async fn next_event(state: Streaming) -> Option<(Result<SseEvent, Infallible>, Streaming)> {
+    let (pending, mut events) = state?;
+    let e = match pending {
+        Some(e) => Some(e),
+        None => events.recv().await,
+    };
+    let out = match e {
+        Some(Event::ExploreStep(s)) => named("step", &*s),
+        Some(Event::Explored(x)) => named("result", &*x),
+        Some(Event::Error(e)) => {
+            let e = ApiError::from(e);
+            let v = serde_json::json!({"error": {"message": e.message, "type": e.kind}});
+            return Some((
+                Ok(SseEvent::default().event("error").data(v.to_string())),
+                None,
+            ));
+        }
+        Some(_) => SseEvent::default().comment("ignored"),
+        None => return Some((Ok(SseEvent::default().data("[DONE]")), None)),
+    };
+    Some((Ok(out), Some((None, events))))
+}
+
+/// An SSE event called `name` carrying `v` as JSON (non-finite numbers become null).
+fn named(name: &str, v: &impl Serialize) -> SseEvent {
+    SseEvent::default()
+        .event(name)
+        .data(serde_json::to_string(v).unwrap_or_default())
+}
