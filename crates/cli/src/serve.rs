@@ -55,6 +55,8 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(&addr))
         .with_context(|| format!("cannot listen on {addr}"))?;
+    // With --port 0 the system picks the port: report the one bound.
+    let addr = listener.local_addr().map_or(addr, |a| a.to_string());
     let (gate, slot) = loading();
     let server = rt.spawn(async move {
         axum::serve(listener, gate)

@@ -4,7 +4,8 @@
 //! `everett serve` binds it. So far: `/health`, `/v1/models`, `/v1/completions` and
 //! `/v1/chat/completions` (JSON and SSE), `/v1/explore` (superposition, JSON or SSE per level),
 //! `/tokenize`, `/detokenize`, `/metrics`; `loading`
-//! answers 503 on every route until the model is loaded. With an API key set, every route but `/health` wants
+//! answers 503 on every route until the model is loaded. `GET /` is the playground and explorer
+//! page (no key needed: it asks for one). With an API key set, every route but `/health` and `/` wants
 //! `Authorization: Bearer KEY` (401 otherwise); bodies over `BODY_LIMIT` get 413.
 
 mod chat;
@@ -12,6 +13,7 @@ mod completions;
 pub mod error;
 mod explore;
 mod metrics;
+mod page;
 mod reply;
 mod tokens;
 mod wire;
@@ -72,6 +74,7 @@ pub fn router(engine: EngineHandle, cfg: ServerConfig) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/health", get(health))
+        .route("/", get(page::index))
         .merge(guarded)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)

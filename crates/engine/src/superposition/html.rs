@@ -20,7 +20,7 @@ pub fn page(e: &Exploration) -> String {
          <h2>Tree <small>(click a token to fold its subtree; hover for alternatives)</small></h2>\n\
          <div id=\"tree\"></div>\n\
          <script type=\"application/json\" id=\"data\">{json}</script>\n\
-         <script>{SCRIPT}</script>\n</body></html>\n"
+         <script>{VIEW_SCRIPT}{SCRIPT}</script>\n</body></html>\n"
     )
 }
 
@@ -31,7 +31,8 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-const STYLE: &str = r##"
+/// The page's style, shared with the server's page.
+pub const STYLE: &str = r##"
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;background:#fcfcfa}
 h1{font-size:1.3em;margin:0 0 .4em} h2{font-size:1.05em;margin:1.2em 0 .4em}
 #status{font-size:.8em;color:#888}
@@ -50,24 +51,25 @@ li.folded>ul{display:none} li.folded>.node::before{content:"\25B8 "}
 svg text{font-size:10px;font-family:system-ui,sans-serif}
 "##;
 
-const SCRIPT: &str = r##"
-(function(){
-const status=document.getElementById('status');
-window.addEventListener('error',function(ev){status.textContent='error: '+ev.message;status.dataset.state='error';});
-try{
-const e=JSON.parse(document.getElementById('data').textContent);
+/// `everettView.draw(e)`: draws an exploration (finished, or partial while it streams: no
+/// verdict, paths or stats yet) into the elements `#summary`, `#chart` and `#tree`, and returns
+/// how many nodes it shows. Shared by this page and the server's page, so both encode alike.
+pub const VIEW_SCRIPT: &str = r##"
+const everettView=(function(){
+function draw(e){
 const esc=s=>String(s).replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));
 const vis=s=>JSON.stringify(s).slice(1,-1);
 // Summary: prompt, parameters, measured answers, verdict.
-const measuredEnds=new Set(e.measured.map(i=>e.paths[i].node));
+const measuredEnds=new Set((e.measured||[]).map(i=>e.paths[i].node));
 const onMeasured=new Set();
 for(const end of measuredEnds){let at=end;while(at!==null&&at!==undefined){onMeasured.add(at);at=e.nodes[at].parent;}}
 const v=e.verdict,s=e.stats,p=e.params;
 let h='<p><b>Prompt:</b> '+esc(e.prompt)+'</p>';
 h+='<p><b>Parameters:</b> branches '+p.branches+', width '+p.width+', steps '+p.steps+', temperature '+p.temperature+', min_p '+p.min_p+(p.stochastic?', stochastic':'')+', measure '+p.measure+'</p>';
-h+='<p><b>Measured:</b></p><ol>'+e.measured.map(i=>{const q=e.paths[i];return '<li><span class="answer">'+esc(q.text)+'</span> score '+q.normalized_score.toFixed(3)+', p='+q.probability.toFixed(3)+'</li>';}).join('')+'</ol>';
+if(!v){h+='<p><b>Exploring:</b> depth '+(e.entropy_by_depth.length)+' of '+p.steps+'…</p>';}
+else{h+='<p><b>Measured:</b></p><ol>'+e.measured.map(i=>{const q=e.paths[i];return '<li><span class="answer">'+esc(q.text)+'</span> score '+q.normalized_score.toFixed(3)+', p='+q.probability.toFixed(3)+'</li>';}).join('')+'</ol>';
 h+='<p><b>Verdict: '+esc(v.verdict)+'</b> (leading path mass '+v.leading_mass.toFixed(3)+', agreement '+v.agreement.toFixed(3)+', common prefix "'+esc(v.common_prefix_text)+'")</p>';
-h+='<p>'+e.nodes.length+' nodes, '+e.paths.length+' finished paths, '+e.bifurcations.length+' bifurcations; '+s.forward_passes+' forward passes; KV blocks '+s.kv_blocks_used+' used vs '+s.kv_blocks_unshared+' unshared; '+s.wall_ms.toFixed(0)+' ms</p>';
+h+='<p>'+e.nodes.length+' nodes, '+e.paths.length+' finished paths, '+e.bifurcations.length+' bifurcations; '+s.forward_passes+' forward passes; KV blocks '+s.kv_blocks_used+' used vs '+s.kv_blocks_unshared+' unshared; '+s.wall_ms.toFixed(0)+' ms</p>';}
 h+='<p class="legend"><span style="outline:2px solid #d33">bifurcation</span><span style="font-weight:bold;text-decoration:underline">measured path</span><span style="opacity:.4">pruned</span><span>&#9632; finished</span></p>';
 document.getElementById('summary').innerHTML=h;
 // Entropy chart: one bar per depth.
@@ -100,7 +102,19 @@ function build(id){const n=e.nodes[id],li=document.createElement('li'),sp=docume
  return li;}
 const root=document.createElement('ul');root.className='tree';root.appendChild(build(0));
 document.getElementById('tree').appendChild(root);
-const shown=document.querySelectorAll('#tree .node').length;
+return document.querySelectorAll('#tree .node').length;
+}
+return {draw};
+})();
+"##;
+
+const SCRIPT: &str = r##"
+(function(){
+const status=document.getElementById('status');
+window.addEventListener('error',function(ev){status.textContent='error: '+ev.message;status.dataset.state='error';});
+try{
+const e=JSON.parse(document.getElementById('data').textContent);
+const shown=everettView.draw(e);
 status.textContent='ok: '+shown+' nodes';status.dataset.state='ok';status.dataset.nodes=shown;
 }catch(err){status.textContent='error: '+err;status.dataset.state='error';}
 })();
