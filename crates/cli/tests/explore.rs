@@ -4,7 +4,7 @@
 //! The Chromium check is skipped when no browser is installed, unless EVERETT_REQUIRE_CHROMIUM
 //! is set (CI installs `chromium` and sets it).
 
-use everett_engine::testutil::{tiny_model, Tiny};
+use everett_engine::testutil::{chromium, tiny_model, Tiny};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -129,25 +129,6 @@ fn bad_flags_get_clear_errors() {
         assert!(err.contains(needle), "{flags:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
-}
-
-fn chromium() -> Option<&'static str> {
-    let found = ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| {
-            Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("EVERETT_REQUIRE_CHROMIUM").is_none(),
-            "EVERETT_REQUIRE_CHROMIUM is set but no chromium binary was found"
-        );
-        eprintln!("skipping: no headless chromium installed");
-    }
-    found
 }
 
 #[test]

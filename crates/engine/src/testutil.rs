@@ -322,3 +322,24 @@ impl<M: crate::engine::Runner> crate::engine::Runner for Slow<M> {
         self.0.pool()
     }
 }
+
+/// A headless-capable Chromium binary for page tests: `None` (skip) when none is installed, a
+/// panic instead when EVERETT_REQUIRE_CHROMIUM is set (CI installs one and sets it).
+pub fn chromium() -> Option<&'static str> {
+    let found = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("EVERETT_REQUIRE_CHROMIUM").is_none(),
+            "EVERETT_REQUIRE_CHROMIUM is set but no chromium binary was found"
+        );
+        eprintln!("skipping: no headless chromium installed");
+    }
+    found
+}

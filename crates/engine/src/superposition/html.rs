@@ -101,7 +101,7 @@ function build(id){const n=e.nodes[id],li=document.createElement('li'),sp=docume
   sp.addEventListener('click',()=>li.classList.toggle('folded'));}
  return li;}
 const root=document.createElement('ul');root.className='tree';root.appendChild(build(0));
-document.getElementById('tree').appendChild(root);
+const treeBox=document.getElementById('tree');treeBox.replaceChildren(root);
 return document.querySelectorAll('#tree .node').length;
 }
 return {draw};

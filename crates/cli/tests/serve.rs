@@ -1,0 +1,138 @@
+//! `everett serve` as a process on loopback with the default model (skipped without it, unless
+//! EVERETT_REQUIRE_MODEL is set): real clients through `tools/e2e/serve_e2e.py` (the official
+//! `openai` package, 64 concurrent streaming clients, greedy identity with `everett generate`,
+//! the page in headless Chromium), and SIGTERM letting an in-flight stream finish before the
+//! process exits 0. The Python checks need EVERETT_E2E_PYTHON, an interpreter with `openai` and
+//! `websocket-client` (`.ci/run` makes that virtualenv); without it they are skipped, unless
+//! EVERETT_REQUIRE_E2E is set.
+
+use everett_engine::testutil::{chromium, default_model};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running server and its address.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    /// Starts `everett serve --port 0` and waits for its "ready" line.
+    fn start(model: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_everett"))
+            .args(["serve", "--port", "0", "--model"])
+            .arg(model)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("serve exited before it was ready")
+                .unwrap();
+            if let Some(rest) = line.split(" ready on http://").nth(1) {
+                break rest.trim().to_string();
+            }
+        };
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Server { child, addr }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits up to `limit` for the process to exit; its status.
+    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "serve did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn real_clients_load_greedy_identity_and_the_page() {
+    let Some(model) = default_model() else { return };
+    let Some(python) = std::env::var_os("EVERETT_E2E_PYTHON") else {
+        assert!(
+            std::env::var_os("EVERETT_REQUIRE_E2E").is_none(),
+            "EVERETT_REQUIRE_E2E is set but EVERETT_E2E_PYTHON is not"
+        );
+        eprintln!("skipping: EVERETT_E2E_PYTHON (python with openai, websocket-client) not set");
+        return;
+    };
+    let server = Server::start(&model);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/e2e/serve_e2e.py");
+    let mut cmd = Command::new(python);
+    cmd.arg(script)
+        .args(["--url", &format!("http://{}", server.addr)])
+        .args(["--everett", env!("CARGO_BIN_EXE_everett")])
+        .arg("--model")
+        .arg(&model);
+    if let Some(c) = chromium() {
+        cmd.args(["--chromium", c]);
+    }
+    let out = cmd.output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "end-to-end checks failed:\n{stdout}\n{stderr}"
+    );
+}
+
+#[test]
+fn sigterm_lets_an_open_stream_finish_then_exits_0() {
+    let Some(model) = default_model() else { return };
+    let mut server = Server::start(&model);
+    let body = r#"{"prompt": "Tell me a long story.", "max_tokens": 96, "temperature": 0,
+                   "ignore_eos": true, "stream": true}"#;
+    let mut conn = TcpStream::connect(&server.addr).unwrap();
+    write!(
+        conn,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    // Once the first chunk is here the request is in flight.
+    let mut first = [0u8; 256];
+    let n = conn.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    server.signal("-TERM");
+    let mut rest = String::new();
+    conn.read_to_string(&mut rest).unwrap();
+    let chunks = rest.matches("\"text\":").count();
+    assert!(rest.contains("data: [DONE]"), "the stream was cut: {rest}");
+    assert!(rest.contains("\"finish_reason\":\"length\""), "{rest}");
+    assert!(chunks >= 90, "only {chunks} chunks after SIGTERM");
+    let status = server.wait(Duration::from_secs(30));
+    assert!(status.success(), "serve exited with {status}");
+}

@@ -1,0 +1,320 @@
+#!/usr/bin/env python3
+"""End-to-end checks of a running `everett serve`, as its users would make them.
+
+* the official `openai` package: models, completions, chat, streaming, n=2, logprobs, bad requests;
+* a bounded load test: many concurrent streaming clients, each must get exactly the tokens it
+  asked for, with zero errors, and afterwards /metrics must show nothing running and an empty KV
+  cache;
+* served greedy outputs (arriving together) equal `everett generate --json` of the same prompts,
+  token text and logprob for logprob;
+* the page in headless Chromium over the DevTools protocol: it loads without console errors,
+  runs an exploration against the live server and shows as many nodes as the API returned, and
+  its playground streams a completion.
+
+Run by crates/cli/tests/serve.rs (which starts the server); needs `openai` and `websocket-client`.
+Exits non-zero with the failed check named.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+
+import openai
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return r.read().decode()
+
+
+def post(url, body):
+    req = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=300) as r:
+        return json.loads(r.read())
+
+
+def client_checks(url):
+    c = openai.OpenAI(base_url=url + "/v1", api_key="none")
+    model = c.models.list().data[0].id
+    greedy = dict(model=model, temperature=0, max_tokens=12)
+
+    r = c.completions.create(prompt="The capital of France is", **greedy)
+    check(r.object == "text_completion" and r.usage.prompt_tokens > 0, f"completion: {r}")
+    check(0 < r.usage.completion_tokens <= 12, f"completion usage {r.usage}")
+    whole = r.choices[0].text
+
+    text = ""
+    for chunk in c.completions.create(prompt="The capital of France is", stream=True, **greedy):
+        text += chunk.choices[0].text if chunk.choices else ""
+    check(text == whole, f"streamed completion {text!r} != {whole!r}")
+
+    msgs = [{"role": "user", "content": "Name a primary color."}]
+    r = c.chat.completions.create(messages=msgs, **greedy)
+    check(r.choices[0].message.role == "assistant", f"chat: {r}")
+    answer = r.choices[0].message.content
+    check(r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens, "chat usage")
+    text, usage = "", None
+    stream = c.chat.completions.create(
+        messages=msgs, stream=True, stream_options={"include_usage": True}, **greedy
+    )
+    for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        for ch in chunk.choices:
+            text += ch.delta.content or ""
+    check(text == answer, f"streamed chat {text!r} != {answer!r}")
+    check(usage is not None and usage.completion_tokens == r.usage.completion_tokens, "stream usage")
+
+    r = c.completions.create(
+        model=model, prompt="Once upon a time", n=2, max_tokens=8, temperature=1.0, seed=7,
+        extra_body={"ignore_eos": True},
+    )
+    check(sorted(ch.index for ch in r.choices) == [0, 1], "n=2 indices")
+    check(r.usage.completion_tokens == 16, f"n=2 usage {r.usage}")
+
+    r = c.completions.create(prompt="1, 2, 3,", logprobs=3, **greedy)
+    lp = r.choices[0].logprobs
+    check(len(lp.tokens) == r.usage.completion_tokens == len(lp.token_logprobs), "logprobs length")
+    check(all(len(t) == 3 for t in lp.top_logprobs), "top_logprobs")
+    check(all(x <= 0 for x in lp.token_logprobs), "logprobs are log-probabilities")
+    r = c.chat.completions.create(messages=msgs, logprobs=True, top_logprobs=2, **greedy)
+    content = r.choices[0].logprobs.content
+    check(len(content) == r.usage.completion_tokens, "chat logprobs length")
+    check(all(len(t.top_logprobs) == 2 for t in content), "chat top_logprobs")
+
+    try:
+        c.completions.create(model=model, prompt="x", temperature=-1)
+        check(False, "temperature=-1 was accepted")
+    except openai.BadRequestError as e:
+        check(e.body["param"] == "temperature", f"bad request names {e.body}")
+    try:
+        c.completions.create(model="no-such-model", prompt="x")
+        check(False, "an unknown model was accepted")
+    except openai.NotFoundError as e:
+        check(e.body["param"] == "model", f"unknown model names {e.body}")
+    r = c.completions.create(prompt="Still serving?", **greedy)
+    check(r.usage.completion_tokens > 0, "serves after bad requests")
+    return model
+
+
+PROMPTS = [
+    "The history of the printing press",
+    "A recipe for tomato soup begins with",
+    "In the deep ocean, creatures",
+    "def fibonacci(n):",
+    "The best way to learn a language is",
+    "Mountains are formed when",
+    "My favourite book is",
+    "The train left the station at",
+]
+
+
+def metric(text, name):
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"/metrics has no {name}")
+
+
+def load_test(url, model, clients, tokens):
+    c = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
+    results, errors = [None] * clients, []
+
+    def one(i):
+        try:
+            prompt = f"{PROMPTS[i % len(PROMPTS)]} (variant {i})"
+            stream = c.completions.create(
+                model=model, prompt=prompt, max_tokens=tokens, temperature=0.8, seed=i,
+                stream=True, stream_options={"include_usage": True},
+                extra_body={"ignore_eos": True},
+            )
+            pieces, usage, finish = 0, None, None
+            for chunk in stream:
+                if chunk.usage:
+                    usage = chunk.usage
+                for ch in chunk.choices:
+                    if ch.finish_reason:
+                        finish = ch.finish_reason
+                    elif ch.text is not None:
+                        pieces += 1
+            results[i] = (pieces, usage.completion_tokens if usage else None, finish)
+        except Exception as e:  # every failure is reported, none is fatal to the others
+            errors.append(f"client {i}: {e!r}")
+
+    start = time.time()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.time() - start
+    check(not errors, f"{len(errors)} load-test errors: {errors[:3]}")
+    bad = [(i, r) for i, r in enumerate(results) if r != (tokens, tokens, "length")]
+    check(not bad, f"requests without {tokens} tokens: {bad[:5]}")
+    m = get(url + "/metrics")
+    check(metric(m, "everett_requests_running") == 0, "requests still running")
+    check(metric(m, "everett_requests_waiting") == 0, "requests still waiting")
+    check(metric(m, "everett_kv_usage_ratio") == 0, "KV cache not empty after the load")
+    print(f"load: {clients} streaming clients x {tokens} tokens in {wall:.1f} s, "
+          f"{clients * tokens / wall:.0f} tok/s, 0 errors, KV empty after")
+
+
+def greedy_identity(url, model, everett, gguf):
+    """Served greedy outputs, requested together, equal `everett generate` token for token."""
+    c = openai.OpenAI(base_url=url + "/v1", api_key="none", timeout=600)
+    served = [None] * len(PROMPTS)
+
+    def one(i):
+        r = c.completions.create(model=model, prompt=PROMPTS[i], max_tokens=24, temperature=0,
+                                 logprobs=1)
+        served[i] = r.choices[0]
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(PROMPTS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+        for p in PROMPTS:
+            f.write(json.dumps({"prompt": p}) + "\n")
+    cmd = [everett, "generate", "--prompts-file", f.name, "--max-tokens", "24",
+           "--temperature", "0", "--json"]
+    if gguf:
+        cmd += ["--model", gguf]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    local = [json.loads(line) for line in out.splitlines() if line.strip()]
+    check(len(local) == len(PROMPTS), f"everett generate printed {len(local)} objects")
+    for p, s, g in zip(PROMPTS, served, local):
+        check(s.text == g["text"], f"{p!r}: served {s.text!r} vs generate {g['text']!r}")
+        lps = [t["logprob"] for t in g["tokens"]]
+        check(s.logprobs.token_logprobs == lps, f"{p!r}: logprobs differ")
+    print(f"greedy: {len(PROMPTS)} served outputs equal everett generate, logprobs included")
+
+
+def page_check(url, chromium):
+    import websocket  # websocket-client
+
+    with tempfile.TemporaryDirectory() as profile:
+        browser = subprocess.Popen(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"],
+            stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            port = None
+            deadline = time.time() + 60
+            while port is None and time.time() < deadline:
+                line = browser.stderr.readline()
+                if "DevTools listening on ws://" in line:
+                    port = urllib.parse.urlparse(line.split("listening on ")[1].strip()).port
+            check(port is not None, "chromium did not open its DevTools port")
+            threading.Thread(target=browser.stderr.read, daemon=True).start()
+            targets = json.loads(get(f"http://127.0.0.1:{port}/json/list"))
+            ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+            ws = websocket.create_connection(ws_url, timeout=300, suppress_origin=True)
+            return drive_page(ws, url)
+        finally:
+            browser.kill()
+            browser.wait()
+
+
+def drive_page(ws, url):
+    counter = iter(range(1, 1 << 30))
+    problems = []
+
+    def send(method, **params):
+        i = next(counter)
+        ws.send(json.dumps({"id": i, "method": method, "params": params}))
+        while True:
+            msg = json.loads(ws.recv())
+            note(msg)
+            if msg.get("id") == i:
+                check("error" not in msg, f"{method}: {msg}")
+                return msg.get("result", {})
+
+    def note(msg):
+        m, p = msg.get("method"), msg.get("params", {})
+        if m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+            problems.append(f"console.{p['type']}: {p.get('args')}")
+        elif m == "Runtime.exceptionThrown":
+            problems.append(f"exception: {p.get('exceptionDetails', {}).get('text')}")
+        elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
+            problems.append(f"log: {p['entry'].get('text')} {p['entry'].get('url', '')}")
+
+    def js(expr):
+        r = send("Runtime.evaluate", expression=expr, returnByValue=True)
+        return r.get("result", {}).get("value")
+
+    def wait_state(what, timeout=300):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            state = js("document.getElementById('status').dataset.state")
+            if state in ("ok", "error"):
+                return state
+            time.sleep(0.3)
+        raise AssertionError(f"the page's {what} did not finish")
+
+    params = {"prompt": "The capital of France is", "branches": 3, "width": 6, "steps": 5, "seed": 3}
+    api = post(url + "/v1/explore", params)
+    send("Runtime.enable")
+    send("Log.enable")
+    send("Page.enable")
+    send("Page.navigate", url=url + "/#explore=" + urllib.parse.quote(json.dumps(params)))
+    state = wait_state("exploration")
+    status = js("document.getElementById('status').textContent")
+    check(state == "ok", f"exploration on the page failed: {status}")
+    shown = js("document.querySelectorAll('#tree .node').length")
+    check(shown == len(api["nodes"]), f"page shows {shown} nodes, the API returned {len(api['nodes'])}")
+    check(js("document.querySelectorAll('#chart svg rect').length") == len(api["entropy_by_depth"]),
+          "entropy chart bars")
+    # The playground streams a completion into its output.
+    js("document.getElementById('tab-play').click();"
+       "document.getElementById('prompt').value='Water boils at';"
+       "document.getElementById('p-max').value='8';document.getElementById('send').click()")
+    time.sleep(0.2)
+    state = wait_state("completion")
+    check(state == "ok", "the playground's completion failed")
+    out = js("document.getElementById('out').textContent")
+    check(out.startswith("Water boils at") and len(out) > len("Water boils at"), f"playground: {out!r}")
+    check(not problems, f"console errors: {problems}")
+    print(f"page: exploration drawn with {shown} nodes (API: {len(api['nodes'])}), "
+          f"playground streamed, no console errors")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--everett", help="everett binary for the greedy identity check")
+    ap.add_argument("--model", help="the GGUF the server runs (for everett generate)")
+    ap.add_argument("--chromium", help="a Chromium binary for the page check")
+    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--tokens", type=int, default=32)
+    a = ap.parse_args()
+    model = client_checks(a.url)
+    print("openai client: completions, chat, streaming, n=2, logprobs, bad requests: ok")
+    load_test(a.url, model, a.clients, a.tokens)
+    if a.everett:
+        greedy_identity(a.url, model, a.everett, a.model)
+    if a.chromium:
+        page_check(a.url, a.chromium)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except AssertionError as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        sys.exit(1)
