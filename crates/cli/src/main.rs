@@ -3,6 +3,8 @@
 
 mod bench;
 mod bench_engine;
+mod bench_serve;
+mod chat;
 mod commands;
 mod explore;
 mod pull;
@@ -116,7 +118,10 @@ enum Cmd {
     },
     /// Print a GGUF file's metadata and tensor table.
     Inspect { file: PathBuf },
-    /// An OpenAI-compatible HTTP server (so far /health, /v1/models, /v1/completions).
+    /// Chat with the model in the terminal (its chat template, history, /reset, Ctrl-C stops
+    /// an answer).
+    Chat(chat::ChatArgs),
+    /// An OpenAI-compatible HTTP server with the playground and explorer page.
     Serve(serve::ServeArgs),
     /// Download the default model into the cache.
     Pull {
@@ -124,14 +129,22 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
-    /// Measure prefill, decode and batched decode speed.
+    /// Measure prefill, decode and batched decode speed (`bench serve`: load-test a server).
     Bench {
+        #[command(subcommand)]
+        target: Option<BenchTarget>,
         #[command(flatten)]
         common: Common,
         /// Run one part only (pp128, pp512, tg128, parallel).
         #[arg(long)]
         only: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum BenchTarget {
+    /// Load-test an OpenAI-compatible server (ours or another) like `vllm bench serve`.
+    Serve(bench_serve::BenchServeArgs),
 }
 
 fn main() {
@@ -153,7 +166,12 @@ fn run() -> Result<()> {
         Cmd::Perplexity { common, file, ctx } => commands::perplexity(&common, &file, ctx),
         Cmd::Inspect { file } => commands::inspect(&file),
         Cmd::Serve(args) => serve::run(&args),
+        Cmd::Chat(args) => chat::run(&args),
         Cmd::Pull { force } => pull::pull(force).map(|_| ()),
-        Cmd::Bench { common, only } => bench::run(&common, only.as_deref()),
+        Cmd::Bench {
+            target: Some(BenchTarget::Serve(args)),
+            ..
+        } => bench_serve::run(&args),
+        Cmd::Bench { common, only, .. } => bench::run(&common, only.as_deref()),
     }
 }

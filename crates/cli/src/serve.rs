@@ -124,7 +124,7 @@ fn check_kv_size(model: &Model, a: &ServeArgs) -> Result<()> {
 }
 
 /// The GGUF's chat template, else its architecture's known format.
-fn chat_template(common: &Common) -> Result<Option<ChatTemplate>> {
+pub(crate) fn chat_template(common: &Common) -> Result<Option<ChatTemplate>> {
     let file = GgufFile::open(&crate::pull::resolve(common.model.as_deref())?)?;
     let text = |key: &str| match file.get(key) {
         Some(Value::Str(s)) => Some(s.clone()),

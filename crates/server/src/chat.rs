@@ -12,6 +12,7 @@ use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Response;
+use everett_engine::tokenizer::Tokenizer;
 use serde::Deserialize;
 
 /// How messages become a prompt.
@@ -51,8 +52,23 @@ impl ChatTemplate {
         }
     }
 
+    /// The prompt tokens for `msgs` (role, content), ready for the model's answer; a template
+    /// that fails says why.
+    pub fn prompt_ids(
+        &self,
+        tok: &Tokenizer,
+        msgs: &[(String, String)],
+    ) -> Result<Vec<u32>, String> {
+        let special = |id: Option<u32>| id.map(|i| tok.piece(i).to_string()).unwrap_or_default();
+        let (bos, eos) = (special(tok.bos), special(tok.eos));
+        let text = self.render(msgs, &bos, &eos)?;
+        // A template that writes BOS itself must not get a second one.
+        let add_bos = bos.is_empty() || !text.starts_with(&bos);
+        Ok(tok.encode(&text, add_bos, true))
+    }
+
     /// The prompt text for `msgs` (role, content), ready for the model's answer.
-    fn render(&self, msgs: &[(String, String)], bos: &str, eos: &str) -> Result<String, ApiError> {
+    fn render(&self, msgs: &[(String, String)], bos: &str, eos: &str) -> Result<String, String> {
         let Self::Jinja(env) = self else {
             return Ok(gemma(msgs));
         };
@@ -65,7 +81,7 @@ impl ChatTemplate {
         };
         env.get_template("chat")
             .and_then(|t| t.render(ctx))
-            .map_err(|e| ApiError::invalid("messages", format!("the chat template failed: {e}")))
+            .map_err(|e| format!("the chat template failed: {e}"))
     }
 }
 
@@ -170,13 +186,9 @@ pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response,
             "this model has no chat template; use /v1/completions",
         ));
     };
-    let tok = &st.cfg.tokenizer;
-    let special = |id: Option<u32>| id.map(|i| tok.piece(i).to_string()).unwrap_or_default();
-    let (bos, eos) = (special(tok.bos), special(tok.eos));
-    let text = template.render(&msgs, &bos, &eos)?;
-    // A template that writes BOS itself must not get a second one.
-    let add_bos = bos.is_empty() || !text.starts_with(&bos);
-    let ids = tok.encode(&text, add_bos, true);
+    let ids = template
+        .prompt_ids(&st.cfg.tokenizer, &msgs)
+        .map_err(|e| ApiError::invalid("messages", e))?;
     let top = if req.logprobs {
         count("top_logprobs", req.top_logprobs, 0, 0, MAX_LOGPROBS)?
     } else {
