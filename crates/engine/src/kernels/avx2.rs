@@ -14,7 +14,7 @@
 use super::act::QuantActs;
 use super::disjoint::Disjoint;
 use super::matmul::{block_sums, ROW_TILE};
-use super::pack::{CodeMatrix, GROUP};
+use super::pack::{mask_at, pair_bytes, CodeMatrix, GROUP};
 use std::arch::x86_64::*;
 
 /// # Safety
@@ -52,6 +52,59 @@ pub(crate) unsafe fn code_tile(
             (3, 16, false, false) => tile::<3, 16, false, false>(m, c, g, acts, r0, out),
             (4, 16, false, false) => tile::<4, 16, false, false>(m, c, g, acts, r0, out),
             _ => super::matmul::code_tile_scalar(m, codes, g, acts, r0, r, out),
+        }
+    }
+}
+
+/// `m.unpack_group` in registers: group `g` in the plain layout into `out` (`k * GROUP`
+/// bytes), the same bytes. Compact codes are split into nibbles, and each extra bit's 64-bit
+/// mask is spread to one byte per code (bit i of the mask → byte i) and added in.
+///
+/// # Safety
+/// CPU must have avx2.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn unpack_group(m: &CodeMatrix, g: usize, out: &mut [u8]) {
+    let (bits, k) = (m.layout.bits as usize, m.k);
+    assert!(out.len() >= k * GROUP);
+    if bits >= 8 {
+        return out[..k * GROUP].copy_from_slice(m.group(g));
+    }
+    let (codes, pb) = (m.group(g).as_ptr(), pair_bytes(bits as u32));
+    // SAFETY: pair p < k/8 spans `pb` bytes at p*pb in the group and 128 bytes at p*128 in
+    // `out` (asserted above); the rest are register intrinsics on enabled features.
+    unsafe {
+        let low = _mm256_set1_epi8(15);
+        // Byte j of a 32-byte half reads mask byte j/8 (+4 for the second half) and tests
+        // bit j%8 of it.
+        let first = _mm256_setr_epi8(
+            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, //
+            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+        );
+        let pick = [first, _mm256_add_epi8(first, _mm256_set1_epi8(4))];
+        let select = _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64);
+        for p in 0..k / 8 {
+            let at = codes.add(p * pb);
+            let o = out.as_mut_ptr().add(p * 128);
+            for q in 0..2 {
+                let nib = _mm256_loadu_si256(at.add(32 * q) as *const __m256i);
+                let mut plane = [
+                    _mm256_and_si256(nib, low),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(nib), low),
+                ];
+                for e in 0..bits - 4 {
+                    let bit = _mm256_set1_epi8(1 << (4 + e));
+                    for (half, v) in plane.iter_mut().enumerate() {
+                        let mask = (at.add(mask_at(e, half)) as *const i64).read_unaligned();
+                        let spread = _mm256_shuffle_epi8(_mm256_set1_epi64x(mask), pick[q]);
+                        let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, select), select);
+                        *v = _mm256_or_si256(*v, _mm256_and_si256(set, bit));
+                    }
+                }
+                // Operand `half` of the pair is output bytes half*64.., this is its q-th 32.
+                for (half, v) in plane.iter().enumerate() {
+                    _mm256_storeu_si256(o.add(half * 64 + 32 * q) as *mut __m256i, *v);
+                }
+            }
         }
     }
 }

@@ -176,6 +176,11 @@ fn unpack_group(isa: Isa, m: &CodeMatrix, g: usize, out: &mut [u8]) {
         // VNNI code handles.
         return unsafe { super::vnni::unpack_group(m, g, out) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if isa.family() != Family::Scalar {
+        // SAFETY: every family but scalar exists only when the CPU has AVX2.
+        return unsafe { super::avx2::unpack_group(m, g, out) };
+    }
     m.unpack_group(g, out)
 }
 

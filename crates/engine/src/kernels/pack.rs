@@ -278,6 +278,14 @@ mod tests {
             let (mut codes, mut subs) = (vec![0u8; k], Vec::new());
             for g in 0..n.div_ceil(GROUP) {
                 m.unpack_group(g, &mut plain);
+                // The SIMD unpackers write the same bytes.
+                #[cfg(target_arch = "x86_64")]
+                if std::is_x86_feature_detected!("avx2") {
+                    let mut simd = vec![0u8; k * GROUP];
+                    // SAFETY: the CPU has avx2.
+                    unsafe { super::super::avx2::unpack_group(&m, g, &mut simd) };
+                    assert_eq!(simd, plain, "{ty:?} group {g}: avx2 unpack");
+                }
                 for c in 0..GROUP {
                     let row = g * GROUP + c;
                     if row < n {
