@@ -121,3 +121,33 @@ fn fast_exp_is_accurate_over_its_range() {
     assert!(exp_fast(-1000.0) < 1e-37);
     assert!(exp_fast(1000.0).is_finite() && exp_fast(1000.0) > 1e38);
 }
+
+#[test]
+fn near_maximal_codes_and_activations_do_not_overflow_simd_sums() {
+    // Every byte 0xEE: nibbles of 14, high bits mostly set, finite f16 scales; activations all
+    // at the top code. i16 pair sums summed over a chunk are then near their bound, and any
+    // overflow would make a SIMD kernel differ from the scalar one.
+    let pool = ThreadPool::new(2);
+    let (n, k, rows) = (32, 512, 5);
+    for ty in TYPES.into_iter().filter(|t| t.block_elems() > 1) {
+        let raw = vec![0xEEu8; n * k / ty.block_elems() * ty.block_bytes()];
+        let packed = PackedMatrix::pack("w", ty, &raw, n, k).unwrap();
+        for sign in [1.0f32, -1.0] {
+            let x = vec![sign; rows * k];
+            let mut acts = QuantActs::default();
+            acts.quantize(&x, rows, k);
+            let mut want = vec![0f32; rows * n];
+            matmul(&pool, Isa::SCALAR, &packed, &x, &acts, rows, &mut want);
+            assert!(
+                want.iter().all(|v| v.is_finite() && *v != 0.0),
+                "{}",
+                ty.name()
+            );
+            for isa in Isa::available() {
+                let mut got = vec![0f32; rows * n];
+                matmul(&pool, isa, &packed, &x, &acts, rows, &mut got);
+                assert_eq!(got, want, "{}: {isa:?} differs from scalar", ty.name());
+            }
+        }
+    }
+}
