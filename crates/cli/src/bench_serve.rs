@@ -28,8 +28,8 @@ pub struct BenchServeArgs {
     /// Tokens generated per request.
     #[arg(long, default_value_t = 64)]
     max_tokens: usize,
-    /// Prompts, one per line (plain text, or JSON objects with a "prompt" field); default:
-    /// built-in varied English prompts of 30-90 tokens.
+    /// Prompts, one per line (plain text, or JSON objects with a "prompt" field); default: 64
+    /// built-in varied English prompts of 30-90 tokens. Request i sends prompt i mod count.
     #[arg(long)]
     prompts: Option<PathBuf>,
     /// The `model` field to send (default: the first of the server's /v1/models).
@@ -272,7 +272,7 @@ fn read_prompts(path: &PathBuf) -> Result<Vec<String>> {
     Ok(prompts)
 }
 
-/// Sentences that the built-in prompts are made of.
+/// Sentences that the built-in prompts continue with.
 const SENTENCES: [&str; 16] = [
     "The old lighthouse keeper climbed the spiral stairs every evening to light the lamp.",
     "Scientists recently discovered a new species of frog in the rainforests of Ecuador.",
@@ -292,14 +292,39 @@ const SENTENCES: [&str; 16] = [
     "Volunteers planted three thousand trees along the river last spring.",
 ];
 
-/// 32 varied English prompts of two to five sentences (about 30 to 90 tokens), each ending in
-/// an instruction to continue.
+/// Who and where the built-in prompts open with: 64 distinct openings, so that no two prompts
+/// share a first KV block (a prefix cache gets no help from the set).
+const SUBJECTS: [&str; 8] = [
+    "The old fisherman",
+    "A young engineer",
+    "My grandmother",
+    "The new mayor",
+    "A curious child",
+    "The tired doctor",
+    "An astronaut on leave",
+    "The village baker",
+];
+const SETTINGS: [&str; 8] = [
+    "in the quiet harbor",
+    "at the edge of the desert",
+    "during the winter festival",
+    "on a crowded night train",
+    "inside the abandoned factory",
+    "beneath the northern lights",
+    "at the top of the mountain",
+    "in a small bookshop",
+];
+
+/// 64 varied English prompts of about 30 to 90 tokens: a distinct opening, one to four further
+/// sentences, and an instruction to continue.
 fn builtin_prompts() -> Vec<String> {
-    (0..32)
+    (0..64)
         .map(|i| {
-            let n = 2 + i % 4;
-            let mut p: Vec<&str> = (0..n).map(|k| SENTENCES[(i + 5 * k) % 16]).collect();
-            p.push("Continue the story:");
+            let mut p = vec![format!("{} was waiting {}.", SUBJECTS[i % 8], SETTINGS[i / 8])];
+            for k in 0..1 + i % 4 {
+                p.push(SENTENCES[(3 * i + 5 * k) % 16].to_string());
+            }
+            p.push("Continue the story in your own words:".into());
             p.join(" ")
         })
         .collect()
