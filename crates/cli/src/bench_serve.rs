@@ -72,7 +72,11 @@ pub fn run(a: &BenchServeArgs) -> Result<()> {
 
 async fn bench(a: &BenchServeArgs, prompts: Vec<String>) -> Result<Value> {
     let base = a.url.trim_end_matches('/').to_string();
-    let client = reqwest::Client::new();
+    // A fresh connection per request: servers that close kept-alive connections after a stream
+    // (llama-server does) would otherwise fail requests sent on a stale one.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
     let model = match &a.model {
         Some(m) => m.clone(),
         None => {
@@ -320,7 +324,11 @@ const SETTINGS: [&str; 8] = [
 fn builtin_prompts() -> Vec<String> {
     (0..64)
         .map(|i| {
-            let mut p = vec![format!("{} was waiting {}.", SUBJECTS[i % 8], SETTINGS[i / 8])];
+            let mut p = vec![format!(
+                "{} was waiting {}.",
+                SUBJECTS[i % 8],
+                SETTINGS[i / 8]
+            )];
             for k in 0..1 + i % 4 {
                 p.push(SENTENCES[(3 * i + 5 * k) % 16].to_string());
             }

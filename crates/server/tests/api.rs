@@ -83,6 +83,16 @@ async fn health_and_models() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_page_is_served_without_a_key_and_the_api_is_not() {
+    let app = app_with_key(Some("k"));
+    let (s, body) = call(&app, "GET", "/", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body.starts_with("<!DOCTYPE html>") && body.contains("everettView"));
+    let (s, _) = call(&app, "POST", "/v1/explore", Some(json!({"prompt": "a"}))).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn every_route_is_503_until_the_model_is_loaded() {
     let (gate, slot) = loading();
     let (s, body) = call(&gate, "GET", "/health", None).await;
