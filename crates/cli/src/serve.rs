@@ -1,7 +1,8 @@
 //! `everett serve`: binds the port at once (every route answers 503 while the model loads, so
 //! `GET /health` tells a supervisor when it is ready), loads the model, starts the engine thread
-//! and serves `everett-server`'s router. Ctrl-C or SIGTERM stops accepting connections, lets open ones finish, then gives the
-//! engine `SHUTDOWN_GRACE` to finish what still runs before it aborts the rest and exits.
+//! and serves `everett-server`'s router. Ctrl-C or SIGTERM stops accepting connections and lets
+//! open requests finish for up to `DRAIN_LIMIT`; then open connections are closed, the engine
+//! gets `SHUTDOWN_GRACE` to finish what still runs before it aborts the rest, and serve exits 0.
 
 use crate::commands::load;
 use crate::Common;
@@ -17,6 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Longest wait for open requests after Ctrl-C / SIGTERM (a slow reader cannot hold the exit).
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -58,10 +61,24 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     // With --port 0 the system picks the port: report the one bound.
     let addr = listener.local_addr().map_or(addr, |a| a.to_string());
     let (gate, slot) = loading();
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let notify = stopping.clone();
     let server = rt.spawn(async move {
-        axum::serve(listener, gate)
-            .with_graceful_shutdown(stop_signal())
-            .await
+        let serving = axum::serve(listener, gate).with_graceful_shutdown(async move {
+            stop_signal().await;
+            notify.notify_one();
+        });
+        let drain_limit = async {
+            stopping.notified().await;
+            tokio::time::sleep(DRAIN_LIMIT).await;
+        };
+        tokio::select! {
+            r = serving => r,
+            _ = drain_limit => {
+                eprintln!("everett serve: requests still open after {DRAIN_LIMIT:?}; closing them");
+                Ok(())
+            }
+        }
     });
     eprintln!("everett serve: listening on http://{addr}, loading the model");
     let (model, tok) = load(&a.common)?;
