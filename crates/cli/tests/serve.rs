@@ -6,7 +6,7 @@
 //! `websocket-client` (`.ci/run` makes that virtualenv); without it they are skipped, unless
 //! EVERETT_REQUIRE_E2E is set.
 
-use everett_engine::testutil::{chromium, default_model};
+use everett_engine::testutil::{chromium, default_model, tiny_model, Tiny};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -135,4 +135,61 @@ fn sigterm_lets_an_open_stream_finish_then_exits_0() {
     assert!(chunks >= 90, "only {chunks} chunks after SIGTERM");
     let status = server.wait(Duration::from_secs(30));
     assert!(status.success(), "serve exited with {status}");
+}
+
+#[test]
+fn bench_serve_measures_a_live_server() {
+    let dir = std::env::temp_dir().join(format!("everett-serve-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("tiny.gguf");
+    std::fs::write(&model, tiny_model(&Tiny::llama(), 3)).unwrap();
+    let prompts = dir.join("prompts.txt");
+    std::fs::write(&prompts, "hello there\n{\"prompt\": \"a b c\"}\n").unwrap();
+    let server = Server::start(&model);
+    let out = Command::new(env!("CARGO_BIN_EXE_everett"))
+        .args([
+            "bench",
+            "serve",
+            "--url",
+            &format!("http://{}", server.addr),
+        ])
+        .args(["--requests", "6", "--concurrency", "3", "--max-tokens", "5"])
+        .arg("--prompts")
+        .arg(&prompts)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["successful"], 6, "{r}");
+    assert_eq!(r["failed"], 0);
+    assert_eq!(r["output_tokens"], 30);
+    assert_eq!(r["model"], "tiny");
+    for key in ["ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"] {
+        let s = &r[key];
+        let (p50, p99) = (s["p50"].as_f64().unwrap(), s["p99"].as_f64().unwrap());
+        assert!(p50 > 0.0 && p50 <= p99, "{key}: {s}");
+    }
+    // Nothing listens on the port any more: a clear error, not a panic.
+    drop(server);
+    let out = Command::new(env!("CARGO_BIN_EXE_everett"))
+        .args([
+            "bench",
+            "serve",
+            "--url",
+            "http://127.0.0.1:9",
+            "--requests",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("cannot reach"),
+        "{err}"
+    );
 }
