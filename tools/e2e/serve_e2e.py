@@ -17,6 +17,8 @@ Exits non-zero with the failed check named.
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -207,11 +209,12 @@ def greedy_identity(url, model, everett, gguf):
 def page_check(url, chromium):
     import websocket  # websocket-client
 
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes may still write the profile as it is removed.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         browser = subprocess.Popen(
             [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
              "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"],
-            stderr=subprocess.PIPE, text=True,
+            stderr=subprocess.PIPE, text=True, start_new_session=True,
         )
         try:
             port = None
@@ -227,7 +230,8 @@ def page_check(url, chromium):
             ws = websocket.create_connection(ws_url, timeout=300, suppress_origin=True)
             return drive_page(ws, url)
         finally:
-            browser.kill()
+            # The whole process group: the browser and its helpers.
+            os.killpg(browser.pid, signal.SIGKILL)
             browser.wait()
 
 
