@@ -29,15 +29,12 @@ pub struct BenchServeArgs {
     #[arg(long, default_value_t = 64)]
     max_tokens: usize,
     /// Prompts, one per line (plain text, or JSON objects with a "prompt" field); default: 64
-    /// built-in varied English prompts of 30-90 tokens. Request i sends prompt i mod count.
+    /// built-in varied English prompts of 33-79 tokens. Request i sends prompt i mod count.
     #[arg(long)]
     prompts: Option<PathBuf>,
     /// The `model` field to send (default: the first of the server's /v1/models).
     #[arg(long)]
-    model: Option<String>,
-    /// Print the result as JSON.
-    #[arg(long)]
-    json: bool,
+    model_name: Option<String>,
 }
 
 /// What one request measured.
@@ -49,7 +46,8 @@ struct Sample {
     itl: Vec<f64>,
 }
 
-pub fn run(a: &BenchServeArgs) -> Result<()> {
+/// Runs the benchmark; `json` (the global `--json`) prints the result as one JSON object.
+pub fn run(a: &BenchServeArgs, json: bool) -> Result<()> {
     if a.requests == 0 || a.concurrency == 0 || a.max_tokens == 0 {
         bail!("--requests, --concurrency and --max-tokens must be at least 1");
     }
@@ -62,7 +60,7 @@ pub fn run(a: &BenchServeArgs) -> Result<()> {
         .enable_all()
         .build()?;
     let report = rt.block_on(bench(a, prompts))?;
-    if a.json {
+    if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_report(&report);
@@ -77,7 +75,7 @@ async fn bench(a: &BenchServeArgs, prompts: Vec<String>) -> Result<Value> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()?;
-    let model = match &a.model {
+    let model = match &a.model_name {
         Some(m) => m.clone(),
         None => {
             let v: Value = serde_json::from_slice(

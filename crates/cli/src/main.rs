@@ -170,8 +170,20 @@ fn run() -> Result<()> {
         Cmd::Pull { force } => pull::pull(force).map(|_| ()),
         Cmd::Bench {
             target: Some(BenchTarget::Serve(args)),
+            common,
             ..
-        } => bench_serve::run(&args),
+        } => bench_serve::run(&args, common.json),
         Cmd::Bench { common, only, .. } => bench::run(&common, only.as_deref()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks of the whole command line, which otherwise run only in
+    /// debug builds (as a panic on first use).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }
