@@ -1,12 +1,12 @@
 //! everett-server: the OpenAI-compatible HTTP face of the engine. Handlers hold an
 //! `EngineHandle` (channels to the engine thread, which owns the model and the KV cache) and a
-//! shared read-only tokenizer; they never lock anything. `router` is the whole server;
-//! `everett serve` binds it. So far: `/health`, `/v1/models`, `/v1/completions` and
-//! `/v1/chat/completions` (JSON and SSE), `/v1/explore` (superposition, JSON or SSE per level),
-//! `/tokenize`, `/detokenize`, `/metrics`; `loading`
-//! answers 503 on every route until the model is loaded. `GET /` is the playground and explorer
-//! page (no key needed: it asks for one). With an API key set, every route but `/health` and `/` wants
-//! `Authorization: Bearer KEY` (401 otherwise); bodies over `BODY_LIMIT` get 413.
+//! shared read-only tokenizer; they never lock anything. `router` is the whole server and
+//! `everett serve` binds it: `GET /` (the playground and explorer page), `/health`,
+//! `/v1/models`, `/v1/completions` and `/v1/chat/completions` (JSON and SSE), `/v1/explore`
+//! (superposition, JSON or SSE per level), `/tokenize`, `/detokenize`, `/metrics`. `loading`
+//! answers 503 on every route until the model is loaded. With an API key set, every route but
+//! `/health` and `/` (the page asks for the key) wants `Authorization: Bearer KEY` (401
+//! otherwise); bodies over `BODY_LIMIT` get 413.
 
 mod chat;
 mod completions;
