@@ -15,7 +15,7 @@ PORT=${PORT:-8181}
 
 wait_ready() {
   for _ in $(seq 1 120); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/health")" = 200 ] && return
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$PORT/health")" = 200 ] && return
     sleep 0.5
   done
   echo "server on $PORT never became ready" >&2
@@ -32,7 +32,7 @@ run_server() {
   wait_ready
   for c in 1 8 32 64; do
     local n=$(( c < 8 ? 8 : (c < 16 ? 16 : c) ))
-    "$EVERETT" bench serve --url "http://127.0.0.1:$PORT" --requests "$n" --concurrency "$c" \
+    "$EVERETT" bench serve --url "127.0.0.1:$PORT" --requests "$n" --concurrency "$c" \
       --max-tokens 64 --json | python3 -c "import json,sys; r=json.load(sys.stdin); \
 r.update(server='$name', round=$round); print(json.dumps(r))"
   done

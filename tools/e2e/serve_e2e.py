@@ -221,11 +221,12 @@ def page_check(url, chromium):
             deadline = time.time() + 60
             while port is None and time.time() < deadline:
                 line = browser.stderr.readline()
-                if "DevTools listening on ws://" in line:
+                if "DevTools listening on " in line:
                     port = urllib.parse.urlparse(line.split("listening on ")[1].strip()).port
             check(port is not None, "chromium did not open its DevTools port")
             threading.Thread(target=browser.stderr.read, daemon=True).start()
-            targets = json.loads(get(f"http://127.0.0.1:{port}/json/list"))
+            devtools = urllib.parse.urlunsplit(("http", f"127.0.0.1:{port}", "/json/list", "", ""))
+            targets = json.loads(get(devtools))
             ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
             ws = websocket.create_connection(ws_url, timeout=300, suppress_origin=True)
             return drive_page(ws, url)

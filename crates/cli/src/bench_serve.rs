@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 
 #[derive(Args)]
 pub struct BenchServeArgs {
-    /// The server's base URL (e.g. http://127.0.0.1:8080).
+    /// The server's base URL, or just HOST:PORT (then plain HTTP).
     #[arg(long)]
     url: String,
     #[arg(long, default_value_t = 64)]
@@ -69,7 +69,12 @@ pub fn run(a: &BenchServeArgs, json: bool) -> Result<()> {
 }
 
 async fn bench(a: &BenchServeArgs, prompts: Vec<String>) -> Result<Value> {
-    let base = a.url.trim_end_matches('/').to_string();
+    let base = a.url.trim_end_matches('/');
+    let base = if base.contains("://") {
+        base.to_string()
+    } else {
+        format!("http://{base}")
+    };
     // A fresh connection per request: servers that close kept-alive connections after a stream
     // (llama-server does) would otherwise fail requests sent on a stale one.
     let client = reqwest::Client::builder()
