@@ -4,7 +4,7 @@
 //! answers stops that answer (the request is aborted and its KV freed) and keeps the program;
 //! the partial answer stays in the history.
 
-use crate::commands::load;
+use crate::commands::{load_from, open};
 use crate::serve::chat_template;
 use crate::Common;
 use anyhow::{bail, Result};
@@ -35,10 +35,12 @@ pub struct ChatArgs {
 }
 
 pub fn run(a: &ChatArgs) -> Result<()> {
-    let Some(template) = chat_template(&a.common)? else {
+    let file = open(&a.common)?;
+    let Some(template) = chat_template(&file)? else {
         bail!("this model has no chat template and no known chat format; use `everett generate`");
     };
-    let (model, tok) = load(&a.common)?;
+    let (model, tok) = load_from(&a.common, &file)?;
+    drop(file);
     let tok = std::sync::Arc::new(tok);
     let (engine, thread) = spawn(Engine::new(model, tok.clone(), EngineConfig::default()));
     // Lines from stdin arrive on a channel, so waiting for one can be interrupted.

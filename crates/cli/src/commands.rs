@@ -16,6 +16,11 @@ use std::path::Path;
 use tokio::sync::mpsc::error::TryRecvError;
 
 pub fn load(common: &Common) -> Result<(Model, Tokenizer)> {
+    load_from(common, &open(common)?)
+}
+
+/// The model file `common` names, after checking the flags that shape loading.
+pub fn open(common: &Common) -> Result<GgufFile> {
     let path = resolve(common.model.as_deref())?;
     if common.threads == 0 || common.threads > 256 {
         bail!(
@@ -23,9 +28,13 @@ pub fn load(common: &Common) -> Result<(Model, Tokenizer)> {
             common.threads
         );
     }
-    let file = GgufFile::open(&path)?;
-    let tok = Tokenizer::from_gguf(&file)?;
-    let mut model = Model::from_gguf(&file, common.threads)?;
+    Ok(GgufFile::open(&path)?)
+}
+
+/// The model and tokenizer of an opened `file`.
+pub fn load_from(common: &Common, file: &GgufFile) -> Result<(Model, Tokenizer)> {
+    let tok = Tokenizer::from_gguf(file)?;
+    let mut model = Model::from_gguf(file, common.threads)?;
     model.kv_type = common.kv_type;
     file.release_pages();
     Ok((model, tok))

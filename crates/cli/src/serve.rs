@@ -4,7 +4,7 @@
 //! open requests finish for up to `DRAIN_LIMIT`; then open connections are closed, the engine
 //! gets `SHUTDOWN_GRACE` to finish what still runs before it aborts the rest, and serve exits 0.
 
-use crate::commands::load;
+use crate::commands::{load_from, open};
 use crate::Common;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -81,7 +81,12 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         }
     });
     eprintln!("everett serve: listening on http://{addr}, loading the model");
-    let (model, tok) = load(&a.common)?;
+    // One opening of the file; the template is compiled first, so a broken one fails before
+    // the weights load.
+    let file = open(&a.common)?;
+    let chat_template = chat_template(&file)?;
+    let (model, tok) = load_from(&a.common, &file)?;
+    drop(file);
     check_kv_size(&model, a)?;
     let name = a.served_model_name.clone().unwrap_or_else(|| {
         let path = crate::pull::resolve(a.common.model.as_deref()).ok();
@@ -90,7 +95,6 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     });
     let tok = Arc::new(tok);
     let context = model.config.context_length;
-    let chat_template = chat_template(&a.common)?;
     let cfg = EngineConfig {
         kv_tokens: a.kv_tokens,
         scheduler: SchedulerConfig {
@@ -141,8 +145,7 @@ fn check_kv_size(model: &Model, a: &ServeArgs) -> Result<()> {
 }
 
 /// The GGUF's chat template, else its architecture's known format.
-pub(crate) fn chat_template(common: &Common) -> Result<Option<ChatTemplate>> {
-    let file = GgufFile::open(&crate::pull::resolve(common.model.as_deref())?)?;
+pub(crate) fn chat_template(file: &GgufFile) -> Result<Option<ChatTemplate>> {
     let text = |key: &str| match file.get(key) {
         Some(Value::Str(s)) => Some(s.clone()),
         _ => None,

@@ -3,7 +3,7 @@
 
 use crate::error::ApiError;
 use crate::reply::{self, Shape};
-use crate::wire::{count, parse, Common, MAX_LOGPROBS};
+use crate::wire::{count, parse, prompt_ids, Common, MAX_LOGPROBS};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -37,11 +37,7 @@ impl CompletionRequest {
     /// wire's own ranges).
     fn to_requests(&self, st: &AppState) -> Result<Vec<Request>, ApiError> {
         self.common.check_model(st)?;
-        // An empty text would still be a prompt of BOS alone: refuse it as empty.
-        let encode = |t: &String| match t.is_empty() {
-            true => Vec::new(),
-            false => st.cfg.tokenizer.encode(t, true, false),
-        };
+        let encode = |t: &String| prompt_ids(st, t);
         let prompts: Vec<Vec<u32>> = match &self.prompt {
             Prompt::Text(t) => vec![encode(t)],
             Prompt::Ids(ids) => vec![ids.clone()],

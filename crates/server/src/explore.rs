@@ -7,7 +7,8 @@
 //! `result` event with the whole exploration, then `data: [DONE]`.
 
 use crate::error::ApiError;
-use crate::wire::{parse, Stop};
+use crate::reply::next_event;
+use crate::wire::{parse, prompt_ids, Stop};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -72,12 +73,9 @@ impl ExploreBody {
             no_share: false,
         };
         params.validate()?;
-        if self.prompt.is_empty() {
-            return Err(ApiError::invalid("prompt", "the prompt is empty"));
-        }
         Ok(ExploreRequest {
             prompt: self.prompt.clone(),
-            prompt_ids: st.cfg.tokenizer.encode(&self.prompt, true, false),
+            prompt_ids: prompt_ids(st, &self.prompt),
             params,
         })
     }
@@ -87,32 +85,24 @@ pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response,
     let body: ExploreBody = parse(&body, "exploration request")?;
     let req = body.to_request(&st)?;
     let (_, mut events) = st.engine.submit(Task::Explore(req));
-    // The first event says whether the engine took the request.
-    let first = match events.recv().await {
-        Some(Event::Error(e)) => return Err(e.into()),
-        Some(e) => e,
-        None => return Err(everett_engine::Error::ShuttingDown.into()),
-    };
+    let first = next_event(&mut events).await?;
     if body.stream {
-        return Ok(
-            Sse::new(stream::unfold(Some((Some(first), events)), next_event)).into_response(),
-        );
+        return Ok(Sse::new(stream::unfold(Some((Some(first), events)), next_sse)).into_response());
     }
-    let mut next = Some(first);
-    while let Some(e) = next {
-        match e {
-            Event::Explored(x) => return Ok(axum::Json(x).into_response()),
-            Event::Error(e) => return Err(e.into()),
-            _ => next = events.recv().await,
+    // Steps are only for streams: wait for the result (an error comes back as one).
+    let mut e = first;
+    loop {
+        if let Event::Explored(x) = e {
+            return Ok(axum::Json(x).into_response());
         }
+        e = next_event(&mut events).await?;
     }
-    Err(everett_engine::Error::ShuttingDown.into())
 }
 
 /// Where the stream stands: the event already received, and the rest; `None` after `[DONE]`.
 type Streaming = Option<(Option<Event>, Events)>;
 
-async fn next_event(state: Streaming) -> Option<(Result<SseEvent, Infallible>, Streaming)> {
+async fn next_sse(state: Streaming) -> Option<(Result<SseEvent, Infallible>, Streaming)> {
     let (pending, mut events) = state?;
     let e = match pending {
         Some(e) => Some(e),

@@ -44,6 +44,16 @@ pub struct Meta {
 /// The events of all of one reply's engine requests, with choice indices made global.
 type Merged = SelectAll<BoxStream<'static, Event>>;
 
+/// A request's next event — the first says whether the engine took it — or its error
+/// (`ShuttingDown` when the stream ended instead) as the HTTP error.
+pub async fn next_event(events: &mut Events) -> Result<Event, ApiError> {
+    match events.recv().await {
+        Some(Event::Error(e)) => Err(e.into()),
+        Some(e) => Ok(e),
+        None => Err(everett_engine::Error::ShuttingDown.into()),
+    }
+}
+
 /// `events` (whose first event was `first`) as a stream whose choice indices start at `base`.
 fn renumbered(first: Event, events: Events, base: usize) -> BoxStream<'static, Event> {
     let rest = stream::unfold(events, |mut rx| async { rx.recv().await.map(|e| (e, rx)) });
@@ -105,11 +115,7 @@ pub async fn submit(
     let mut merged = Merged::new();
     let mut base = 0;
     for ((_, mut events), samples) in submitted.into_iter().zip(samples) {
-        let first = match events.recv().await {
-            Some(Event::Error(e)) => return Err(e.into()),
-            Some(e) => e,
-            None => return Err(everett_engine::Error::ShuttingDown.into()),
-        };
+        let first = next_event(&mut events).await?;
         merged.push(renumbered(first, events, base));
         base += samples;
     }

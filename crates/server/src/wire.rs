@@ -28,6 +28,15 @@ impl Stop {
     }
 }
 
+/// A prompt text's tokens (BOS first when the model wants one); an empty text gives no tokens,
+/// so the engine refuses it as an empty prompt rather than running BOS alone.
+pub fn prompt_ids(st: &AppState, text: &str) -> Vec<u32> {
+    if text.is_empty() {
+        return Vec::new();
+    }
+    st.cfg.tokenizer.encode(text, true, false)
+}
+
 /// A 404 unless `model` names the served model.
 pub fn check_model(st: &AppState, model: &str) -> Result<(), ApiError> {
     if model == st.cfg.model_name {
