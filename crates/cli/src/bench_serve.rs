@@ -37,6 +37,9 @@ pub struct BenchServeArgs {
     model_name: Option<String>,
 }
 
+/// Most requests (and requests in flight) one run sends.
+const MAX_REQUESTS: usize = 1_000_000;
+
 /// What one request measured.
 struct Sample {
     ttft: f64,
@@ -50,6 +53,9 @@ struct Sample {
 pub fn run(a: &BenchServeArgs, json: bool) -> Result<()> {
     if a.requests == 0 || a.concurrency == 0 || a.max_tokens == 0 {
         bail!("--requests, --concurrency and --max-tokens must be at least 1");
+    }
+    if a.requests > MAX_REQUESTS || a.concurrency > MAX_REQUESTS {
+        bail!("--requests and --concurrency must be at most {MAX_REQUESTS}");
     }
     let prompts = match &a.prompts {
         Some(p) => read_prompts(p)?,

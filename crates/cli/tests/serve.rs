@@ -174,7 +174,14 @@ fn bench_serve_measures_a_live_server() {
         let (p50, p99) = (s["p50"].as_f64().unwrap(), s["p99"].as_f64().unwrap());
         assert!(p50 > 0.0 && p50 <= p99, "{key}: {s}");
     }
-    // Nothing listens on the port any more: a clear error, not a panic.
+    // Absurd sizes and a port nothing listens on any more: clear errors, not panics.
+    let out = Command::new(env!("CARGO_BIN_EXE_everett"))
+        .args(["bench", "serve", "--url", "127.0.0.1:9"])
+        .args(["--requests", "18446744073709551615"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("at most"), "{err}");
     drop(server);
     let out = Command::new(env!("CARGO_BIN_EXE_everett"))
         .args([
