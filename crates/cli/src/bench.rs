@@ -60,6 +60,7 @@ fn greedy(prompt_ids: Vec<u32>, new: usize) -> Task {
     Task::Generate(Request {
         ignore_eos: true,
         min_tokens: 0,
+        collapse: None,
         ..Request::new(prompt_ids, SamplingParams::default(), new)
     })
 }
@@ -205,16 +206,7 @@ fn explore_vs_generate(m: &mut Model, tok: &Tokenizer) -> Result<Value> {
         steps: 32,
         ..Default::default()
     };
-    let greedy = || Request {
-        prompt_ids: ids.clone(),
-        sampling: SamplingParams::default(),
-        max_tokens: 32,
-        stop_strings: Vec::new(),
-        stop_ids: Vec::new(),
-        n: 1,
-        ignore_eos: false,
-        min_tokens: 0,
-    };
+    let greedy = || Request::new(ids.clone(), SamplingParams::default(), 32);
     let (mut gen, mut shared, mut unshared) = (Vec::new(), Vec::new(), Vec::new());
     let mut last = None;
     for _ in 0..RUNS {

@@ -61,6 +61,7 @@ fn request(tok: &Tokenizer, prompt: &str, a: &GenerateArgs) -> Request {
         n: a.n,
         ignore_eos: false,
         min_tokens: 0,
+        collapse: None,
     }
 }
 

@@ -5,6 +5,7 @@ mod bench;
 mod bench_engine;
 mod bench_serve;
 mod chat;
+mod collapse;
 mod commands;
 mod explore;
 mod pull;
@@ -96,6 +97,9 @@ enum Cmd {
         #[command(flatten)]
         args: GenerateArgs,
     },
+    /// Greedy generation that commits several tokens per forward pass (Jacobi / lookahead
+    /// decoding): the same tokens as `generate --temperature 0`, in fewer passes.
+    Collapse(collapse::CollapseArgs),
     /// Explore many futures of one prompt as a tree ("superposition"), then measure.
     Explore(explore::ExploreArgs),
     /// Show the token ids of a text.
@@ -158,6 +162,7 @@ fn run() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Generate { common, args } => commands::generate(&common, &args),
         Cmd::Explore(args) => explore::run(&args),
+        Cmd::Collapse(args) => collapse::run(&args),
         Cmd::Tokenize {
             common,
             text,

@@ -4,6 +4,7 @@
 //! of one prompt fork the prompt's KV when its last row is read, instead of recomputing it.
 //! `generate_batch` runs many requests to completion on a private `Engine`.
 
+use crate::collapse::CollapseParams;
 use crate::engine::policy::{Ctx, Read};
 use crate::engine::request::{Event, Seq, Task};
 use crate::engine::{Engine, EngineConfig};
@@ -31,6 +32,9 @@ pub struct Request {
     /// Tokens each sample produces before it may stop: until then end-of-generation and stop
     /// ids are never sampled and stop strings are not looked for (vLLM's `min_tokens`).
     pub min_tokens: usize,
+    /// Collapse (lookahead) decoding instead of one token per pass: greedy, one sample, the
+    /// same tokens and logprobs.
+    pub collapse: Option<CollapseParams>,
 }
 
 impl Request {
@@ -45,6 +49,7 @@ impl Request {
             n: 1,
             ignore_eos: false,
             min_tokens: 0,
+            collapse: None,
         }
     }
 
@@ -54,7 +59,10 @@ impl Request {
         // Saturating: an absurd `max_tokens` must reach validation, not overflow here.
         let own = self.max_tokens.saturating_add(KV_BLOCK_SIZE);
         let first = self.prompt_ids.len().saturating_add(self.max_tokens);
-        first.saturating_add(self.n.saturating_sub(1).saturating_mul(own))
+        let drafts = self.collapse.as_ref().map_or(0, CollapseParams::kv_tokens);
+        first
+            .saturating_add(self.n.saturating_sub(1).saturating_mul(own))
+            .saturating_add(drafts)
     }
 
     /// Checks everything that does not depend on the model.
@@ -80,6 +88,9 @@ impl Request {
         }
         if let Some(s) = self.stop_strings.iter().find(|s| s.is_empty()) {
             return Err(Error::param("stop", format!("stop string {s:?} is empty")));
+        }
+        if let Some(c) = &self.collapse {
+            c.validate(self)?;
         }
         Ok(())
     }
@@ -222,6 +233,27 @@ impl GeneratePolicy {
             .collect()
     }
 
+    /// Sample 0's choice from a row that follows `history`, had it produced `produced` tokens
+    /// by then (a collapse policy reads rows ahead of what it has produced).
+    pub fn choose_at(&self, history: &[u32], produced: usize, row: &mut [f32]) -> Choice {
+        if produced < self.req.min_tokens {
+            for &t in &self.stoppers {
+                row[t as usize] = f32::NEG_INFINITY;
+            }
+        }
+        let mut rng = self.samples[0].rng.clone();
+        sample(row, &self.req.sampling, history, &mut rng)
+    }
+
+    /// Tokens sample 0 has produced.
+    pub fn produced(&self) -> usize {
+        self.samples[0].produced
+    }
+
+    pub fn request(&self) -> &Request {
+        &self.req
+    }
+
     pub fn apply(&mut self, ctx: &mut Ctx, reads: Vec<(usize, Read)>) {
         for (s, read) in reads {
             let Read::Sample(choices) = read else {
@@ -244,7 +276,7 @@ impl GeneratePolicy {
     }
 
     /// Turns sample `i`'s choice into a token event (and a finish, freeing its KV).
-    fn emit(&mut self, ctx: &mut Ctx, i: usize, choice: Choice) {
+    pub fn emit(&mut self, ctx: &mut Ctx, i: usize, choice: Choice) {
         let (req, smp) = (&self.req, &mut self.samples[i]);
         smp.produced += 1;
         let eog =
@@ -330,7 +362,10 @@ pub(crate) fn release_text(
 /// engine's validation (a `TooLarge` error) instead of sizing a cache that cannot be allocated.
 pub fn kv_tokens_for(reqs: &[Request], context: usize) -> usize {
     let per = |r: &Request| {
-        let cap = r.n.saturating_mul(context.saturating_add(KV_BLOCK_SIZE));
+        let drafts = r.collapse.as_ref().map_or(0, CollapseParams::kv_tokens);
+        let cap =
+            r.n.saturating_mul(context.saturating_add(KV_BLOCK_SIZE))
+                .saturating_add(drafts);
         r.max_tokens_held().min(cap).saturating_add(1)
     };
     reqs.iter()

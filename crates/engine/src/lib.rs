@@ -2,6 +2,7 @@
 //! kernels over a paged KV cache. No HTTP and no command-line parsing live here.
 
 pub mod batch;
+pub mod collapse;
 pub mod engine;
 pub mod error;
 pub mod generate;

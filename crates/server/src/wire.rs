@@ -153,6 +153,7 @@ impl Common {
             n: count("n", self.n, 1, 1, MAX_SAMPLES as i64)?,
             ignore_eos: self.ignore_eos,
             min_tokens: count("min_tokens", self.min_tokens, 0, 0, ctx)?,
+            collapse: None,
         })
     }
 }

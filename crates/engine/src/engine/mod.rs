@@ -14,6 +14,7 @@ pub mod request;
 mod validate;
 
 use crate::batch::Batch;
+use crate::collapse::policy::CollapsePolicy;
 use crate::error::{Error, Result};
 use crate::generate::GeneratePolicy;
 use crate::kernels::pool::ThreadPool;
@@ -227,6 +228,13 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
             kv_tokens: self.kv.capacity_tokens(),
         };
         Ok(match task {
+            Task::Generate(r) if r.collapse.is_some() => {
+                limits.generate(&r)?;
+                let ctx = self.model.context_length();
+                let mut p = CollapsePolicy::new(r, &self.tok.eog, ctx);
+                let seqs = p.seqs();
+                (Policy::Collapse(Box::new(p)), seqs, true)
+            }
             Task::Generate(r) => {
                 limits.generate(&r)?;
                 let p = GeneratePolicy::new(r, &self.tok.eog);

@@ -5,6 +5,7 @@
 //! forks, frees and events through `Ctx`. The engine does not care which policy it runs.
 
 use super::request::{Event, EventSender, Seq};
+use crate::collapse::policy::CollapsePolicy;
 use crate::generate::GeneratePolicy;
 use crate::kv::KvCache;
 use crate::sample::{Choice, Rng};
@@ -16,6 +17,7 @@ pub(crate) enum Policy {
     Generate(GeneratePolicy),
     Score(ScorePolicy),
     Explore(Box<ExplorePolicy>),
+    Collapse(Box<CollapsePolicy>),
 }
 
 /// What a policy took from one logit row.
@@ -25,6 +27,8 @@ pub(crate) enum Read {
     /// Negative log-likelihood of the next token.
     Nll(f32),
     Leaf(Box<LeafRead>),
+    /// One greedy choice (collapse decoding).
+    Choice(Choice),
 }
 
 /// What `apply` may touch: its request's sequences, the KV cache (forks and frees), the
@@ -55,6 +59,7 @@ impl Ctx<'_> {
             ids,
             cached,
             done: false,
+            draft: 0,
         })
     }
 
@@ -66,6 +71,7 @@ impl Ctx<'_> {
             ids,
             cached: 0,
             done: false,
+            draft: 0,
         })
     }
 
@@ -101,6 +107,15 @@ impl Policy {
         match self {
             Policy::Score(p) => p.from.min(n.saturating_sub(1))..n.saturating_sub(1),
             Policy::Generate(_) | Policy::Explore(_) => n - 1..n,
+            Policy::Collapse(p) => p.logit_positions(seq),
+        }
+    }
+
+    /// Tokens the KV cache must be able to take back from each of the request's sequences.
+    pub fn slack(&self) -> usize {
+        match self {
+            Policy::Collapse(p) => p.slack(),
+            _ => 0,
         }
     }
 
@@ -113,6 +128,7 @@ impl Policy {
                 Read::Nll(lse - row[seq.ids[pos + 1] as usize])
             }
             Policy::Explore(p) => Read::Leaf(Box::new(p.read(s, row))),
+            Policy::Collapse(p) => Read::Choice(p.read(seq, pos, row)),
         }
     }
 
@@ -122,6 +138,7 @@ impl Policy {
             Policy::Generate(p) => p.apply(ctx, reads),
             Policy::Score(p) => p.apply(ctx, reads),
             Policy::Explore(p) => p.apply(ctx, reads),
+            Policy::Collapse(p) => p.apply(ctx, reads),
         }
     }
 
@@ -131,6 +148,7 @@ impl Policy {
             Policy::Generate(p) => p.is_done(),
             Policy::Score(p) => p.done,
             Policy::Explore(p) => p.is_done(),
+            Policy::Collapse(p) => p.is_done(),
         }
     }
 }

@@ -57,6 +57,8 @@ pub enum Event {
     Scored(Vec<f32>),
     /// One level of an exploration was decided (sent before its `Explored`).
     ExploreStep(Box<ExploreStep>),
+    /// One pass of a collapse request (sent before the tokens it committed).
+    CollapsePass(Box<crate::collapse::CollapsePass>),
     /// A finished exploration.
     Explored(Box<Exploration>),
     /// The request failed or was cancelled; nothing follows.
@@ -77,6 +79,9 @@ pub(crate) struct Seq {
     pub cached: usize,
     /// Finished: holds no KV and needs no compute.
     pub done: bool,
+    /// Trailing tokens of `ids` that are speculative (a collapse policy's guesses): they run
+    /// only when the step has budget left after everything else, and may be taken back.
+    pub draft: usize,
 }
 
 impl Seq {
@@ -86,15 +91,25 @@ impl Seq {
             ids,
             cached: 0,
             done: false,
+            draft: 0,
         }
     }
 
-    /// Tokens still to compute before this sequence's next logits.
+    /// Tokens still to compute before this sequence's next logits (its draft not counted).
     pub fn pending(&self) -> usize {
         if self.done {
             0
         } else {
-            self.ids.len() - self.cached
+            (self.ids.len() - self.draft).saturating_sub(self.cached)
+        }
+    }
+
+    /// Draft tokens not yet scheduled.
+    pub fn draft_pending(&self) -> usize {
+        if self.done {
+            0
+        } else {
+            self.ids.len() - self.cached.max(self.ids.len() - self.draft)
         }
     }
 }

@@ -65,6 +65,8 @@ struct Seq {
     hashes: Vec<u64>,
     /// Whether its full blocks are offered to the prefix cache.
     cacheable: bool,
+    /// Tokens that `truncate` may take back: sliding windows keep this many more positions.
+    slack: usize,
 }
 
 /// How to build a cache: per layer its window (`None` = global), and sizes.
@@ -174,6 +176,7 @@ impl KvCache {
             tokens: Vec::new(),
             hashes: Vec::new(),
             cacheable: true,
+            slack: 0,
         })
     }
 
@@ -225,6 +228,7 @@ impl KvCache {
             tokens: prompt[..hit].to_vec(),
             hashes: hashes[..hit / bs].to_vec(),
             cacheable: true,
+            slack: 0,
         });
         (id, hit)
     }
@@ -307,6 +311,36 @@ impl KvCache {
             }
         }
         self.insert_seq(copy)
+    }
+
+    /// Lets `truncate` take back up to `tokens` tokens of `id` (sliding windows keep that many
+    /// more positions).
+    pub fn set_slack(&mut self, id: SeqId, tokens: usize) {
+        self.seqs[id].as_mut().expect("unknown sequence id").slack = tokens;
+    }
+
+    /// Forgets every token of `id` from `len` on and releases the blocks past it: speculative
+    /// tokens that were written but not kept. At most the sequence's slack may be taken back
+    /// (its windows still hold what a query at `len` sees). A full block that `len` cuts keeps
+    /// its prefix-cache entry (its keys are right for the tokens it held); the sequence copies
+    /// it before writing there again, like any cached block.
+    pub fn truncate(&mut self, id: SeqId, len: usize) {
+        let bs = self.block_size;
+        let seq = self.seqs[id].as_mut().expect("unknown sequence id");
+        if len >= seq.len() {
+            return;
+        }
+        debug_assert!(seq.len() - len <= seq.slack, "truncating past the slack");
+        seq.tokens.truncate(len);
+        seq.hashes.truncate(len / bs);
+        for (g, grp) in self.groups.iter_mut().enumerate() {
+            let t = &mut seq.tables[g];
+            for b in t.drain(len.div_ceil(bs).min(t.len())..) {
+                if b != DROPPED {
+                    grp.pool.release(b);
+                }
+            }
+        }
     }
 
     /// Releases every block of the sequence.
@@ -417,8 +451,9 @@ impl KvCache {
         }
         for (g, grp) in self.groups.iter_mut().enumerate() {
             let Some(win) = grp.window else { continue };
-            // The next query (position len) sees keys from len + 1 - win on.
-            let first_needed = (len + 1).saturating_sub(win);
+            // The next query (position len) sees keys from len + 1 - win on; `slack` more are
+            // kept for a query after a truncation.
+            let first_needed = (len + 1).saturating_sub(win + seq.slack);
             for b in 0..first_needed / bs {
                 let t = &mut seq.tables[g];
                 if t[b] != DROPPED {

@@ -13,6 +13,11 @@
 //!    remaining prompt, after prefix hits, plus 1 % to spare); the head of the queue is never
 //!    skipped (no starvation). An admitted sequence starts on its longest cached prefix.
 //!
+//! 4. **Then drafts, with what is left.** A collapse request's guessed future tokens (`Seq::draft`)
+//!    extend its sequence's run only while the step's token and logit-row budgets have room after
+//!    all of the above, and only into free KV blocks (a draft never preempts anyone). So a busy
+//!    server spends nothing on speculation, and an idle one spends its spare rows on it.
+//!
 //! The token budget (`max_batch_tokens`) bounds the rows of a step; `max_logit_rows` bounds the
 //! rows whose logits are kept (a vocabulary row is a megabyte for large vocabularies).
 //!
@@ -162,6 +167,7 @@ impl Scheduler {
             }
         }
         self.admit(reqs, kv, &mut st);
+        extend_drafts(reqs, kv, &mut st);
         st.out.tokens = self.cfg.max_batch_tokens - st.budget;
         st.out.logit_rows = self.cfg.max_logit_rows - st.rows_left;
         st.out
@@ -262,11 +268,13 @@ impl Scheduler {
                 return;
             }
             for seq in req.seqs.iter_mut().filter(|s| !s.done) {
+                // A draft is never looked up: its tokens are not known to be right.
                 let (handle, hit) = if req.cacheable {
-                    kv.new_seq_cached(&seq.ids)
+                    kv.new_seq_cached(&seq.ids[..seq.ids.len() - seq.draft])
                 } else {
                     (kv.new_private_seq(), 0)
                 };
+                kv.set_slack(handle, req.policy.slack());
                 seq.kv = Some(handle);
                 seq.cached = hit;
             }
@@ -340,6 +348,36 @@ fn push_run(req: &mut Req, s: usize, n: usize, st: &mut Step) {
         first_row,
     });
     seq.cached += n;
+}
+
+/// Lets each scheduled sequence that reached its draft run as much of it as the step's budgets
+/// and the free KV blocks allow. Runs grow in place, so every sequence's rows stay contiguous.
+fn extend_drafts(reqs: &mut HashMap<RequestId, Req>, kv: &mut KvCache, st: &mut Step) {
+    for i in 0..st.out.runs.len() {
+        let run = &st.out.runs[i];
+        let req = reqs.get_mut(&run.req).expect("scheduled request");
+        let seq = &req.seqs[run.seq];
+        let extra = seq.draft_pending().min(st.budget).min(st.rows_left);
+        if extra == 0 || seq.cached != run.start + run.len {
+            continue;
+        }
+        if kv.reserve(run.kv, run.len + extra).is_err() {
+            continue;
+        }
+        let want = req.policy.logit_positions(seq);
+        let run = &mut st.out.runs[i];
+        run.len += extra;
+        let before = run.logits.len();
+        run.logits = run.start.max(want.start)..(run.start + run.len).min(want.end);
+        st.rows_left -= run.logits.len() - before;
+        st.budget -= extra;
+        req.seqs[run.seq].cached += extra;
+    }
+    let mut row = 0;
+    for run in &mut st.out.runs {
+        run.first_row = row;
+        row += run.logits.len();
+    }
 }
 
 impl SchedulerOutput {

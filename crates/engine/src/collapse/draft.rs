@@ -1,0 +1,304 @@
+//! Where a pass's guesses come from, and how many rows they are worth. The drafter keeps the
+//! committed text, the Jacobi window (last pass's outputs past the accepted point, each with its
+//! trajectory: the tokens that preceded it in earlier passes) and the n-gram pool harvested from
+//! those trajectories, keyed by first token. It learns, per source and per guess index, how
+//! often a guess is accepted when the guesses before it were, and in lookahead mode runs a guess
+//! only while the chance that it gets accepted pays for its row.
+//!
+//! It never pads: a pass with nothing worth guessing is a plain greedy step.
+
+use super::{CollapseParams, Mode, Source, MAX_WINDOW};
+use std::collections::HashMap;
+
+/// Marginal cost of one more row in a pass, as a fraction of a one-row pass (measured on the
+/// default model, 2 threads: 1 → 4 rows cost 1.54×, 8 rows 2.6×). A guess runs while the
+/// estimated chance that it and the guesses before it are all accepted is at least this.
+const ROW_COST: f32 = 0.25;
+/// Passes without a guess before one is tried anyway, so that the estimates keep learning.
+const PROBE_EVERY: usize = 16;
+/// Weight of the newest observation in the acceptance estimates.
+const LEARN: f32 = 0.15;
+/// Longest suffix of the text looked for earlier in the text.
+const MAX_MATCH: usize = 3;
+/// Trajectory n-grams kept per first token.
+const POOL_PER_KEY: usize = 8;
+
+/// A chain's guesses, each with the tokens before it on its trajectory.
+#[derive(Debug, Clone)]
+pub(crate) struct Chain {
+    pub source: Source,
+    pub guesses: Vec<u32>,
+    lineages: Vec<Vec<u32>>,
+    /// Whose acceptance estimates it feeds.
+    kind: Option<Kind>,
+}
+
+impl Chain {
+    fn none() -> Self {
+        Self {
+            source: Source::None,
+            guesses: Vec::new(),
+            lineages: Vec::new(),
+            kind: None,
+        }
+    }
+}
+
+/// Acceptance estimates are kept per kind of guess.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    LongMatch,
+    ShortMatch,
+    Ngram,
+    Jacobi,
+}
+
+pub(crate) struct Drafter {
+    p: CollapseParams,
+    text: Vec<u32>,
+    window: Vec<(u32, Vec<u32>)>,
+    pool: HashMap<u32, Vec<Vec<u32>>>,
+    /// Per kind and guess index: P(accepted | the guesses before it were).
+    accept: [[f32; MAX_WINDOW]; 4],
+    /// Passes since lookahead last guessed.
+    idle: usize,
+}
+
+impl Drafter {
+    pub fn new(p: CollapseParams, prompt: &[u32]) -> Self {
+        let prior = |first: f32, then: f32| {
+            let mut a = [then; MAX_WINDOW];
+            a[0] = first;
+            a
+        };
+        Self {
+            p,
+            text: prompt.to_vec(),
+            window: Vec::new(),
+            pool: HashMap::new(),
+            accept: [
+                prior(0.6, 0.8),
+                prior(0.35, 0.7),
+                prior(0.35, 0.6),
+                prior(0.3, 0.4),
+            ],
+            idle: 0,
+        }
+    }
+
+    /// Appends committed tokens to the text.
+    pub fn commit(&mut self, tokens: &[u32]) {
+        self.text.extend_from_slice(tokens);
+    }
+
+    /// The chains to verify after the last committed token, each with at most `room` guesses;
+    /// the first is never absent (it may guess nothing).
+    pub fn plan(&mut self, room: usize) -> Vec<Chain> {
+        let room = room.min(self.p.window);
+        let mut chains = match self.p.mode {
+            Mode::Jacobi => vec![self.jacobi_chain()],
+            Mode::Lookahead => self.lookahead_chains(),
+        };
+        for c in &mut chains {
+            c.guesses.truncate(room);
+            c.lineages.truncate(room);
+        }
+        chains.retain(|c| !c.guesses.is_empty());
+        if chains.is_empty() {
+            chains.push(Chain::none());
+        }
+        chains
+    }
+
+    /// Learns from a verified chain: `outputs[j]` is the model's choice at row j (row 0 is the
+    /// last committed token, row j the chain's guess j), of which `hits` guesses matched.
+    pub fn learn(&mut self, chain: &Chain, outputs: &[u32], hits: usize) {
+        if let Some(kind) = chain.kind {
+            let a = &mut self.accept[kind as usize];
+            for (j, slot) in a.iter_mut().enumerate().take(chain.guesses.len()) {
+                if j > hits {
+                    break;
+                }
+                let seen = if j < hits { 1.0 } else { 0.0 };
+                *slot += LEARN * (seen - *slot);
+            }
+        }
+        // Past the first miss every output is a Jacobi step: a guess for the next position
+        // made on the chain's own guesses, and the last token of an n-gram on its trajectory.
+        let n = self.p.ngram;
+        for (j, &out) in outputs.iter().enumerate().skip(hits + 1) {
+            let Some(&input) = chain.guesses.get(j - 1) else {
+                break;
+            };
+            let mut traj = chain.lineages[j - 1].clone();
+            traj.push(input);
+            if traj.len() + 1 >= n {
+                let gram: Vec<u32> = traj[traj.len() + 1 - n..]
+                    .iter()
+                    .copied()
+                    .chain([out])
+                    .collect();
+                self.remember(gram);
+            }
+        }
+    }
+
+    /// Makes the winning chain's outputs past its accepted point the next Jacobi window.
+    pub fn advance_window(&mut self, chain: &Chain, outputs: &[u32], hits: usize) {
+        let keep = self.p.ngram.saturating_sub(2);
+        self.window = outputs
+            .iter()
+            .enumerate()
+            .skip(hits + 1)
+            .filter_map(|(j, &out)| {
+                let input = *chain.guesses.get(j - 1)?;
+                let mut traj = chain.lineages[j - 1].clone();
+                traj.push(input);
+                let cut = traj.len().saturating_sub(keep);
+                Some((out, traj.split_off(cut)))
+            })
+            .collect();
+    }
+
+    fn remember(&mut self, gram: Vec<u32>) {
+        let list = self.pool.entry(gram[0]).or_default();
+        let rest = gram[1..].to_vec();
+        list.retain(|g| *g != rest);
+        list.insert(0, rest);
+        list.truncate(POOL_PER_KEY);
+    }
+
+    fn lookahead_chains(&mut self) -> Vec<Chain> {
+        let last = *self.text.last().expect("the prompt is not empty");
+        let mut found: Vec<(Kind, Vec<u32>)> = Vec::new();
+        let long = self.context_match(2);
+        let short = if long.is_none() {
+            self.context_match(1)
+        } else {
+            None
+        };
+        found.extend(long.map(|g| (Kind::LongMatch, g)));
+        for g in self.pool.get(&last).into_iter().flatten() {
+            found.push((Kind::Ngram, g.clone()));
+        }
+        found.extend(short.map(|g| (Kind::ShortMatch, g)));
+        if !self.window.is_empty() {
+            found.push((Kind::Jacobi, Vec::new()));
+        }
+        let mut chains: Vec<Chain> = Vec::new();
+        for (kind, guesses) in found {
+            if chains.len() == self.p.candidates {
+                break;
+            }
+            let chain = match kind {
+                Kind::Jacobi => self.jacobi_chain(),
+                _ => self.text_chain(kind, guesses),
+            };
+            let worth = self.worth(kind, !chains.is_empty());
+            let first = chain.guesses.first();
+            if worth > 0 && chains.iter().all(|c| c.guesses.first() != first) {
+                let mut chain = chain;
+                chain.guesses.truncate(worth);
+                chain.lineages.truncate(worth);
+                chains.push(chain);
+            }
+        }
+        if chains.is_empty() {
+            self.idle += 1;
+            if self.idle >= PROBE_EVERY && !self.window.is_empty() {
+                self.idle = 0;
+                let mut probe = self.jacobi_chain();
+                probe.guesses.truncate(1);
+                probe.lineages.truncate(1);
+                chains.push(probe);
+            }
+        } else {
+            self.idle = 0;
+        }
+        chains
+    }
+
+    /// How many guesses of `kind` pay for their rows (an extra chain also pays for running the
+    /// last token again).
+    fn worth(&self, kind: Kind, extra_chain: bool) -> usize {
+        let mut p = if extra_chain { 0.5 } else { 1.0 };
+        let mut n = 0;
+        for &a in &self.accept[kind as usize] {
+            p *= a;
+            if p < ROW_COST {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Guesses taken from the text itself, each with the tokens before it as its trajectory.
+    fn text_chain(&self, kind: Kind, guesses: Vec<u32>) -> Chain {
+        let keep = self.p.ngram.saturating_sub(2);
+        let mut lineages = Vec::with_capacity(guesses.len());
+        let mut before: Vec<u32> = self.text[self.text.len().saturating_sub(keep)..].to_vec();
+        for &g in &guesses {
+            lineages.push(before.clone());
+            before.push(g);
+            if before.len() > keep {
+                before.remove(0);
+            }
+        }
+        let source = match kind {
+            Kind::Ngram => Source::Ngram,
+            _ => Source::Context,
+        };
+        Chain {
+            source,
+            guesses,
+            lineages,
+            kind: Some(kind),
+        }
+    }
+
+    /// The Jacobi window, extended from the text or the pool when it ran short (never padded).
+    fn jacobi_chain(&self) -> Chain {
+        let (mut guesses, mut lineages): (Vec<u32>, Vec<Vec<u32>>) =
+            self.window.iter().cloned().unzip();
+        if guesses.is_empty() {
+            let Some(g) = self.context_match(1) else {
+                return Chain::none();
+            };
+            return self.text_chain(Kind::ShortMatch, g);
+        }
+        while guesses.len() < self.p.window {
+            let last = *guesses.last().expect("not empty");
+            let Some(more) = self.pool.get(&last).and_then(|l| l.first()) else {
+                break;
+            };
+            for &t in more {
+                lineages.push(Vec::new());
+                guesses.push(t);
+            }
+        }
+        Chain {
+            source: Source::Jacobi,
+            guesses,
+            lineages,
+            kind: Some(Kind::Jacobi),
+        }
+    }
+
+    /// What followed the latest earlier occurrence of the text's last `s` tokens, for the
+    /// longest `s` from `MAX_MATCH` down to `min` that occurs.
+    fn context_match(&self, min: usize) -> Option<Vec<u32>> {
+        let t = &self.text;
+        let n = t.len();
+        for s in (min..=MAX_MATCH.min(n.saturating_sub(1))).rev() {
+            let tail = &t[n - s..];
+            // `end` is where an occurrence ends (exclusive); it must leave a token after it.
+            let hit = (s..n).rev().find(|&end| &t[end - s..end] == tail);
+            if let Some(end) = hit {
+                let take = self.p.window.min(n - end);
+                return Some(t[end..end + take].to_vec());
+            }
+        }
+        None
+    }
+}
