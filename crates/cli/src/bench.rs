@@ -4,7 +4,8 @@
 //! requests that ignore end-of-generation), with a step budget that prefills all prompts in one
 //! forward pass. `explore` times a superposition search (width 16, branches 3, 32 steps) against
 //! one greedy 32-token generation of the same prompt, and against the same search without KV
-//! sharing. `engine` (only when asked for by name: it takes minutes) is the serving workload of
+//! sharing. `collapse` is `bench_collapse` (lookahead and Jacobi decoding against greedy).
+//! `engine` (only when asked for by name: it takes minutes) is the serving workload of
 //! `bench_engine`.
 
 use crate::commands::load;
@@ -20,7 +21,9 @@ use everett_engine::tokenizer::Tokenizer;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
-const PARTS: [&str; 6] = ["pp128", "pp512", "tg128", "parallel", "explore", "engine"];
+const PARTS: [&str; 7] = [
+    "pp128", "pp512", "tg128", "parallel", "explore", "collapse", "engine",
+];
 const EXPLORE_PROMPT: &str = "The meaning of life is";
 const RUNS: usize = 3;
 
@@ -180,6 +183,13 @@ pub fn run(common: &Common, only: Option<&str>) -> Result<()> {
             eprintln!("explore    {v}");
         }
         out.insert("explore".into(), v);
+    }
+    if want("collapse") {
+        let v = crate::bench_collapse::run(&mut m, &tok)?;
+        if !common.json {
+            eprintln!("collapse   {v}");
+        }
+        out.insert("collapse".into(), v);
     }
     // The serving workload takes minutes: only on request.
     if only == Some("engine") {

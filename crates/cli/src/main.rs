@@ -2,6 +2,7 @@
 //! Parsing flags and printing live here; everything else is `everett-engine`.
 
 mod bench;
+mod bench_collapse;
 mod bench_engine;
 mod bench_serve;
 mod chat;
@@ -139,7 +140,7 @@ enum Cmd {
         target: Option<BenchTarget>,
         #[command(flatten)]
         common: Common,
-        /// Run one part only (pp128, pp512, tg128, parallel).
+        /// Run one part only (pp128, pp512, tg128, parallel, explore, collapse, engine).
         #[arg(long)]
         only: Option<String>,
     },

@@ -67,6 +67,7 @@ fn greedy_matches_reference_until_near_ties() {
             n: 1,
             ignore_eos: false,
             min_tokens: 0,
+            collapse: None,
         })
         .collect();
     let batched = generate_batch(&mut model, &tok, reqs.clone()).unwrap();
@@ -137,6 +138,7 @@ fn explorer_on_the_real_model_is_greedy_at_width_one_and_sharing_changes_nothing
         n: 1,
         ignore_eos: false,
         min_tokens: 0,
+        collapse: None,
     };
     let greedy = generate_batch(&mut model, &tok, vec![req]).unwrap();
     let want: Vec<u32> = greedy[0].tokens.iter().map(|t| t.id).collect();

@@ -236,6 +236,7 @@ fn one_branch_one_path_is_greedy_generation() {
                 n: 1,
                 ignore_eos: false,
                 min_tokens: 0,
+                collapse: None,
             }],
         )
         .unwrap();
