@@ -194,7 +194,7 @@ impl Drafter {
                 Kind::Jacobi => self.jacobi_chain(),
                 _ => self.text_chain(kind, guesses),
             };
-            let worth = self.worth(kind, !chains.is_empty());
+            let worth = self.worth(kind);
             let first = chain.guesses.first();
             if worth > 0 && chains.iter().all(|c| c.guesses.first() != first) {
                 let mut chain = chain;
@@ -218,10 +218,9 @@ impl Drafter {
         chains
     }
 
-    /// How many guesses of `kind` pay for their rows (an extra chain also pays for running the
-    /// last token again).
-    fn worth(&self, kind: Kind, extra_chain: bool) -> usize {
-        let mut p = if extra_chain { 0.5 } else { 1.0 };
+    /// How many guesses of `kind` pay for their rows.
+    fn worth(&self, kind: Kind) -> usize {
+        let mut p = 1.0;
         let mut n = 0;
         for &a in &self.accept[kind as usize] {
             p *= a;
