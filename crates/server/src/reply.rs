@@ -15,6 +15,7 @@ use everett_engine::engine::{Event, Events, Task};
 use everett_engine::generate::{FinishReason, Request, TokenInfo};
 use everett_engine::tokenizer::Tokenizer;
 use futures_util::stream::{self, BoxStream, SelectAll, Stream, StreamExt};
+use futures_util::FutureExt;
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -242,6 +243,8 @@ async fn collect(m: Meta, mut events: Merged) -> Result<Value, ApiError> {
 struct Streaming {
     m: Meta,
     events: Merged,
+    /// An event read ahead while gathering a pass's tokens.
+    held: Option<Event>,
     done: bool,
     include_usage: bool,
     /// Text bytes already sent per choice (for `text_offset`).
@@ -316,13 +319,33 @@ impl Streaming {
         if self.done {
             return None;
         }
-        let out = match self.events.next().await {
+        let mut next = match self.held.take() {
+            Some(e) => Some(e),
+            None => self.events.next().await,
+        };
+        // A collapse pass's record is not part of the OpenAI stream.
+        while let Some(Event::CollapsePass(_)) = next {
+            next = self.events.next().await;
+        }
+        let out = match next {
             Some(Event::Token { index, token }) => {
-                let lp = logprobs_json(&self.m, std::slice::from_ref(&token), self.sent[index]);
-                let c = self.choice(index, &token.text, lp, None);
-                self.sent[index] += token.text.len();
+                // A collapse pass commits several tokens at once: they go out as one chunk.
+                let mut tokens = vec![token];
+                while let Some(Some(e)) = self.events.next().now_or_never() {
+                    match e {
+                        Event::Token { index: i, token } if i == index => tokens.push(token),
+                        other => {
+                            self.held = Some(other);
+                            break;
+                        }
+                    }
+                }
+                let text: String = tokens.iter().map(|t| t.text.as_str()).collect();
+                let lp = logprobs_json(&self.m, &tokens, self.sent[index]);
+                let c = self.choice(index, &text, lp, None);
+                self.sent[index] += text.len();
                 self.started[index] = true;
-                self.completion += 1;
+                self.completion += tokens.len();
                 let start = self.m.start;
                 self.first_at
                     .get_or_insert_with(|| start.elapsed().as_secs_f64());
@@ -370,6 +393,7 @@ fn stream_reply(
         recorded: false,
         m,
         events,
+        held: None,
         done: false,
         include_usage,
         completion: 0,

@@ -5,6 +5,7 @@
 
 use crate::error::ApiError;
 use crate::AppState;
+use everett_engine::collapse::{CollapseParams, Mode, MAX_CANDIDATES, MAX_NGRAM, MAX_WINDOW};
 use everett_engine::generate::{Request, MAX_SAMPLES};
 use everett_engine::sample::SamplingParams;
 use serde::Deserialize;
@@ -77,6 +78,9 @@ pub struct Common {
     #[serde(default)]
     pub ignore_eos: bool,
     pub min_tokens: Option<i64>,
+    /// everett's extension: collapse (lookahead) decoding, `true` or
+    /// `{"window", "ngram", "candidates", "mode"}`.
+    pub lookahead: Option<serde_json::Value>,
 }
 
 /// The JSON body as `T`, or a 400 that quotes serde's account of what does not fit.
@@ -153,7 +157,62 @@ impl Common {
             n: count("n", self.n, 1, 1, MAX_SAMPLES as i64)?,
             ignore_eos: self.ignore_eos,
             min_tokens: count("min_tokens", self.min_tokens, 0, 0, ctx)?,
-            collapse: None,
+            collapse: self
+                .lookahead
+                .as_ref()
+                .map(lookahead)
+                .transpose()?
+                .flatten(),
         })
     }
+}
+
+/// The `lookahead` field: `false`/`null` (off), `true` (the defaults) or an object of
+/// parameters, each checked by name.
+fn lookahead(v: &serde_json::Value) -> Result<Option<CollapseParams>, ApiError> {
+    use serde_json::Value;
+    let fields =
+        match v {
+            Value::Null | Value::Bool(false) => return Ok(None),
+            Value::Bool(true) => return Ok(Some(CollapseParams::default())),
+            Value::Object(m) => m,
+            _ => return Err(ApiError::invalid(
+                "lookahead",
+                "`lookahead` must be true, false or an object like {\"window\": 8, \"ngram\": 4}",
+            )),
+        };
+    let mut p = CollapseParams::default();
+    for (k, v) in fields {
+        let name = format!("lookahead.{k}");
+        let int = |lo: usize, hi: usize| {
+            let n = v
+                .as_i64()
+                .ok_or_else(|| ApiError::invalid(&name, format!("`{name}` must be an integer")))?;
+            count(&name, Some(n), 0, lo as i64, hi as i64)
+        };
+        match k.as_str() {
+            "window" => p.window = int(1, MAX_WINDOW)?,
+            "ngram" => p.ngram = int(2, MAX_NGRAM)?,
+            "candidates" => p.candidates = int(1, MAX_CANDIDATES)?,
+            "mode" => {
+                p.mode = match v.as_str() {
+                    Some("lookahead") => Mode::Lookahead,
+                    Some("jacobi") => Mode::Jacobi,
+                    _ => {
+                        return Err(ApiError::invalid(
+                            &name,
+                            "`lookahead.mode` must be \"lookahead\" or \"jacobi\"",
+                        ))
+                    }
+                }
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    &name,
+                    format!("unknown field `{k}` in `lookahead` (window, ngram, candidates, mode)"),
+                ))
+            }
+        }
+    }
+    Ok(Some(p))
 }

@@ -547,3 +547,114 @@ async fn explore_refuses_bad_parameters_naming_them() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_still_serving(&app).await;
 }
+
+/// The data lines of an SSE body, parsed, without the final `[DONE]`.
+fn sse_chunks(body: &str) -> Vec<Value> {
+    let data: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"), "{body}");
+    data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lookahead_answers_greedy_text_and_streams_a_pass_per_chunk() {
+    let app = app();
+    let mut multi = 0;
+    for motif in [[40, 41, 42], [7, 8, 9], [50, 60, 50]] {
+        let prompt: Vec<u32> = motif.iter().cycle().take(24).copied().collect();
+        let base = json!({"prompt": prompt, "max_tokens": 40, "temperature": 0,
+                          "ignore_eos": true, "logprobs": 2});
+        let (s, plain) = call(&app, "POST", "/v1/completions", Some(base.clone())).await;
+        assert_eq!(s, StatusCode::OK, "{plain}");
+        let plain: Value = serde_json::from_str(&plain).unwrap();
+        for la in [
+            json!(true),
+            json!({"window": 4, "ngram": 3, "candidates": 2}),
+        ] {
+            let mut req = base.clone();
+            req["lookahead"] = la;
+            let (s, fast) = call(&app, "POST", "/v1/completions", Some(req.clone())).await;
+            assert_eq!(s, StatusCode::OK, "{fast}");
+            let fast: Value = serde_json::from_str(&fast).unwrap();
+            assert_eq!(fast["choices"][0]["text"], plain["choices"][0]["text"]);
+            assert_eq!(
+                fast["choices"][0]["logprobs"],
+                plain["choices"][0]["logprobs"]
+            );
+            req["stream"] = json!(true);
+            let (_, body) = call(&app, "POST", "/v1/completions", Some(req)).await;
+            let chunks = sse_chunks(&body);
+            let text: String = chunks
+                .iter()
+                .filter_map(|c| c["choices"][0]["text"].as_str())
+                .collect();
+            assert_eq!(text, plain["choices"][0]["text"].as_str().unwrap());
+            let sizes: Vec<usize> = chunks
+                .iter()
+                .filter_map(|c| c["choices"][0]["logprobs"]["tokens"].as_array())
+                .map(Vec::len)
+                .collect();
+            assert_eq!(sizes.iter().sum::<usize>(), 40);
+            multi += sizes.iter().filter(|&&n| n > 1).count();
+        }
+    }
+    assert!(multi > 0, "no pass committed several tokens");
+    let chat = json!({"messages": [{"role": "user", "content": "hi hi hi hi"}], "max_tokens": 12,
+                      "temperature": 0});
+    let (_, plain) = call(&app, "POST", "/v1/chat/completions", Some(chat.clone())).await;
+    let mut req = chat;
+    req["lookahead"] = json!(true);
+    let (s, fast) = call(&app, "POST", "/v1/chat/completions", Some(req)).await;
+    assert_eq!(s, StatusCode::OK, "{fast}");
+    let (plain, fast): (Value, Value) = (
+        serde_json::from_str(&plain).unwrap(),
+        serde_json::from_str(&fast).unwrap(),
+    );
+    assert_eq!(
+        fast["choices"][0]["message"],
+        plain["choices"][0]["message"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_lookahead_requests_name_the_field() {
+    let app = app();
+    let cases = [
+        (json!({"lookahead": true}), "temperature"),
+        (json!({"lookahead": true, "temperature": 0, "n": 2}), "n"),
+        (json!({"lookahead": "yes", "temperature": 0}), "lookahead"),
+        (
+            json!({"lookahead": {"window": 0}, "temperature": 0}),
+            "lookahead.window",
+        ),
+        (
+            json!({"lookahead": {"window": 1000}, "temperature": 0}),
+            "lookahead.window",
+        ),
+        (
+            json!({"lookahead": {"ngram": "4"}, "temperature": 0}),
+            "lookahead.ngram",
+        ),
+        (
+            json!({"lookahead": {"mode": "magic"}, "temperature": 0}),
+            "lookahead.mode",
+        ),
+        (
+            json!({"lookahead": {"bogus": 1}, "temperature": 0}),
+            "lookahead.bogus",
+        ),
+    ];
+    for (mut req, field) in cases {
+        req["prompt"] = json!("hello");
+        let (s, body) = call(&app, "POST", "/v1/completions", Some(req)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{field}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["param"], field, "{body}");
+    }
+    assert_still_serving(&app).await;
+}
