@@ -539,3 +539,35 @@ fn samples_that_stop_at_once_do_not_disturb_their_siblings() {
     }
     assert_empty(&mut e);
 }
+
+#[test]
+fn drafts_run_only_on_budget_left_over_and_are_taken_back() {
+    use crate::collapse::CollapseParams;
+    let tok = tokenizer();
+    let mut e = engine(&tok, 4096, cfg(40, 8));
+    let motif = prompt(6, 3);
+    let c_prompt: Vec<u32> = motif.iter().cycle().take(60).copied().collect();
+    let mut req = Request::new(c_prompt.clone(), SamplingParams::default(), 60);
+    req.collapse = Some(CollapseParams::jacobi(6));
+    let (_, mut c) = e.submit(Task::Generate(req)).unwrap();
+    for _ in 0..4 {
+        e.step().unwrap();
+    }
+    let before = e.model().spans.len();
+    let (_, mut b) = e.submit(gen(prompt(200, 2), 5)).unwrap();
+    e.run_until_idle().unwrap();
+    let spans = &e.model().spans;
+    // While b's prompt fills the budget, c runs its one committed token and no guess.
+    let crowded: Vec<&Vec<usize>> = spans[before..]
+        .iter()
+        .filter(|s| s.len() == 2 && s[1] > 1)
+        .collect();
+    assert!(crowded.len() >= 4, "{spans:?}");
+    assert!(crowded.iter().all(|s| s[0] == 1), "{spans:?}");
+    assert!(e.model().steps.iter().all(|s| s.0 <= 40));
+    // Alone, after its 60-token prompt (two steps), it guessed.
+    assert!(spans[2..before].iter().any(|s| s[0] > 1), "{spans:?}");
+    assert_eq!(tokens(&mut c).unwrap(), expected(&c_prompt, 60));
+    assert_eq!(tokens(&mut b).unwrap(), expected(&prompt(200, 2), 5));
+    assert_empty(&mut e);
+}
