@@ -45,6 +45,7 @@ const EXTRA_STYLE: &str = r##"
 
 const SCRIPT: &str = r##"
 (function(){
+try {
 const d = JSON.parse(document.getElementById('data').textContent);
 const PAST = 8;
 const color = h => { const t = Math.min(1, h / 5); return `rgb(255,${Math.round(255 - 200 * t)},${Math.round(255 - 230 * t)})`; };
@@ -73,27 +74,22 @@ d.passes.forEach((p, i) => {
   passes.appendChild(row);
   done += p.accepted;
 });
-// The hockey stick: mean entropy by position relative to the frontier.
+// The hockey stick: mean entropy by position relative to the frontier, drawn as SVG markup.
 const xs = Object.keys(sums).map(Number).sort((a, b) => a - b);
-const W = 640, H = 180, pad = 30, ns = 'http://www.w3.org/2000/svg';
-const svg = document.createElementNS(ns, 'svg'); svg.setAttribute('width', W); svg.setAttribute('height', H);
-const maxH = Math.max(1, ...xs.map(x => sums[x] / counts[x]));
+const mean = x => sums[x] / counts[x];
+const W = 640, H = 180, pad = 30;
+const maxH = Math.max(1, ...xs.map(mean));
 const px = x => pad + (x - xs[0]) / Math.max(1, xs[xs.length - 1] - xs[0]) * (W - 2 * pad);
 const py = h => H - pad - h / maxH * (H - 2 * pad);
-const pts = xs.map(x => `${px(x)},${py(sums[x] / counts[x])}`).join(' ');
-const line = document.createElementNS(ns, 'polyline');
-line.setAttribute('points', pts); line.setAttribute('fill', 'none'); line.setAttribute('stroke', '#c0392b'); line.setAttribute('stroke-width', 2);
-svg.appendChild(line);
-const front = document.createElementNS(ns, 'line');
-front.setAttribute('x1', px(-0.5)); front.setAttribute('x2', px(-0.5)); front.setAttribute('y1', pad / 2); front.setAttribute('y2', H - pad);
-front.setAttribute('stroke', '#333'); front.setAttribute('stroke-dasharray', '4 3'); svg.appendChild(front);
-xs.forEach(x => { const t = document.createElementNS(ns, 'text'); t.setAttribute('x', px(x) - 4); t.setAttribute('y', H - pad + 14);
-  t.setAttribute('font-size', 10); t.textContent = x; svg.appendChild(t);
-  const c = document.createElementNS(ns, 'circle'); c.setAttribute('cx', px(x)); c.setAttribute('cy', py(sums[x] / counts[x])); c.setAttribute('r', 3);
-  c.setAttribute('fill', '#c0392b'); const tt = document.createElementNS(ns, 'title'); tt.textContent = `${x < 0 ? 'past' : 'window'} ${x}: mean entropy ${(sums[x] / counts[x]).toFixed(2)} nats`; c.appendChild(tt); svg.appendChild(c); });
-const lab = document.createElementNS(ns, 'text'); lab.setAttribute('x', px(-0.5) + 4); lab.setAttribute('y', pad / 2 + 10);
-lab.setAttribute('font-size', 11); lab.textContent = 'past | future'; svg.appendChild(lab);
-document.getElementById('stick').appendChild(svg);
+let svg = `<svg width="${W}" height="${H}" role="img">`;
+svg += `<polyline fill="none" stroke="#c0392b" stroke-width="2" points="${xs.map(x => px(x) + ',' + py(mean(x))).join(' ')}"/>`;
+svg += `<line x1="${px(-0.5)}" x2="${px(-0.5)}" y1="${pad / 2}" y2="${H - pad}" stroke="#333" stroke-dasharray="4 3"/>`;
+svg += `<text x="${px(-0.5) + 4}" y="${pad / 2 + 10}" font-size="11">past | future</text>`;
+xs.forEach(x => {
+  svg += `<text x="${px(x) - 4}" y="${H - pad + 14}" font-size="10">${x}</text>`;
+  svg += `<circle class="pt" cx="${px(x)}" cy="${py(mean(x))}" r="3" fill="#c0392b"><title>${x < 0 ? 'past' : 'window'} ${x}: mean entropy ${mean(x).toFixed(2)} nats</title></circle>`;
+});
+document.getElementById('stick').innerHTML = svg + '</svg>';
 // The text, grouped by the pass that committed it.
 const text = document.getElementById('text');
 text.appendChild(el('span', '', d.prompt));
@@ -104,6 +100,13 @@ d.passes.forEach((p, i) => {
   s.title = `pass ${i + 1}: ${p.accepted} token(s), ${p.source}`;
   text.appendChild(s); t += p.accepted;
 });
-document.getElementById('status').textContent = `${d.passes.length} passes drawn`;
+const status = document.getElementById('status');
+status.textContent = `${d.passes.length} passes drawn`;
+status.dataset.state = 'ok';
+status.dataset.passes = d.passes.length;
+} catch (e) {
+  const status = document.getElementById('status');
+  status.textContent = 'error: ' + e; status.dataset.state = 'error';
+}
 })();
 "##;
