@@ -78,6 +78,14 @@ def client_checks(url):
         for ch in chunk.choices:
             text += ch.delta.content or ""
     check(text == answer, f"streamed chat {text!r} != {answer!r}")
+    text = ""
+    stream = c.chat.completions.create(
+        messages=msgs, stream=True, extra_body={"lookahead": {"window": 6}}, **greedy
+    )
+    for chunk in stream:
+        for ch in chunk.choices:
+            text += ch.delta.content or ""
+    check(text == answer, f"streamed lookahead chat {text!r} != {answer!r}")
     check(usage is not None and usage.completion_tokens == r.usage.completion_tokens, "stream usage")
 
     r = c.completions.create(
@@ -180,8 +188,10 @@ def greedy_identity(url, model, everett, gguf):
     served = [None] * len(PROMPTS)
 
     def one(i):
+        # Every other request collapses (lookahead) among the plain ones: the same tokens.
+        extra = {"lookahead": True} if i % 2 else None
         r = c.completions.create(model=model, prompt=PROMPTS[i], max_tokens=24, temperature=0,
-                                 logprobs=1)
+                                 logprobs=1, extra_body=extra)
         served[i] = r.choices[0]
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(len(PROMPTS))]
@@ -203,7 +213,8 @@ def greedy_identity(url, model, everett, gguf):
         check(s.text == g["text"], f"{p!r}: served {s.text!r} vs generate {g['text']!r}")
         lps = [t["logprob"] for t in g["tokens"]]
         check(s.logprobs.token_logprobs == lps, f"{p!r}: logprobs differ")
-    print(f"greedy: {len(PROMPTS)} served outputs equal everett generate, logprobs included")
+    print(f"greedy: {len(PROMPTS)} served outputs (half with lookahead) equal everett generate, "
+          "logprobs included")
 
 
 def page_check(url, chromium):
