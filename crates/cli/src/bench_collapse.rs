@@ -2,10 +2,13 @@
 //! of the same prompt, 128 new tokens each (end-of-generation ignored, as a benchmark must), for
 //! a code prompt, a structured-text prompt and a prose prompt. Runs alternate greedy, lookahead
 //! and Jacobi so that the machine's noise hits them alike; each figure is a median. Every run's
-//! tokens are checked to be greedy's.
+//! tokens are checked to be greedy's. `busy` runs the code prompt beside 8 plain greedy
+//! requests in one engine (drafts get only the step budget left over), once greedy and once
+//! with lookahead: when it finishes, and when everything finishes.
 
 use anyhow::{bail, Result};
 use everett_engine::collapse::{collapse, CollapseParams};
+use everett_engine::engine::{Engine, EngineConfig, Event, Task};
 use everett_engine::generate::{generate_batch, Request};
 use everett_engine::model::Model;
 use everett_engine::sample::SamplingParams;
@@ -89,9 +92,73 @@ pub fn run(m: &mut Model, tok: &Tokenizer) -> Result<Value> {
             }),
         );
     }
+    out.insert("busy".into(), busy(m, tok)?);
     out.insert(
         "settings".into(),
         json!({"lookahead": lookahead, "jacobi": jacobi, "new_tokens": NEW_TOKENS, "runs": RUNS}),
     );
     Ok(Value::Object(out))
+}
+
+/// The code prompt collapsed (or not) among 8 greedy requests of the other prompts: seconds
+/// until it finished, seconds until all finished, and its tokens per pass.
+fn crowd(m: &mut Model, tok: &Tokenizer, c: Option<CollapseParams>) -> Result<(f64, f64, f64)> {
+    let req = |text: &str, c: Option<CollapseParams>| Request {
+        ignore_eos: true,
+        collapse: c,
+        ..Request::new(
+            tok.encode(text, true, false),
+            SamplingParams::default(),
+            NEW_TOKENS,
+        )
+    };
+    let mut e = Engine::new(m, tok, EngineConfig::for_seqs(16));
+    let mut others = Vec::new();
+    for i in 0..8 {
+        others.push(e.submit(Task::Generate(req(PROMPTS[1 + i % 2].1, None)))?.1);
+    }
+    let (_, mut mine) = e.submit(Task::Generate(req(PROMPTS[0].1, c)))?;
+    let t = Instant::now();
+    let (mut mine_done, mut tokens, mut passes) = (None, 0, 0);
+    while e.has_work() {
+        e.step()?;
+        while let Ok(ev) = mine.try_recv() {
+            match ev {
+                Event::Token { .. } => tokens += 1,
+                Event::CollapsePass(_) => passes += 1,
+                Event::Finished { .. } => mine_done = Some(t.elapsed().as_secs_f64()),
+                Event::Error(err) => return Err(err.into()),
+                _ => {}
+            }
+        }
+    }
+    let all = t.elapsed().as_secs_f64();
+    let tpp = if passes > 0 {
+        tokens as f64 / passes as f64
+    } else {
+        1.0
+    };
+    Ok((mine_done.unwrap_or(all), all, tpp))
+}
+
+fn busy(m: &mut Model, tok: &Tokenizer) -> Result<Value> {
+    let (mut g_mine, mut g_all, mut l_mine, mut l_all) = (vec![], vec![], vec![], vec![]);
+    let mut tpp = 0.0;
+    for _ in 0..RUNS {
+        let (a, b, _) = crowd(m, tok, None)?;
+        g_mine.push(a);
+        g_all.push(b);
+        let (a, b, t) = crowd(m, tok, Some(CollapseParams::default()))?;
+        l_mine.push(a);
+        l_all.push(b);
+        tpp = t;
+    }
+    let (gm, ga, lm, la) = (median(g_mine), median(g_all), median(l_mine), median(l_all));
+    Ok(json!({
+        "requests": 9,
+        "greedy": {"code_request_s": round2(gm), "all_s": round2(ga)},
+        "lookahead": {"code_request_s": round2(lm), "all_s": round2(la), "tokens_per_pass": round2(tpp)},
+        "code_request_speedup": round2(gm / lm),
+        "all_speedup": round2(ga / la),
+    }))
 }
