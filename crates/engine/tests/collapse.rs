@@ -31,8 +31,10 @@ fn request(prompt: Vec<u32>, max_tokens: usize) -> Request {
     Request::new(prompt, sampling, max_tokens)
 }
 
-/// Token ids, logprob bits and alternatives of an output.
-fn bits(o: &Output) -> Vec<(u32, u32, Vec<(u32, u32)>)> {
+/// Token ids, logprob bits and alternatives (id, logprob bits) of each token.
+type Bits = Vec<(u32, u32, Vec<(u32, u32)>)>;
+
+fn bits(o: &Output) -> Bits {
     o.tokens
         .iter()
         .map(|t| {

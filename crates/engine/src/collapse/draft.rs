@@ -17,7 +17,7 @@ const ROW_COST: f32 = 0.25;
 /// Passes without a guess before one is tried anyway, so that the estimates keep learning.
 const PROBE_EVERY: usize = 16;
 /// Weight of the newest observation in the acceptance estimates.
-const LEARN: f32 = 0.15;
+const LEARN: f32 = 0.2;
 /// Longest suffix of the text looked for earlier in the text.
 const MAX_MATCH: usize = 3;
 /// Trajectory n-grams kept per first token.
@@ -45,10 +45,12 @@ impl Chain {
 }
 
 /// Acceptance estimates are kept per kind of guess.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    LongMatch,
-    ShortMatch,
+    /// The text's last 3 tokens occurred before; what followed them.
+    Match3,
+    Match2,
+    Match1,
     Ngram,
     Jacobi,
 }
@@ -59,7 +61,7 @@ pub(crate) struct Drafter {
     window: Vec<(u32, Vec<u32>)>,
     pool: HashMap<u32, Vec<Vec<u32>>>,
     /// Per kind and guess index: P(accepted | the guesses before it were).
-    accept: [[f32; MAX_WINDOW]; 4],
+    accept: [[f32; MAX_WINDOW]; 5],
     /// Passes since lookahead last guessed.
     idle: usize,
 }
@@ -78,9 +80,10 @@ impl Drafter {
             pool: HashMap::new(),
             accept: [
                 prior(0.6, 0.8),
-                prior(0.35, 0.7),
-                prior(0.35, 0.6),
-                prior(0.3, 0.4),
+                prior(0.4, 0.75),
+                prior(0.28, 0.7),
+                prior(0.3, 0.6),
+                prior(0.26, 0.4),
             ],
             idle: 0,
         }
@@ -171,51 +174,54 @@ impl Drafter {
     fn lookahead_chains(&mut self) -> Vec<Chain> {
         let last = *self.text.last().expect("the prompt is not empty");
         let mut found: Vec<(Kind, Vec<u32>)> = Vec::new();
-        let long = self.context_match(2);
-        let short = if long.is_none() {
-            self.context_match(1)
-        } else {
-            None
-        };
-        found.extend(long.map(|g| (Kind::LongMatch, g)));
+        let matched = self.context_match(1);
+        let (long, short): (Vec<_>, Vec<_>) =
+            matched.into_iter().partition(|m| m.0 != Kind::Match1);
+        found.extend(long);
         for g in self.pool.get(&last).into_iter().flatten() {
             found.push((Kind::Ngram, g.clone()));
         }
-        found.extend(short.map(|g| (Kind::ShortMatch, g)));
+        found.extend(short);
         if !self.window.is_empty() {
             found.push((Kind::Jacobi, Vec::new()));
         }
+        let build = |this: &Self, kind: Kind, guesses: Vec<u32>| match kind {
+            Kind::Jacobi => this.jacobi_chain(),
+            _ => this.text_chain(kind, guesses),
+        };
         let mut chains: Vec<Chain> = Vec::new();
+        let mut best = None;
         for (kind, guesses) in found {
             if chains.len() == self.p.candidates {
                 break;
             }
-            let chain = match kind {
-                Kind::Jacobi => self.jacobi_chain(),
-                _ => self.text_chain(kind, guesses),
-            };
+            let mut chain = build(self, kind, guesses);
             let worth = self.worth(kind);
-            let first = chain.guesses.first();
-            if worth > 0 && chains.iter().all(|c| c.guesses.first() != first) {
-                let mut chain = chain;
-                chain.guesses.truncate(worth);
-                chain.lineages.truncate(worth);
-                chains.push(chain);
+            let first = chain.guesses.first().copied();
+            if worth == 0 || chains.iter().any(|c| c.guesses.first().copied() == first) {
+                best.get_or_insert(chain);
+                continue;
             }
+            chain.guesses.truncate(worth);
+            chain.lineages.truncate(worth);
+            chains.push(chain);
         }
-        if chains.is_empty() {
-            self.idle += 1;
-            if self.idle >= PROBE_EVERY && !self.window.is_empty() {
+        if !chains.is_empty() {
+            self.idle = 0;
+            return chains;
+        }
+        // Nothing is worth its row: a plain step, but now and then the best guess is tried
+        // anyway, so that a kind that failed earlier can earn its rows back.
+        self.idle += 1;
+        match best {
+            Some(mut probe) if self.idle >= PROBE_EVERY => {
                 self.idle = 0;
-                let mut probe = self.jacobi_chain();
                 probe.guesses.truncate(1);
                 probe.lineages.truncate(1);
-                chains.push(probe);
+                vec![probe]
             }
-        } else {
-            self.idle = 0;
+            _ => Vec::new(),
         }
-        chains
     }
 
     /// How many guesses of `kind` pay for their rows.
@@ -261,10 +267,10 @@ impl Drafter {
         let (mut guesses, mut lineages): (Vec<u32>, Vec<Vec<u32>>) =
             self.window.iter().cloned().unzip();
         if guesses.is_empty() {
-            let Some(g) = self.context_match(1) else {
+            let Some((kind, g)) = self.context_match(1) else {
                 return Chain::none();
             };
-            return self.text_chain(Kind::ShortMatch, g);
+            return self.text_chain(kind, g);
         }
         while guesses.len() < self.p.window {
             let last = *guesses.last().expect("not empty");
@@ -286,7 +292,7 @@ impl Drafter {
 
     /// What followed the latest earlier occurrence of the text's last `s` tokens, for the
     /// longest `s` from `MAX_MATCH` down to `min` that occurs.
-    fn context_match(&self, min: usize) -> Option<Vec<u32>> {
+    fn context_match(&self, min: usize) -> Option<(Kind, Vec<u32>)> {
         let t = &self.text;
         let n = t.len();
         for s in (min..=MAX_MATCH.min(n.saturating_sub(1))).rev() {
@@ -295,7 +301,8 @@ impl Drafter {
             let hit = (s..n).rev().find(|&end| &t[end - s..end] == tail);
             if let Some(end) = hit {
                 let take = self.p.window.min(n - end);
-                return Some(t[end..end + take].to_vec());
+                let kind = [Kind::Match1, Kind::Match2, Kind::Match3][s - 1];
+                return Some((kind, t[end..end + take].to_vec()));
             }
         }
         None
