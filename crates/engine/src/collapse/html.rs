@@ -35,6 +35,7 @@ const EXTRA_STYLE: &str = r##"
 .pass .n{width:4.5em;color:#666;text-align:right;margin-right:.4em}
 .cell{width:1.6em;height:1.2em;border:1px solid transparent;border-radius:2px}
 .cell.past{opacity:.55}
+.cell.pad{visibility:hidden}
 .cell.kept{border-color:#1a7f37}
 .cell.lost{opacity:.3;border-style:dashed;border-color:#999}
 .front{width:2px;height:1.3em;background:#333;margin:0 3px}
@@ -61,6 +62,8 @@ d.passes.forEach((p, i) => {
   const row = el('div', 'pass');
   row.appendChild(el('span', 'n', `${i + 1}: +${p.accepted}`));
   const past = d.tokens.slice(Math.max(0, done - PAST), done).map(t => t.entropy);
+  // Blank cells keep every row's frontier in one column.
+  for (let j = past.length; j < PAST; j++) row.appendChild(el('span', 'cell pad'));
   past.forEach((h, j) => {
     const c = el('span', 'cell past'); c.style.background = color(h); c.title = `past, entropy ${h.toFixed(2)}`; row.appendChild(c);
     const x = j - past.length; sums[x] = (sums[x] || 0) + h; counts[x] = (counts[x] || 0) + 1;

@@ -117,6 +117,7 @@ impl CollapsePolicy {
         let chains = outs.iter().filter(|o| !o.is_empty()).count();
         let k = hits[best];
         let mut won = std::mem::take(&mut outs[best]);
+        let entropies = won.iter().map(|c| c.entropy).collect();
         won.truncate(k + 1);
         ctx.send(Event::CollapsePass(Box::new(CollapsePass {
             accepted: k + 1,
@@ -124,7 +125,7 @@ impl CollapsePolicy {
             source: chain.source,
             chains,
             rows: ctx.tokens_run,
-            entropies: won.iter().map(|c| c.entropy).collect(),
+            entropies,
         })));
         self.commit(ctx, won);
         if !self.gen.is_done() {
