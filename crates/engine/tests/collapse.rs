@@ -1,13 +1,14 @@
 //! Collapse decoding is exactly greedy decoding: on tiny models of every architecture (Gemma's
 //! tiny model has an 8-token sliding window, so taking guesses back crosses dropped blocks),
-//! for Jacobi and lookahead with one or several chains, with stop tokens and stop strings
+//! for Jacobi and lookahead with one or several chains, with stop tokens, stop strings and
+//! end-of-generation tokens
 //! inside an accepted run, inside a busy engine with a tight budget and preemption, and on the
 //! real model over prose, code, lists, JSON and other languages. Bad parameters are refused.
 
 use everett_engine::collapse::{collapse, CollapseParams, Collapsed, Mode};
 use everett_engine::engine::{Engine, EngineConfig, Event, Task};
 use everett_engine::error::Error;
-use everett_engine::generate::{generate_batch, Output, Request};
+use everett_engine::generate::{generate_batch, FinishReason, Output, Request};
 use everett_engine::gguf::GgufFile;
 use everett_engine::model::Model;
 use everett_engine::sample::{Rng, SamplingParams};
@@ -325,4 +326,36 @@ fn the_real_model_collapses_to_exactly_greedy_on_many_kinds_of_text() {
         passes += run.passes.len();
     }
     assert!(tokens > passes, "{tokens} tokens in {passes} passes");
+}
+
+#[test]
+fn end_of_generation_inside_an_accepted_run_ends_it_where_greedy_ends() {
+    let (mut m, tok) = load(tiny_model(&Tiny::gemma3(), 42));
+    let mut rng = Rng::new(5);
+    let mut inside = 0;
+    for prompt in prompts(&mut rng, 96) {
+        let mut req = request(prompt, 48);
+        req.ignore_eos = true;
+        let run = same_as_greedy(&mut m, &tok, &req, CollapseParams::default());
+        // A token that came as the second or later token of a pass becomes end-of-generation.
+        let mut at = 0;
+        let mut pick = None;
+        for p in &run.passes {
+            if p.accepted >= 2 && at + 1 < run.output.tokens.len() {
+                pick.get_or_insert(run.output.tokens[at + 1].id);
+            }
+            at += p.accepted;
+        }
+        let Some(eos) = pick else { continue };
+        inside += 1;
+        let f = GgufFile::from_bytes(tiny_model(&Tiny::gemma3(), 42)).unwrap();
+        let mut tok = Tokenizer::from_gguf(&f).unwrap();
+        tok.eog.push(eos);
+        req.ignore_eos = false;
+        let r = same_as_greedy(&mut m, &tok, &req, CollapseParams::default());
+        let last = r.output.tokens.last().expect("a token");
+        assert_eq!(last.id, eos, "it ended on the end-of-generation token");
+        assert_eq!(r.output.finish_reason, Some(FinishReason::Stop));
+    }
+    assert!(inside >= 2, "only {inside} prompts had a multi-token pass");
 }
