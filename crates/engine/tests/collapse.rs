@@ -1,9 +1,9 @@
 //! Collapse decoding is exactly greedy decoding: on tiny models of every architecture (Gemma's
 //! tiny model has an 8-token sliding window, so taking guesses back crosses dropped blocks),
 //! for Jacobi and lookahead with one or several chains, with stop tokens, stop strings and
-//! end-of-generation tokens
-//! inside an accepted run, inside a busy engine with a tight budget and preemption, and on the
-//! real model over prose, code, lists, JSON and other languages. Bad parameters are refused.
+//! end-of-generation tokens inside an accepted run, inside a busy engine with a tight budget and
+//! preemption, and on the real model over prose, code, lists, JSON and other languages. Bad
+//! parameters are refused.
 
 use everett_engine::collapse::{collapse, CollapseParams, Collapsed, Mode};
 use everett_engine::engine::{Engine, EngineConfig, Event, Task};
