@@ -343,3 +343,20 @@ pub fn chromium() -> Option<&'static str> {
     }
     found
 }
+
+/// The DOM of the offline page at `path` after its scripts ran in headless Chromium, once the
+/// page is checked to refer to no network address; `None` (skip) as for `chromium`.
+pub fn page_dom(path: &std::path::Path) -> Option<String> {
+    let browser = chromium()?;
+    let page = std::fs::read_to_string(path).expect("the page was written");
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "page refers to the network"
+    );
+    let out = std::process::Command::new(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("file://{}", path.display()))
+        .output()
+        .expect("chromium runs");
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -235,55 +235,29 @@ fn a_collapse_request_in_a_busy_engine_with_preemption_gives_the_same_tokens() {
 fn bad_collapse_parameters_and_sampling_are_refused_by_name() {
     let (mut m, tok) = load(tiny_model(&Tiny::llama(), 42));
     let d = CollapseParams::default();
+    let with = |c: CollapseParams| Request {
+        collapse: Some(c),
+        ..request(vec![5], 8)
+    };
+    let hot = SamplingParams {
+        temperature: 0.7,
+        ..Default::default()
+    };
     let cases: Vec<(Request, &str)> = vec![
         (
             Request {
-                sampling: SamplingParams {
-                    temperature: 0.7,
-                    ..Default::default()
-                },
-                ..request(vec![5, 6], 8)
+                sampling: hot,
+                ..with(d)
             },
             "temperature",
         ),
-        (
-            Request {
-                n: 2,
-                ..request(vec![5, 6], 8)
-            },
-            "n",
-        ),
-        (
-            Request {
-                collapse: Some(CollapseParams { window: 0, ..d }),
-                ..request(vec![5], 8)
-            },
-            "window",
-        ),
-        (
-            Request {
-                collapse: Some(CollapseParams { window: 33, ..d }),
-                ..request(vec![5], 8)
-            },
-            "window",
-        ),
-        (
-            Request {
-                collapse: Some(CollapseParams { ngram: 1, ..d }),
-                ..request(vec![5], 8)
-            },
-            "ngram",
-        ),
-        (
-            Request {
-                collapse: Some(CollapseParams { candidates: 0, ..d }),
-                ..request(vec![5], 8)
-            },
-            "candidates",
-        ),
+        (Request { n: 2, ..with(d) }, "n"),
+        (with(CollapseParams { window: 0, ..d }), "window"),
+        (with(CollapseParams { window: 33, ..d }), "window"),
+        (with(CollapseParams { ngram: 1, ..d }), "ngram"),
+        (with(CollapseParams { candidates: 0, ..d }), "candidates"),
     ];
-    for (mut req, field) in cases {
-        req.collapse.get_or_insert(d);
+    for (req, field) in cases {
         match collapse(&mut m, &tok, req, |_| {}) {
             Err(Error::Param { name, .. }) => assert_eq!(name, field),
             other => panic!("{field}: expected a parameter error, got {other:?}"),
