@@ -2,7 +2,8 @@
 //! JSON object, or an SSE stream of chunks ending in `data: [DONE]` (with a usage chunk first
 //! when `stream_options.include_usage` asks). A reply may cover several engine requests (a list
 //! of prompts): their events are merged, prompt `i`'s sample `j` becoming choice `i * n + j` as
-//! OpenAI numbers them. `submit` waits for every request's first event, so a request the engine
+//! OpenAI numbers them; the tokens of one collapse (lookahead) pass travel as one item, so a
+//! stream sends them as one chunk. `submit` waits for every request's first event, so a request the engine
 //! refuses is a plain HTTP error, never a broken stream. Dropping the stream (a disconnected
 //! client) drops the event receivers, which cancels the requests in the engine.
 
@@ -15,7 +16,6 @@ use everett_engine::engine::{Event, Events, Task};
 use everett_engine::generate::{FinishReason, Request, TokenInfo};
 use everett_engine::tokenizer::Tokenizer;
 use futures_util::stream::{self, BoxStream, SelectAll, Stream, StreamExt};
-use futures_util::FutureExt;
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -42,8 +42,22 @@ pub struct Meta {
     logprobs: bool,
 }
 
-/// The events of all of one reply's engine requests, with choice indices made global.
-type Merged = SelectAll<BoxStream<'static, Event>>;
+/// What a reply is made of: one request's events with choice indices made global, and the
+/// tokens a collapse pass committed gathered into one item (so they go out as one chunk).
+enum Item {
+    Tokens {
+        index: usize,
+        tokens: Vec<TokenInfo>,
+    },
+    Finished {
+        index: usize,
+        reason: FinishReason,
+    },
+    Error(everett_engine::Error),
+}
+
+/// The items of all of one reply's engine requests.
+type Merged = SelectAll<BoxStream<'static, Item>>;
 
 /// A request's next event — the first says whether the engine took it — or its error
 /// (`ShuttingDown` when the stream ended instead) as the HTTP error.
@@ -55,23 +69,51 @@ pub async fn next_event(events: &mut Events) -> Result<Event, ApiError> {
     }
 }
 
-/// `events` (whose first event was `first`) as a stream whose choice indices start at `base`.
-fn renumbered(first: Event, events: Events, base: usize) -> BoxStream<'static, Event> {
-    let rest = stream::unfold(events, |mut rx| async { rx.recv().await.map(|e| (e, rx)) });
-    stream::once(async { first })
-        .chain(rest)
-        .map(move |e| match e {
-            Event::Token { index, token } => Event::Token {
-                index: index + base,
-                token,
-            },
-            Event::Finished { index, reason } => Event::Finished {
-                index: index + base,
-                reason,
-            },
-            other => other,
-        })
-        .boxed()
+/// `events` (whose first event was `first`) as items whose choice indices start at `base`.
+fn renumbered(first: Event, events: Events, base: usize) -> BoxStream<'static, Item> {
+    stream::unfold(
+        (events, Some(first)),
+        move |(mut rx, mut held)| async move {
+            let e = match held.take() {
+                Some(e) => e,
+                None => rx.recv().await?,
+            };
+            // `None`: nothing for the client (an event of another kind).
+            let item = match e {
+                Event::Token { index, token } => Some(Item::Tokens {
+                    index: index + base,
+                    tokens: vec![token],
+                }),
+                // A pass's tokens follow its record (fewer when the request stops inside it; the
+                // event that ended it is kept for the next item). Collapse requests have one sample.
+                Event::CollapsePass(p) => {
+                    let mut tokens = Vec::with_capacity(p.accepted);
+                    while tokens.len() < p.accepted {
+                        match rx.recv().await {
+                            Some(Event::Token { token, .. }) => tokens.push(token),
+                            other => {
+                                held = other;
+                                break;
+                            }
+                        }
+                    }
+                    (!tokens.is_empty()).then_some(Item::Tokens {
+                        index: base,
+                        tokens,
+                    })
+                }
+                Event::Finished { index, reason } => Some(Item::Finished {
+                    index: index + base,
+                    reason,
+                }),
+                Event::Error(e) => Some(Item::Error(e)),
+                _ => None,
+            };
+            Some((item, (rx, held)))
+        },
+    )
+    .filter_map(|item| async move { item })
+    .boxed()
 }
 
 /// Submits `reqs` (one per prompt, all with the same `n`) and answers with their one reply
@@ -186,16 +228,17 @@ struct Choice {
 async fn collect(m: Meta, mut events: Merged) -> Result<Value, ApiError> {
     let mut choices: Vec<Choice> = (0..m.n).map(|_| Choice::default()).collect();
     let mut first_at = None;
-    while let Some(e) = events.next().await {
-        match e {
-            Event::Token { index, token } => {
+    while let Some(item) = events.next().await {
+        match item {
+            Item::Tokens { index, tokens } => {
                 first_at.get_or_insert_with(|| m.start.elapsed().as_secs_f64());
-                choices[index].text.push_str(&token.text);
-                choices[index].tokens.push(token);
+                for token in tokens {
+                    choices[index].text.push_str(&token.text);
+                    choices[index].tokens.push(token);
+                }
             }
-            Event::Finished { index, reason } => choices[index].finish = Some(reason),
-            Event::Error(e) => return Err(e.into()),
-            _ => {}
+            Item::Finished { index, reason } => choices[index].finish = Some(reason),
+            Item::Error(e) => return Err(e.into()),
         }
     }
     let completion: usize = choices.iter().map(|c| c.tokens.len()).sum();
@@ -243,8 +286,6 @@ async fn collect(m: Meta, mut events: Merged) -> Result<Value, ApiError> {
 struct Streaming {
     m: Meta,
     events: Merged,
-    /// An event read ahead while gathering a pass's tokens.
-    held: Option<Event>,
     done: bool,
     include_usage: bool,
     /// Text bytes already sent per choice (for `text_offset`).
@@ -319,27 +360,8 @@ impl Streaming {
         if self.done {
             return None;
         }
-        let mut next = match self.held.take() {
-            Some(e) => Some(e),
-            None => self.events.next().await,
-        };
-        // A collapse pass's record is not part of the OpenAI stream.
-        while let Some(Event::CollapsePass(_)) = next {
-            next = self.events.next().await;
-        }
-        let out = match next {
-            Some(Event::Token { index, token }) => {
-                // A collapse pass commits several tokens at once: they go out as one chunk.
-                let mut tokens = vec![token];
-                while let Some(Some(e)) = self.events.next().now_or_never() {
-                    match e {
-                        Event::Token { index: i, token } if i == index => tokens.push(token),
-                        other => {
-                            self.held = Some(other);
-                            break;
-                        }
-                    }
-                }
+        let out = match self.events.next().await {
+            Some(Item::Tokens { index, tokens }) => {
                 let text: String = tokens.iter().map(|t| t.text.as_str()).collect();
                 let lp = logprobs_json(&self.m, &tokens, self.sent[index]);
                 let c = self.choice(index, &text, lp, None);
@@ -351,18 +373,17 @@ impl Streaming {
                     .get_or_insert_with(|| start.elapsed().as_secs_f64());
                 self.chunk(json!([c]), None)
             }
-            Some(Event::Finished { index, reason }) => {
+            Some(Item::Finished { index, reason }) => {
                 self.reasons[index] = Some(reason.as_str());
                 let c = self.choice(index, "", Value::Null, Some(reason.as_str()));
                 self.chunk(json!([c]), None)
             }
-            Some(Event::Error(e)) => {
+            Some(Item::Error(e)) => {
                 self.done = true;
                 let e = ApiError::from(e);
                 let v = json!({"error": {"message": e.message, "type": e.kind}});
                 SseEvent::default().data(v.to_string())
             }
-            Some(_) => SseEvent::default().comment("ignored"),
             None => {
                 self.record();
                 if self.include_usage {
@@ -393,7 +414,6 @@ fn stream_reply(
         recorded: false,
         m,
         events,
-        held: None,
         done: false,
         include_usage,
         completion: 0,

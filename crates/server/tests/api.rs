@@ -572,6 +572,20 @@ async fn lookahead_answers_greedy_text_and_streams_a_pass_per_chunk() {
         let (s, plain) = call(&app, "POST", "/v1/completions", Some(base.clone())).await;
         assert_eq!(s, StatusCode::OK, "{plain}");
         let plain: Value = serde_json::from_str(&plain).unwrap();
+        // Without lookahead a stream has one token per chunk, however fast they come.
+        let mut req = base.clone();
+        req["stream"] = json!(true);
+        let (_, body) = call(&app, "POST", "/v1/completions", Some(req)).await;
+        let singles = sse_chunks(&body)
+            .iter()
+            .filter_map(|c| {
+                c["choices"][0]["logprobs"]["tokens"]
+                    .as_array()
+                    .map(Vec::len)
+            })
+            .filter(|&n| n == 1)
+            .count();
+        assert_eq!(singles, 40);
         for la in [
             json!(true),
             json!({"window": 4, "ngram": 3, "candidates": 2}),
