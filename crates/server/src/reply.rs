@@ -3,9 +3,9 @@
 //! when `stream_options.include_usage` asks). A reply may cover several engine requests (a list
 //! of prompts): their events are merged, prompt `i`'s sample `j` becoming choice `i * n + j` as
 //! OpenAI numbers them; the tokens of one collapse (lookahead) pass travel as one item, so a
-//! stream sends them as one chunk. `submit` waits for every request's first event, so a request the engine
-//! refuses is a plain HTTP error, never a broken stream. Dropping the stream (a disconnected
-//! client) drops the event receivers, which cancels the requests in the engine.
+//! stream sends them as one chunk. `submit` waits for every request's first event, so a request
+//! the engine refuses is a plain HTTP error, never a broken stream. Dropping the stream (a
+//! disconnected client) drops the event receivers, which cancels the requests in the engine.
 
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Outcome};
