@@ -305,9 +305,23 @@ def drive_page(ws, url):
     check(state == "ok", "the playground's completion failed")
     out = js("document.getElementById('out').textContent")
     check(out.startswith("Water boils at") and len(out) > len("Water boils at"), f"playground: {out!r}")
+    # With lookahead the playground streams greedy's text, several tokens per chunk at times.
+    expected = post(url + "/v1/completions",
+                    {"prompt": "1, 2, 3, 4,", "max_tokens": 24, "temperature": 0})
+    js("document.getElementById('p-look').checked=true;"
+       "document.getElementById('prompt').value='1, 2, 3, 4,';"
+       "document.getElementById('p-max').value='24';document.getElementById('send').click()")
+    time.sleep(0.2)
+    state = wait_state("lookahead completion")
+    check(state == "ok", "the playground's lookahead completion failed")
+    out = js("document.getElementById('out').textContent")
+    want = "1, 2, 3, 4," + expected["choices"][0]["text"]
+    check(out == want, f"playground lookahead: {out!r} != {want!r}")
+    meta = js("document.getElementById('play-meta').textContent")
+    check("tokens per chunk" in meta, f"playground meta: {meta!r}")
     check(not problems, f"console errors: {problems}")
     print(f"page: exploration drawn with {shown} nodes (API: {len(api['nodes'])}), "
-          f"playground streamed, no console errors")
+          f"playground streamed (plain and lookahead), no console errors")
 
 
 def main():
