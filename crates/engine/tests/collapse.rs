@@ -333,3 +333,25 @@ fn end_of_generation_inside_an_accepted_run_ends_it_where_greedy_ends() {
     }
     assert!(inside >= 2, "only {inside} prompts had a multi-token pass");
 }
+
+#[test]
+fn penalties_see_the_guessed_history_exactly_as_greedy_sees_its_own() {
+    let (mut m, tok) = load(tiny_model(&Tiny::llama(), 42));
+    let mut rng = Rng::new(9);
+    let mut changed = 0;
+    for prompt in prompts(&mut rng, 96) {
+        let plain = request(prompt, 40);
+        let mut req = plain.clone();
+        req.sampling.repeat_penalty = 1.3;
+        req.sampling.presence_penalty = 0.5;
+        req.sampling.frequency_penalty = 0.2;
+        req.sampling.penalty_last_n = 16;
+        let mut out = None;
+        for p in settings() {
+            out = Some(same_as_greedy(&mut m, &tok, &req, p).output);
+        }
+        let unpenalised = generate_batch(&mut m, &tok, vec![plain]).unwrap().remove(0);
+        changed += usize::from(bits(&unpenalised) != bits(&out.expect("settings")));
+    }
+    assert!(changed > 0, "the penalties changed no output");
+}
