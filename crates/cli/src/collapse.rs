@@ -38,6 +38,9 @@ pub struct CollapseArgs {
     pub mode: ModeArg,
     #[arg(long, default_value_t = 128)]
     pub max_tokens: usize,
+    /// Only 0: collapse decoding is greedy (anything else is refused with the reason).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
     /// Stop string (repeatable).
     #[arg(long)]
     pub stop: Vec<String>,
@@ -65,11 +68,11 @@ pub fn run(a: &CollapseArgs) -> Result<()> {
         bail!("--max-tokens must be at least 1");
     }
     let (mut model, tok) = load(&a.common)?;
-    let mut req = Request::new(
-        tok.encode(&a.prompt, true, false),
-        SamplingParams::default(),
-        a.max_tokens,
-    );
+    let sampling = SamplingParams {
+        temperature: a.temperature,
+        ..SamplingParams::default()
+    };
+    let mut req = Request::new(tok.encode(&a.prompt, true, false), sampling, a.max_tokens);
     req.stop_strings = a.stop.clone();
     req.collapse = Some(a.params());
     let json = a.common.json;

@@ -121,6 +121,7 @@ fn bad_flags_get_clear_errors() {
         (vec!["--candidates", "0"], "candidates"),
         (vec!["--max-tokens", "0"], "max-tokens"),
         (vec!["--mode", "magic"], "mode"),
+        (vec!["--temperature", "0.8"], "greedy only"),
     ] {
         let mut args = vec!["collapse", "a b", "--model", m];
         args.extend(flags);
