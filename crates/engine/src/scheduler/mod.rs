@@ -357,8 +357,9 @@ fn extend_drafts(reqs: &mut HashMap<RequestId, Req>, kv: &mut KvCache, st: &mut 
         let run = &st.out.runs[i];
         let req = reqs.get_mut(&run.req).expect("scheduled request");
         let seq = &req.seqs[run.seq];
+        // Only a sequence with nothing else left to run this step has reached its draft.
         let extra = seq.draft_pending().min(st.budget).min(st.rows_left);
-        if extra == 0 || seq.cached != run.start + run.len {
+        if extra == 0 || seq.pending() > 0 {
             continue;
         }
         if kv.reserve(run.kv, run.len + extra).is_err() {
