@@ -34,6 +34,15 @@ pub(crate) struct Chain {
 }
 
 impl Chain {
+    /// The trajectory that row `j`'s output continues: guess `j`'s lineage and guess `j`
+    /// itself (`None` past the chain's guesses).
+    fn trajectory(&self, j: usize) -> Option<Vec<u32>> {
+        let input = *self.guesses.get(j.checked_sub(1)?)?;
+        let mut traj = self.lineages[j - 1].clone();
+        traj.push(input);
+        Some(traj)
+    }
+
     fn none() -> Self {
         Self {
             source: Source::None,
@@ -130,17 +139,12 @@ impl Drafter {
         // made on the chain's own guesses, and the last token of an n-gram on its trajectory.
         let n = self.p.ngram;
         for (j, &out) in outputs.iter().enumerate().skip(hits + 1) {
-            let Some(&input) = chain.guesses.get(j - 1) else {
+            let Some(mut gram) = chain.trajectory(j) else {
                 break;
             };
-            let mut traj = chain.lineages[j - 1].clone();
-            traj.push(input);
-            if traj.len() + 1 >= n {
-                let gram: Vec<u32> = traj[traj.len() + 1 - n..]
-                    .iter()
-                    .copied()
-                    .chain([out])
-                    .collect();
+            if gram.len() + 1 >= n {
+                gram.drain(..gram.len() + 1 - n);
+                gram.push(out);
                 self.remember(gram);
             }
         }
@@ -153,10 +157,8 @@ impl Drafter {
             .iter()
             .enumerate()
             .skip(hits + 1)
-            .filter_map(|(j, &out)| {
-                let input = *chain.guesses.get(j - 1)?;
-                let mut traj = chain.lineages[j - 1].clone();
-                traj.push(input);
+            .map_while(|(j, &out)| {
+                let mut traj = chain.trajectory(j)?;
                 let cut = traj.len().saturating_sub(keep);
                 Some((out, traj.split_off(cut)))
             })

@@ -86,18 +86,21 @@ impl CollapsePolicy {
         if outs[0].is_empty() {
             return;
         }
-        let ids = |o: &[Choice]| o.iter().map(|c| c.id).collect::<Vec<u32>>();
+        let ids: Vec<Vec<u32>> = outs
+            .iter()
+            .map(|o| o.iter().map(|c| c.id).collect())
+            .collect();
         let mut hits: Vec<usize> = Vec::with_capacity(outs.len());
-        for (i, out) in outs.iter().enumerate() {
+        for (i, out) in ids.iter().enumerate() {
             let Some(chain) = self.chains.get(i).filter(|_| !out.is_empty()) else {
                 hits.push(0);
                 continue;
             };
             let g = &chain.guesses;
             let n = (0..g.len().min(out.len() - 1))
-                .take_while(|&j| out[j].id == g[j])
+                .take_while(|&j| out[j] == g[j])
                 .count();
-            self.drafter.learn(chain, &ids(out), n);
+            self.drafter.learn(chain, out, n);
             hits.push(n);
         }
         let best = (0..outs.len())
@@ -105,8 +108,7 @@ impl CollapsePolicy {
             .max_by_key(|&i| (hits[i], std::cmp::Reverse(i)))
             .expect("sequence 0 has reads");
         let chain = self.chains[best].clone();
-        self.drafter
-            .advance_window(&chain, &ids(&outs[best]), hits[best]);
+        self.drafter.advance_window(&chain, &ids[best], hits[best]);
         // The winner becomes sequence 0; every other chain is dropped.
         ctx.seqs.swap(0, best);
         for i in 1..ctx.seqs.len() {
