@@ -127,7 +127,9 @@ impl Drafter {
     pub fn learn(&mut self, chain: &Chain, outputs: &[u32], hits: usize) {
         if let Some(kind) = chain.kind {
             let a = &mut self.accept[kind as usize];
-            for (j, slot) in a.iter_mut().enumerate().take(chain.guesses.len()) {
+            // Guesses a tight step budget left unrun were never verified: they teach nothing.
+            let verified = chain.guesses.len().min(outputs.len().saturating_sub(1));
+            for (j, slot) in a.iter_mut().enumerate().take(verified) {
                 if j > hits {
                     break;
                 }
