@@ -296,25 +296,24 @@ def drive_page(ws, url):
     check(shown == len(api["nodes"]), f"page shows {shown} nodes, the API returned {len(api['nodes'])}")
     check(js("document.querySelectorAll('#chart svg rect').length") == len(api["entropy_by_depth"]),
           "entropy chart bars")
+    def play(prompt, max_tokens, what):
+        """Sends `prompt` from the playground and returns its output once it is done."""
+        js(f"document.getElementById('prompt').value={json.dumps(prompt)};"
+           f"document.getElementById('p-max').value='{max_tokens}';"
+           "document.getElementById('send').click()")
+        time.sleep(0.2)
+        check(wait_state(what) == "ok", f"the playground's {what} failed")
+        return js("document.getElementById('out').textContent")
+
     # The playground streams a completion into its output.
-    js("document.getElementById('tab-play').click();"
-       "document.getElementById('prompt').value='Water boils at';"
-       "document.getElementById('p-max').value='8';document.getElementById('send').click()")
-    time.sleep(0.2)
-    state = wait_state("completion")
-    check(state == "ok", "the playground's completion failed")
-    out = js("document.getElementById('out').textContent")
+    js("document.getElementById('tab-play').click()")
+    out = play("Water boils at", 8, "completion")
     check(out.startswith("Water boils at") and len(out) > len("Water boils at"), f"playground: {out!r}")
     # With lookahead the playground streams greedy's text, several tokens per chunk at times.
     expected = post(url + "/v1/completions",
                     {"prompt": "1, 2, 3, 4,", "max_tokens": 24, "temperature": 0})
-    js("document.getElementById('p-look').checked=true;"
-       "document.getElementById('prompt').value='1, 2, 3, 4,';"
-       "document.getElementById('p-max').value='24';document.getElementById('send').click()")
-    time.sleep(0.2)
-    state = wait_state("lookahead completion")
-    check(state == "ok", "the playground's lookahead completion failed")
-    out = js("document.getElementById('out').textContent")
+    js("document.getElementById('p-look').checked=true")
+    out = play("1, 2, 3, 4,", 24, "lookahead completion")
     want = "1, 2, 3, 4," + expected["choices"][0]["text"]
     check(out == want, f"playground lookahead: {out!r} != {want!r}")
     meta = js("document.getElementById('play-meta').textContent")
