@@ -34,6 +34,20 @@ const PROMPTS: [(&str, &str); 3] = [
     ),
 ];
 
+/// A greedy request for `NEW_TOKENS` tokens of `text` (end-of-generation ignored), collapsed
+/// with `c` when given.
+fn request(tok: &Tokenizer, text: &str, c: Option<CollapseParams>) -> Request {
+    Request {
+        ignore_eos: true,
+        collapse: c,
+        ..Request::new(
+            tok.encode(text, true, false),
+            SamplingParams::default(),
+            NEW_TOKENS,
+        )
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -48,24 +62,21 @@ pub fn run(m: &mut Model, tok: &Tokenizer) -> Result<Value> {
     let lookahead = CollapseParams::default();
     let jacobi = CollapseParams::jacobi(lookahead.window);
     for (name, text) in PROMPTS {
-        let ids = tok.encode(text, true, false);
-        let req = |c: Option<CollapseParams>| Request {
-            ignore_eos: true,
-            collapse: c,
-            ..Request::new(ids.clone(), SamplingParams::default(), NEW_TOKENS)
-        };
+        let req = |c: Option<CollapseParams>| request(tok, text, c);
         let (mut g, mut l, mut j) = (Vec::new(), Vec::new(), Vec::new());
         let (mut l_tpp, mut j_tpp) = (0.0, 0.0);
         for _ in 0..RUNS {
+            let plain = req(None);
             let t = Instant::now();
-            let greedy = generate_batch(m, tok, vec![req(None)])?.remove(0);
+            let greedy = generate_batch(m, tok, vec![plain])?.remove(0);
             g.push(t.elapsed().as_secs_f64());
             for (params, times, tpp) in [
                 (lookahead, &mut l, &mut l_tpp),
                 (jacobi, &mut j, &mut j_tpp),
             ] {
+                let r = req(Some(params));
                 let t = Instant::now();
-                let run = collapse(m, tok, req(Some(params)), |_| {})?;
+                let run = collapse(m, tok, r, |_| {})?;
                 times.push(t.elapsed().as_secs_f64());
                 *tpp = run.tokens_per_pass();
                 let same = run
@@ -103,15 +114,7 @@ pub fn run(m: &mut Model, tok: &Tokenizer) -> Result<Value> {
 /// The code prompt collapsed (or not) among 8 greedy requests of the other prompts: seconds
 /// until it finished, seconds until all finished, and its tokens per pass.
 fn crowd(m: &mut Model, tok: &Tokenizer, c: Option<CollapseParams>) -> Result<(f64, f64, f64)> {
-    let req = |text: &str, c: Option<CollapseParams>| Request {
-        ignore_eos: true,
-        collapse: c,
-        ..Request::new(
-            tok.encode(text, true, false),
-            SamplingParams::default(),
-            NEW_TOKENS,
-        )
-    };
+    let req = |text: &str, c: Option<CollapseParams>| request(tok, text, c);
     let mut e = Engine::new(m, tok, EngineConfig::for_seqs(16));
     let mut others = Vec::new();
     for i in 0..8 {
