@@ -151,3 +151,33 @@ fn near_maximal_codes_and_activations_do_not_overflow_simd_sums() {
         }
     }
 }
+
+#[test]
+fn maximal_six_bit_codes_do_not_overflow_paired_i16_sums() {
+    // Q6_K with every code at 63 (all code bits set), scale bytes -1 and d = 1.0: the AVX2 kernel
+    // adds two steps' i16 pair sums before widening, 2 · 2 · 63 · 127 = 32 004, just inside i16.
+    // Any overflow would make it differ from the scalar kernel.
+    let pool = ThreadPool::new(2);
+    let (n, k, rows) = (32, 512, 5);
+    let ty = GgmlType::Q6_K;
+    let mut block = vec![0xFFu8; ty.block_bytes()];
+    block[208..210].copy_from_slice(&[0x00, 0x3C]);
+    let raw = block.repeat(n * k / ty.block_elems());
+    let packed = PackedMatrix::pack("w", ty, &raw, n, k).unwrap();
+    for sign in [1.0f32, -1.0] {
+        let x = vec![sign; rows * k];
+        let mut acts = QuantActs::default();
+        acts.quantize(&x, rows, k);
+        assert!(acts.codes.iter().all(|c| c.unsigned_abs() == 127));
+        let mut want = vec![0f32; rows * n];
+        matmul(&pool, Isa::SCALAR, &packed, &x, &acts, rows, &mut want);
+        // Each weight is -1 · (63 - 32) = -31; each activation ±1.
+        let expect = -31.0 * sign * k as f32;
+        assert!(want.iter().all(|v| (v - expect).abs() <= 1e-3 * expect.abs()), "{want:?}");
+        for isa in Isa::available() {
+            let mut got = vec![0f32; rows * n];
+            matmul(&pool, isa, &packed, &x, &acts, rows, &mut got);
+            assert_eq!(got, want, "{isa:?} differs from scalar");
+        }
+    }
+}

@@ -1,19 +1,24 @@
-//! The AVX2 micro-kernel, the baseline for x86-64 CPUs without AVX-512 VNNI: up to 4 activation
-//! rows × 16 output columns (two 8-column halves). `vpmaddubsw` multiplies unsigned weight codes
-//! by signed activation codes into i16 pairs, `vpmaddwd` folds them to i32. Integer sums are exact
+//! The AVX2 micro-kernels, the baseline for x86-64 CPUs without AVX-512 VNNI: up to 4 activation
+//! rows × one group of 16 output columns. `vpmaddubsw` multiplies unsigned weight codes by
+//! signed activation codes into i16 pairs, `vpmaddwd` folds them to i32. Integer sums are exact
 //! (see below), and the float scaling follows `matmul::code_tile_scalar` operation for operation,
-//! so this kernel gives the scalar kernel's bits.
+//! so these kernels give the scalar kernel's bits.
 //!
-//! Overflow: a pair sum is at most 2 · 63 · 127 for codes below 64 (every type but Q8_0). Q8_0
-//! codes (zero point 128) are flipped back to signed bytes and multiplied with the sign trick
-//! (`|w| · sign(a, w)`), at most 2 · 128 · 127 < 2^15; that computes `Σ (code − 128) · a`
-//! directly, which is the scalar kernel's `Σ code · a − 128 · Σ a` as an integer.
+//! Overflow: a pair sum is at most 2 · 63 · 127 for codes below 64 (every type but Q8_0), so
+//! `tile` adds two steps' pairs in i16 before folding. Q8_0 codes (zero point 128) are flipped
+//! back to signed bytes and multiplied with the sign trick (`|w| · sign(a, w)`), at most
+//! 2 · 128 · 127 < 2^15 per pair; that computes `Σ (code − 128) · a` directly, which is the
+//! scalar kernel's `Σ code · a − 128 · Σ a` as an integer.
+//!
+//! Both kernels keep their step loop a loop (`black_box` on its trip count): fully unrolled,
+//! LLVM reorders the steps row by row and spills every step's weight operands to the stack,
+//! which cost the 4–6-bit types a quarter to a third of their speed.
 
 #![cfg(target_arch = "x86_64")]
 
 use super::act::QuantActs;
 use super::disjoint::Disjoint;
-use super::matmul::{block_sums, ROW_TILE};
+use super::matmul::ROW_TILE;
 use super::pack::{mask_at, pair_bytes, CodeMatrix, GROUP};
 use std::arch::x86_64::*;
 
@@ -35,22 +40,22 @@ pub(crate) unsafe fn code_tile(
     // SAFETY: forwarded contract.
     unsafe {
         match (r, m.layout.sub_block, m.layout.has_offset, signed) {
-            (1, 32, false, true) => tile::<1, 32, false, true>(m, c, g, acts, r0, out),
-            (2, 32, false, true) => tile::<2, 32, false, true>(m, c, g, acts, r0, out),
-            (3, 32, false, true) => tile::<3, 32, false, true>(m, c, g, acts, r0, out),
-            (4, 32, false, true) => tile::<4, 32, false, true>(m, c, g, acts, r0, out),
-            (1, 32, false, false) => tile::<1, 32, false, false>(m, c, g, acts, r0, out),
-            (2, 32, false, false) => tile::<2, 32, false, false>(m, c, g, acts, r0, out),
-            (3, 32, false, false) => tile::<3, 32, false, false>(m, c, g, acts, r0, out),
-            (4, 32, false, false) => tile::<4, 32, false, false>(m, c, g, acts, r0, out),
-            (1, 32, true, false) => tile::<1, 32, true, false>(m, c, g, acts, r0, out),
-            (2, 32, true, false) => tile::<2, 32, true, false>(m, c, g, acts, r0, out),
-            (3, 32, true, false) => tile::<3, 32, true, false>(m, c, g, acts, r0, out),
-            (4, 32, true, false) => tile::<4, 32, true, false>(m, c, g, acts, r0, out),
-            (1, 16, false, false) => tile::<1, 16, false, false>(m, c, g, acts, r0, out),
-            (2, 16, false, false) => tile::<2, 16, false, false>(m, c, g, acts, r0, out),
-            (3, 16, false, false) => tile::<3, 16, false, false>(m, c, g, acts, r0, out),
-            (4, 16, false, false) => tile::<4, 16, false, false>(m, c, g, acts, r0, out),
+            (1, 32, false, true) => tile_q8::<1>(m, c, g, acts, r0, out),
+            (2, 32, false, true) => tile_q8::<2>(m, c, g, acts, r0, out),
+            (3, 32, false, true) => tile_q8::<3>(m, c, g, acts, r0, out),
+            (4, 32, false, true) => tile_q8::<4>(m, c, g, acts, r0, out),
+            (1, 32, false, false) => tile::<1, 32, false>(m, c, g, acts, r0, out),
+            (2, 32, false, false) => tile::<2, 32, false>(m, c, g, acts, r0, out),
+            (3, 32, false, false) => tile::<3, 32, false>(m, c, g, acts, r0, out),
+            (4, 32, false, false) => tile::<4, 32, false>(m, c, g, acts, r0, out),
+            (1, 32, true, false) => tile::<1, 32, true>(m, c, g, acts, r0, out),
+            (2, 32, true, false) => tile::<2, 32, true>(m, c, g, acts, r0, out),
+            (3, 32, true, false) => tile::<3, 32, true>(m, c, g, acts, r0, out),
+            (4, 32, true, false) => tile::<4, 32, true>(m, c, g, acts, r0, out),
+            (1, 16, false, false) => tile::<1, 16, false>(m, c, g, acts, r0, out),
+            (2, 16, false, false) => tile::<2, 16, false>(m, c, g, acts, r0, out),
+            (3, 16, false, false) => tile::<3, 16, false>(m, c, g, acts, r0, out),
+            (4, 16, false, false) => tile::<4, 16, false>(m, c, g, acts, r0, out),
             _ => super::matmul::code_tile_scalar(m, codes, g, acts, r0, r, out),
         }
     }
@@ -109,23 +114,50 @@ pub(crate) unsafe fn unpack_group(m: &CodeMatrix, g: usize, out: &mut [u8]) {
     }
 }
 
-/// Σ over each column's 4 byte pairs of `w · a` as i32 lanes (8 columns).
+/// The activation pointers of rows `r0..r0+R`: codes (4 per i32), the code sums per weight
+/// sub-block of `bs`, and the per-32 scales, after checking the buffers hold those rows.
 #[inline(always)]
-unsafe fn dot4<const SIGNED: bool>(w: __m256i, a: __m256i, ones: __m256i) -> __m256i {
-    // SAFETY: register-only intrinsics; the enclosing function enables avx2.
+fn act_rows<const R: usize>(
+    acts: &QuantActs,
+    r0: usize,
+    bs: usize,
+) -> ([*const i32; R], [*const i32; R], [*const f32; R]) {
+    let k = acts.k;
+    let sums = if bs == 16 { &acts.sums16 } else { &acts.sums32 };
+    assert!(acts.codes.len() >= (r0 + R) * k && acts.scales.len() >= (r0 + R) * k / 32);
+    assert!(sums.len() >= (r0 + R) * k / bs);
+    // `wrapping_add` keeps this safe code; every offset is in bounds per the asserts.
+    let codes = std::array::from_fn(|i| acts.codes.as_ptr().wrapping_add((r0 + i) * k) as _);
+    let sums = std::array::from_fn(|i| sums.as_ptr().wrapping_add((r0 + i) * k / bs));
+    let scales = std::array::from_fn(|i| acts.scales.as_ptr().wrapping_add((r0 + i) * k / 32));
+    (codes, sums, scales)
+}
+
+/// Stores row `i`'s 8 columns from `col` (of which `valid` exist) of `acc`.
+///
+/// # Safety
+/// The caller owns those output cells.
+#[inline(always)]
+unsafe fn store(out: Disjoint<'_, f32>, at: usize, valid: usize, acc: __m256) {
+    // SAFETY: the caller owns cells at..at+valid.min(8); register intrinsics on avx (the
+    // enclosing functions enable avx2).
     unsafe {
-        let pairs = if SIGNED {
-            let ws = _mm256_xor_si256(w, _mm256_set1_epi8(-128));
-            _mm256_maddubs_epi16(_mm256_abs_epi8(ws), _mm256_sign_epi8(a, ws))
-        } else {
-            _mm256_maddubs_epi16(w, a)
-        };
-        _mm256_madd_epi16(pairs, ones)
+        if valid >= 8 {
+            _mm256_storeu_ps(out.ptr().add(at), acc);
+        } else if valid > 0 {
+            let mut tmp = [0f32; 8];
+            _mm256_storeu_ps(tmp.as_mut_ptr(), acc);
+            std::ptr::copy_nonoverlapping(tmp.as_ptr(), out.ptr().add(at), valid);
+        }
     }
 }
 
+/// Codes below 64 (every type but Q8_0), one 8-column half of the group at a time, so that
+/// the R rows' integer and float accumulators (2R registers) stay in registers beside the
+/// weight and activation operands. Two steps' i16 pair sums are added before one `vpmaddwd`:
+/// 2 · 2 · 63 · 127 < 2^15.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile<const R: usize, const BS: usize, const OFF: bool, const SIGNED: bool>(
+unsafe fn tile<const R: usize, const BS: usize, const OFF: bool>(
     m: &CodeMatrix,
     codes: *const u8,
     g: usize,
@@ -136,8 +168,11 @@ unsafe fn tile<const R: usize, const BS: usize, const OFF: bool, const SIGNED: b
     debug_assert!(R <= ROW_TILE);
     let k = m.k;
     let n_sub = k / BS;
-    let steps = BS / 4;
-    // SAFETY: all pointers index inside the packed buffers whose shapes `pack` established.
+    // Opaque to the optimiser: see the module header.
+    let pairs = std::hint::black_box(BS / 8);
+    let (a, sum, da) = act_rows::<R>(acts, r0, BS);
+    // SAFETY: all pointers index inside the packed buffers whose shapes `pack` established and
+    // inside the activation rows `act_rows` checked.
     unsafe {
         let ones = _mm256_set1_epi16(1);
         let scales = m.scales.as_ptr().add(g * n_sub * GROUP);
@@ -146,55 +181,106 @@ unsafe fn tile<const R: usize, const BS: usize, const OFF: bool, const SIGNED: b
         } else {
             scales
         };
-        let a: [*const i32; R] =
-            std::array::from_fn(|i| acts.codes.as_ptr().add((r0 + i) * k) as *const i32);
+        let col0 = g * GROUP;
+        let valid = (m.n - col0).min(GROUP);
+        for half in [0, 8] {
+            let w = codes.add(half * 4);
+            let mut facc = [_mm256_setzero_ps(); R];
+            for b in 0..n_sub {
+                let mut iacc = [_mm256_setzero_si256(); R];
+                for p in 0..pairs {
+                    let t = b * BS / 4 + 2 * p;
+                    let w0 = _mm256_loadu_si256(w.add(t * 64) as *const __m256i);
+                    let w1 = _mm256_loadu_si256(w.add(t * 64 + 64) as *const __m256i);
+                    for i in 0..R {
+                        let a0 = _mm256_set1_epi32(*a[i].add(t));
+                        let a1 = _mm256_set1_epi32(*a[i].add(t + 1));
+                        let p = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(w0, a0),
+                            _mm256_maddubs_epi16(w1, a1),
+                        );
+                        iacc[i] = _mm256_add_epi32(iacc[i], _mm256_madd_epi16(p, ones));
+                    }
+                }
+                let s = _mm256_loadu_ps(scales.add(b * GROUP + half));
+                for i in 0..R {
+                    let (sum, da) = (*sum[i].add(b), *da[i].add(b * BS / 32));
+                    let iv = _mm256_sub_epi32(iacc[i], _mm256_set1_epi32(m.layout.zero * sum));
+                    facc[i] = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(iv),
+                        _mm256_mul_ps(s, _mm256_set1_ps(da)),
+                        facc[i],
+                    );
+                    if OFF {
+                        let o = _mm256_loadu_ps(offsets.add(b * GROUP + half));
+                        facc[i] = _mm256_fmadd_ps(o, _mm256_set1_ps(da * sum as f32), facc[i]);
+                    }
+                }
+            }
+            for (i, acc) in facc.iter().enumerate() {
+                let at = (r0 + i) * m.n + col0 + half;
+                store(out, at, valid.saturating_sub(half), *acc);
+            }
+        }
+    }
+}
+
+/// Q8_0 (zero point 128): both halves of the group per step, so each weight line is read once
+/// (one row streams the matrix from memory). The codes are flipped back to signed bytes and
+/// multiplied with the sign trick, `|w| · sign(a, w)`; pairs can reach 2 · 128 · 127, so each
+/// step folds to i32 alone. The float accumulators are touched once per block and may live in
+/// memory; the step's operands and the integer accumulators fill the registers.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_q8<const R: usize>(
+    m: &CodeMatrix,
+    codes: *const u8,
+    g: usize,
+    acts: &QuantActs,
+    r0: usize,
+    out: Disjoint<'_, f32>,
+) {
+    debug_assert!(R <= ROW_TILE && m.layout.sub_block == 32);
+    let k = m.k;
+    let n_sub = k / 32;
+    // Opaque to the optimiser: see the module header.
+    let steps = std::hint::black_box(8);
+    let (a, _, da) = act_rows::<R>(acts, r0, 32);
+    // SAFETY: as in `tile`.
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        let flip = _mm256_set1_epi8(-128);
+        let scales = m.scales.as_ptr().add(g * n_sub * GROUP);
         let mut facc = [[_mm256_setzero_ps(); 2]; R];
         for b in 0..n_sub {
             let mut iacc = [[_mm256_setzero_si256(); 2]; R];
-            for t in 0..steps {
-                let step = b * steps + t;
-                let w0 = _mm256_loadu_si256(codes.add(step * 64) as *const __m256i);
-                let w1 = _mm256_loadu_si256(codes.add(step * 64 + 32) as *const __m256i);
+            for s in 0..steps {
+                let t = b * 8 + s;
+                let w0 = _mm256_xor_si256(_mm256_loadu_si256(codes.add(t * 64) as _), flip);
+                let w1 = _mm256_xor_si256(_mm256_loadu_si256(codes.add(t * 64 + 32) as _), flip);
+                let (u0, u1) = (_mm256_abs_epi8(w0), _mm256_abs_epi8(w1));
                 for i in 0..R {
-                    let av = _mm256_set1_epi32(*a[i].add(step));
-                    iacc[i][0] = _mm256_add_epi32(iacc[i][0], dot4::<SIGNED>(w0, av, ones));
-                    iacc[i][1] = _mm256_add_epi32(iacc[i][1], dot4::<SIGNED>(w1, av, ones));
+                    let av = _mm256_set1_epi32(*a[i].add(t));
+                    let p0 = _mm256_maddubs_epi16(u0, _mm256_sign_epi8(av, w0));
+                    let p1 = _mm256_maddubs_epi16(u1, _mm256_sign_epi8(av, w1));
+                    iacc[i][0] = _mm256_add_epi32(iacc[i][0], _mm256_madd_epi16(p0, ones));
+                    iacc[i][1] = _mm256_add_epi32(iacc[i][1], _mm256_madd_epi16(p1, ones));
                 }
             }
             for (h, half) in [0, 8].into_iter().enumerate() {
                 let s = _mm256_loadu_ps(scales.add(b * GROUP + half));
                 for i in 0..R {
-                    let (sum, da) = block_sums(acts, r0 + i, b, BS);
-                    let iv = if SIGNED {
-                        iacc[i][h]
-                    } else {
-                        _mm256_sub_epi32(iacc[i][h], _mm256_set1_epi32(m.layout.zero * sum))
-                    };
-                    facc[i][h] = _mm256_fmadd_ps(
-                        _mm256_cvtepi32_ps(iv),
-                        _mm256_mul_ps(s, _mm256_set1_ps(da)),
-                        facc[i][h],
-                    );
-                    if OFF {
-                        let o = _mm256_loadu_ps(offsets.add(b * GROUP + half));
-                        facc[i][h] =
-                            _mm256_fmadd_ps(o, _mm256_set1_ps(da * sum as f32), facc[i][h]);
-                    }
+                    let da = _mm256_set1_ps(*da[i].add(b));
+                    let (iv, f) = (_mm256_cvtepi32_ps(iacc[i][h]), _mm256_mul_ps(s, da));
+                    facc[i][h] = _mm256_fmadd_ps(iv, f, facc[i][h]);
                 }
             }
         }
         let col0 = g * GROUP;
         let valid = (m.n - col0).min(GROUP);
-        for i in 0..R {
-            let dst = out.ptr().add((r0 + i) * m.n + col0);
-            if valid == GROUP {
-                _mm256_storeu_ps(dst, facc[i][0]);
-                _mm256_storeu_ps(dst.add(8), facc[i][1]);
-            } else {
-                let mut tmp = [0f32; GROUP];
-                _mm256_storeu_ps(tmp.as_mut_ptr(), facc[i][0]);
-                _mm256_storeu_ps(tmp.as_mut_ptr().add(8), facc[i][1]);
-                std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, valid);
+        for (i, acc) in facc.iter().enumerate() {
+            for (h, half) in [0, 8].into_iter().enumerate() {
+                let at = (r0 + i) * m.n + col0 + half;
+                store(out, at, valid.saturating_sub(half), acc[h]);
             }
         }
     }
