@@ -95,6 +95,11 @@ fn quantize_row(src: &[f32], out: Row) {
         // SAFETY: the CPU has avx512f and avx512bw (checked above).
         return unsafe { quantize_row_avx512(src, out) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has avx2 (checked above).
+        return unsafe { quantize_row_avx2(src, out) };
+    }
     quantize_row_generic(src, out)
 }
 
@@ -128,6 +133,51 @@ unsafe fn quantize_row_avx512(src: &[f32], mut out: Row) {
             _mm_storeu_si128(dst, _mm512_cvtepi32_epi8(q0));
             _mm_storeu_si128(dst.add(1), _mm512_cvtepi32_epi8(q1));
             let (s0, s1) = (_mm512_reduce_add_epi32(q0), _mm512_reduce_add_epi32(q1));
+            out.set_block(b, d, s0, s1);
+        }
+    }
+}
+
+/// `quantize_row_avx512` in 8-lane registers: the same bits for finite input. The codes are
+/// packed i32 → i16 → i8 (no saturation: they lie in ±127), which interleaves 4-code runs
+/// across the two 128-bit lanes; one dword permutation puts them back in order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_row_avx2(src: &[f32], mut out: Row) {
+    use std::arch::x86_64::*;
+    let blocks = src.len() / 32;
+    assert!(out.codes.len() >= blocks * 32);
+    // SAFETY: every pointer stays inside the slices checked above.
+    unsafe {
+        let abs = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let hsum = |v: __m256i| {
+            let v = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            let v = _mm_add_epi32(v, _mm_shuffle_epi32::<0b01_00_11_10>(v));
+            _mm_cvtsi128_si32(_mm_add_epi32(v, _mm_shuffle_epi32::<0b00_00_00_01>(v)))
+        };
+        for b in 0..blocks {
+            let x: [__m256; 4] =
+                std::array::from_fn(|i| _mm256_loadu_ps(src.as_ptr().add(b * 32 + 8 * i)));
+            // max(|x|, acc) keeps acc when |x| is NaN, as the generic comparison does.
+            let mut m = _mm256_setzero_ps();
+            for v in x {
+                m = _mm256_max_ps(_mm256_and_ps(v, abs), m);
+            }
+            let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+            let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps::<1>(m2, m2)));
+            let d = amax / 127.0;
+            let inv = _mm256_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+            let q = x.map(|v| _mm256_cvtps_epi32(_mm256_mul_ps(v, inv)));
+            let bytes = _mm256_packs_epi16(
+                _mm256_packs_epi32(q[0], q[1]),
+                _mm256_packs_epi32(q[2], q[3]),
+            );
+            let bytes = _mm256_permutevar8x32_epi32(bytes, order);
+            _mm256_storeu_si256(out.codes.as_mut_ptr().add(b * 32) as *mut __m256i, bytes);
+            let s0 = hsum(_mm256_add_epi32(q[0], q[1]));
+            let s1 = hsum(_mm256_add_epi32(q[2], q[3]));
             out.set_block(b, d, s0, s1);
         }
     }
