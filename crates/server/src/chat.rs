@@ -190,9 +190,9 @@ pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response,
         .prompt_ids(&st.cfg.tokenizer, &msgs)
         .map_err(|e| ApiError::invalid("messages", e))?;
     let top = if req.logprobs {
-        count("top_logprobs", req.top_logprobs, 0, 0, MAX_LOGPROBS)?
+        Some(count("top_logprobs", req.top_logprobs, 0, 0, MAX_LOGPROBS)?)
     } else {
-        0
+        None
     };
     let engine_req = req
         .common

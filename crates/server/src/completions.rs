@@ -50,7 +50,13 @@ impl CompletionRequest {
                 format!("send 1..={MAX_PROMPTS} prompts, not {}", prompts.len()),
             ));
         }
-        let top = count("logprobs", self.logprobs, 0, 0, MAX_LOGPROBS)?;
+        let top = self.logprobs.is_some().then_some(count(
+            "logprobs",
+            self.logprobs,
+            0,
+            0,
+            MAX_LOGPROBS,
+        )?);
         prompts
             .into_iter()
             .map(|ids| self.common.request(st, ids, top, None))

@@ -126,14 +126,22 @@ impl Common {
         self.model.as_deref().map_or(Ok(()), |m| check_model(st, m))
     }
 
-    /// The engine request for `prompt_ids`; `max_tokens` overrides the field of that name.
+    /// The engine request for `prompt_ids`; `logprobs`: `None` when the client asked for no
+    /// logprobs, else how many alternatives per token; `max_tokens` overrides the field of
+    /// that name.
     pub fn request(
         &self,
         st: &AppState,
         prompt_ids: Vec<u32>,
-        top_logprobs: usize,
+        logprobs: Option<usize>,
         max_tokens: Option<i64>,
     ) -> Result<Request, ApiError> {
+        let collapse = self
+            .lookahead
+            .as_ref()
+            .map(lookahead)
+            .transpose()?
+            .flatten();
         let sampling = SamplingParams {
             temperature: self.temperature.unwrap_or(1.0),
             top_p: self.top_p.unwrap_or(1.0),
@@ -143,7 +151,10 @@ impl Common {
             presence_penalty: self.presence_penalty.unwrap_or(0.0),
             frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
             seed: self.seed.unwrap_or(0),
-            top_logprobs,
+            top_logprobs: logprobs.unwrap_or(0),
+            // Nobody reads the logprob and entropy of a request that wants no logprobs and
+            // no lookahead passes: its greedy steps skip that pass over the vocabulary.
+            stats: logprobs.is_some() || collapse.is_some(),
             ..SamplingParams::default()
         };
         let stop_strings = self.stop.as_ref().map(Stop::to_vec).unwrap_or_default();
@@ -157,12 +168,7 @@ impl Common {
             n: count("n", self.n, 1, 1, MAX_SAMPLES as i64)?,
             ignore_eos: self.ignore_eos,
             min_tokens: count("min_tokens", self.min_tokens, 0, 0, ctx)?,
-            collapse: self
-                .lookahead
-                .as_ref()
-                .map(lookahead)
-                .transpose()?
-                .flatten(),
+            collapse,
         })
     }
 }

@@ -30,6 +30,10 @@ pub struct SamplingParams {
     pub seed: u64,
     /// Alternatives reported per step.
     pub top_logprobs: usize,
+    /// Whether every step reports the chosen token's logprob and the raw distribution's
+    /// entropy. Off (a server request that asked for no logprobs), a greedy step without
+    /// alternatives skips that pass over the vocabulary and reports NaN for both.
+    pub stats: bool,
 }
 
 impl Default for SamplingParams {
@@ -45,6 +49,7 @@ impl Default for SamplingParams {
             penalty_last_n: 64,
             seed: 0,
             top_logprobs: 0,
+            stats: true,
         }
     }
 }
@@ -219,7 +224,11 @@ pub fn checked_norm_and_entropy(logits: &mut [f32]) -> (f32, f32) {
 /// One sampling step over a row of logits (modified in place by penalties, and sanitized when
 /// it holds NaN or infinities).
 pub fn sample(logits: &mut [f32], p: &SamplingParams, history: &[u32], rng: &mut Rng) -> Choice {
-    let (lse, entropy) = checked_norm_and_entropy(logits);
+    let (lse, entropy) = if p.stats || p.temperature > 0.0 || p.top_logprobs > 0 {
+        checked_norm_and_entropy(logits)
+    } else {
+        (f32::NAN, f32::NAN)
+    };
     let top: Vec<(u32, f32)> = top_n(logits, p.top_logprobs)
         .into_iter()
         .map(|(i, l)| (i, l - lse))
@@ -295,6 +304,33 @@ mod tests {
             &mut Rng::new(1),
         );
         assert_eq!(c.id, 2);
+    }
+
+    #[test]
+    fn greedy_steps_without_stats_pick_the_same_token_and_report_nan() {
+        let mut rng = Rng::new(3);
+        let mut rows: Vec<Vec<f32>> = (0..8)
+            .map(|_| (0..1000).map(|_| rng.next_f64() as f32 * 20.0 - 10.0).collect())
+            .collect();
+        rows.push(vec![f32::NAN, 1.0, 2.0, f32::NAN]);
+        rows.push(vec![f32::NEG_INFINITY, 3.0, f32::NAN, 3.0]);
+        let on = params(0.0, 0.0);
+        let off = SamplingParams { stats: false, ..on.clone() };
+        for row in rows {
+            let a = sample(&mut row.clone(), &on, &[0], &mut Rng::new(1));
+            let b = sample(&mut row.clone(), &off, &[0], &mut Rng::new(1));
+            assert_eq!(a.id, b.id, "{row:?}");
+            assert!(a.logprob.is_finite() && a.entropy.is_finite());
+            assert!(b.logprob.is_nan() && b.entropy.is_nan());
+        }
+        // Alternatives or a temperature need the normalizer, so they keep the statistics.
+        for p in [
+            SamplingParams { top_logprobs: 1, ..off.clone() },
+            SamplingParams { temperature: 0.7, ..off.clone() },
+        ] {
+            let c = sample(&mut vec![0.0, 1.0, 2.0], &p, &[], &mut Rng::new(1));
+            assert!(c.logprob.is_finite() && c.entropy.is_finite(), "{p:?}");
+        }
     }
 
     fn params(temperature: f32, min_p: f32) -> SamplingParams {
