@@ -173,7 +173,11 @@ fn maximal_six_bit_codes_do_not_overflow_paired_i16_sums() {
         matmul(&pool, Isa::SCALAR, &packed, &x, &acts, rows, &mut want);
         // Each weight is -1 · (63 - 32) = -31; each activation ±1.
         let expect = -31.0 * sign * k as f32;
-        assert!(want.iter().all(|v| (v - expect).abs() <= 1e-3 * expect.abs()), "{want:?}");
+        assert!(
+            want.iter()
+                .all(|v| (v - expect).abs() <= 1e-3 * expect.abs()),
+            "{want:?}"
+        );
         for isa in Isa::available() {
             let mut got = vec![0f32; rows * n];
             matmul(&pool, isa, &packed, &x, &acts, rows, &mut got);

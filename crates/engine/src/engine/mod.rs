@@ -239,7 +239,7 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
                 limits.generate(&r)?;
                 let p = GeneratePolicy::new(r, &self.tok.eog);
                 let seqs = p.seqs();
-                (Policy::Generate(p), seqs, true)
+                (Policy::Generate(Box::new(p)), seqs, true)
             }
             Task::Score(r) => {
                 limits.score(&r)?;

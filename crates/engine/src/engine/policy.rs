@@ -14,7 +14,7 @@ use crate::tokenizer::Tokenizer;
 use std::ops::Range;
 
 pub(crate) enum Policy {
-    Generate(GeneratePolicy),
+    Generate(Box<GeneratePolicy>),
     Score(ScorePolicy),
     Explore(Box<ExplorePolicy>),
     Collapse(Box<CollapsePolicy>),

@@ -39,23 +39,23 @@ pub(crate) unsafe fn code_tile(
     let c = codes.as_ptr();
     // SAFETY: forwarded contract.
     unsafe {
-        match (r, m.layout.sub_block, m.layout.has_offset, signed) {
-            (1, 32, false, true) => tile_q8::<1>(m, c, g, acts, r0, out),
-            (2, 32, false, true) => tile_q8::<2>(m, c, g, acts, r0, out),
-            (3, 32, false, true) => tile_q8::<3>(m, c, g, acts, r0, out),
-            (4, 32, false, true) => tile_q8::<4>(m, c, g, acts, r0, out),
-            (1, 32, false, false) => tile::<1, 32, false>(m, c, g, acts, r0, out),
-            (2, 32, false, false) => tile::<2, 32, false>(m, c, g, acts, r0, out),
-            (3, 32, false, false) => tile::<3, 32, false>(m, c, g, acts, r0, out),
-            (4, 32, false, false) => tile::<4, 32, false>(m, c, g, acts, r0, out),
-            (1, 32, true, false) => tile::<1, 32, true>(m, c, g, acts, r0, out),
-            (2, 32, true, false) => tile::<2, 32, true>(m, c, g, acts, r0, out),
-            (3, 32, true, false) => tile::<3, 32, true>(m, c, g, acts, r0, out),
-            (4, 32, true, false) => tile::<4, 32, true>(m, c, g, acts, r0, out),
-            (1, 16, false, false) => tile::<1, 16, false>(m, c, g, acts, r0, out),
-            (2, 16, false, false) => tile::<2, 16, false>(m, c, g, acts, r0, out),
-            (3, 16, false, false) => tile::<3, 16, false>(m, c, g, acts, r0, out),
-            (4, 16, false, false) => tile::<4, 16, false>(m, c, g, acts, r0, out),
+        // `rows!(f, P…)` calls `f::<R, P…>` for this call's row count R.
+        macro_rules! rows {
+            ($f:ident $(, $p:literal)*) => {
+                match r {
+                    1 => $f::<1 $(, $p)*>(m, c, g, acts, r0, out),
+                    2 => $f::<2 $(, $p)*>(m, c, g, acts, r0, out),
+                    3 => $f::<3 $(, $p)*>(m, c, g, acts, r0, out),
+                    _ => $f::<4 $(, $p)*>(m, c, g, acts, r0, out),
+                }
+            };
+        }
+        debug_assert!((1..=ROW_TILE).contains(&r));
+        match (m.layout.sub_block, m.layout.has_offset, signed) {
+            (32, false, true) => rows!(tile_q8),
+            (32, false, false) => rows!(tile, 32, false),
+            (32, true, false) => rows!(tile, 32, true),
+            (16, false, false) => rows!(tile, 16, false),
             _ => super::matmul::code_tile_scalar(m, codes, g, acts, r0, r, out),
         }
     }

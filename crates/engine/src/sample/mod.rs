@@ -310,12 +310,19 @@ mod tests {
     fn greedy_steps_without_stats_pick_the_same_token_and_report_nan() {
         let mut rng = Rng::new(3);
         let mut rows: Vec<Vec<f32>> = (0..8)
-            .map(|_| (0..1000).map(|_| rng.next_f64() as f32 * 20.0 - 10.0).collect())
+            .map(|_| {
+                (0..1000)
+                    .map(|_| rng.next_f64() as f32 * 20.0 - 10.0)
+                    .collect()
+            })
             .collect();
         rows.push(vec![f32::NAN, 1.0, 2.0, f32::NAN]);
         rows.push(vec![f32::NEG_INFINITY, 3.0, f32::NAN, 3.0]);
         let on = params(0.0, 0.0);
-        let off = SamplingParams { stats: false, ..on.clone() };
+        let off = SamplingParams {
+            stats: false,
+            ..on.clone()
+        };
         for row in rows {
             let a = sample(&mut row.clone(), &on, &[0], &mut Rng::new(1));
             let b = sample(&mut row.clone(), &off, &[0], &mut Rng::new(1));
@@ -325,10 +332,16 @@ mod tests {
         }
         // Alternatives or a temperature need the normalizer, so they keep the statistics.
         for p in [
-            SamplingParams { top_logprobs: 1, ..off.clone() },
-            SamplingParams { temperature: 0.7, ..off.clone() },
+            SamplingParams {
+                top_logprobs: 1,
+                ..off.clone()
+            },
+            SamplingParams {
+                temperature: 0.7,
+                ..off.clone()
+            },
         ] {
-            let c = sample(&mut vec![0.0, 1.0, 2.0], &p, &[], &mut Rng::new(1));
+            let c = sample(&mut [0.0, 1.0, 2.0], &p, &[], &mut Rng::new(1));
             assert!(c.logprob.is_finite() && c.entropy.is_finite(), "{p:?}");
         }
     }
