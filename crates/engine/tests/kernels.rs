@@ -72,9 +72,11 @@ fn check_type(ty: GgmlType, n: usize, k: usize, rows: usize, pool: &ThreadPool) 
 fn every_type_matches_reference_and_simd_matches_scalar() {
     let pool = ThreadPool::new(2);
     for ty in TYPES {
-        // n not a multiple of 16 exercises the padded column group; rows 1..=7 every tile size.
-        for rows in [1, 3, 7, 16, 21] {
-            check_type(ty, 37, 512, rows, &pool);
+        // n not a multiple of 16 exercises the padded column group, with its valid columns
+        // inside the first 8-column half (37) and reaching into the second (45); rows 1..=7
+        // every tile size.
+        for (n, rows) in [(37, 1), (37, 3), (37, 7), (37, 16), (37, 21), (45, 5), (45, 6)] {
+            check_type(ty, n, 512, rows, &pool);
         }
     }
 }
