@@ -75,7 +75,15 @@ fn every_type_matches_reference_and_simd_matches_scalar() {
         // n not a multiple of 16 exercises the padded column group, with its valid columns
         // inside the first 8-column half (37) and reaching into the second (45); rows 1..=7
         // every tile size.
-        for (n, rows) in [(37, 1), (37, 3), (37, 7), (37, 16), (37, 21), (45, 5), (45, 6)] {
+        for (n, rows) in [
+            (37, 1),
+            (37, 3),
+            (37, 7),
+            (37, 16),
+            (37, 21),
+            (45, 5),
+            (45, 6),
+        ] {
             check_type(ty, n, 512, rows, &pool);
         }
     }
