@@ -355,3 +355,29 @@ fn penalties_see_the_guessed_history_exactly_as_greedy_sees_its_own() {
     }
     assert!(changed > 0, "the penalties changed no output");
 }
+
+#[test]
+fn a_collapse_request_reports_its_statistics_even_when_asked_for_none() {
+    // `stats: false` lets plain greedy steps skip the logprob and entropy; a collapse request
+    // shows each pass's entropies, so it computes them regardless (and stays greedy's double).
+    let (mut m, tok) = load(tiny_model(&Tiny::gemma3(), 3));
+    let req = request(vec![1, 2, 3, 1, 2, 3, 1, 2], 24);
+    let mut quiet = req.clone();
+    quiet.sampling.stats = false;
+    quiet.sampling.top_logprobs = 0;
+    quiet.collapse = Some(CollapseParams::default());
+    let run = collapse(&mut m, &tok, quiet, |_| {}).unwrap();
+    assert!(run
+        .passes
+        .iter()
+        .all(|p| p.entropies.iter().all(|e| e.is_finite())));
+    assert!(run.output.tokens.iter().all(|t| t.logprob.is_finite()));
+    let greedy = generate_batch(&mut m, &tok, vec![req]).unwrap().remove(0);
+    let ids = |o: &Output| {
+        o.tokens
+            .iter()
+            .map(|t| (t.id, t.logprob.to_bits()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&run.output), ids(&greedy));
+}

@@ -152,9 +152,9 @@ impl Common {
             frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
             seed: self.seed.unwrap_or(0),
             top_logprobs: logprobs.unwrap_or(0),
-            // Nobody reads the logprob and entropy of a request that wants no logprobs and
-            // no lookahead passes: its greedy steps skip that pass over the vocabulary.
-            stats: logprobs.is_some() || collapse.is_some(),
+            // Nobody reads the logprob and entropy of a request that wants no logprobs: its
+            // greedy steps skip that pass over the vocabulary (collapse turns it back on).
+            stats: logprobs.is_some(),
             ..SamplingParams::default()
         };
         let stop_strings = self.stop.as_ref().map(Stop::to_vec).unwrap_or_default();

@@ -178,7 +178,7 @@ impl Drafter {
     fn lookahead_chains(&mut self) -> Vec<Chain> {
         let last = *self.text.last().expect("the prompt is not empty");
         let mut found: Vec<(Kind, Vec<u32>)> = Vec::new();
-        let matched = self.context_match(1);
+        let matched = self.context_match();
         let (long, short): (Vec<_>, Vec<_>) =
             matched.into_iter().partition(|m| m.0 != Kind::Match1);
         found.extend(long);
@@ -271,7 +271,7 @@ impl Drafter {
         let (mut guesses, mut lineages): (Vec<u32>, Vec<Vec<u32>>) =
             self.window.iter().cloned().unzip();
         if guesses.is_empty() {
-            let Some((kind, g)) = self.context_match(1) else {
+            let Some((kind, g)) = self.context_match() else {
                 return Chain::none();
             };
             return self.text_chain(kind, g);
@@ -295,11 +295,11 @@ impl Drafter {
     }
 
     /// What followed the latest earlier occurrence of the text's last `s` tokens, for the
-    /// longest `s` from `MAX_MATCH` down to `min` that occurs.
-    fn context_match(&self, min: usize) -> Option<(Kind, Vec<u32>)> {
+    /// longest `s` from `MAX_MATCH` down to 1 that occurs.
+    fn context_match(&self) -> Option<(Kind, Vec<u32>)> {
         let t = &self.text;
         let n = t.len();
-        for s in (min..=MAX_MATCH.min(n.saturating_sub(1))).rev() {
+        for s in (1..=MAX_MATCH.min(n.saturating_sub(1))).rev() {
             let tail = &t[n - s..];
             // `end` is where an occurrence ends (exclusive); it must leave a token after it.
             let hit = (s..n).rev().find(|&end| &t[end - s..end] == tail);

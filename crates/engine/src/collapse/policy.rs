@@ -26,8 +26,10 @@ pub(crate) struct CollapsePolicy {
 
 impl CollapsePolicy {
     /// The policy for `req` (which has `collapse` set) on a model of `context` positions.
-    pub fn new(req: Request, eog: &[u32], context: usize) -> Self {
+    pub fn new(mut req: Request, eog: &[u32], context: usize) -> Self {
         let params = req.collapse.unwrap_or_default();
+        // Every pass reports its rows' entropies, so the statistics are always computed.
+        req.sampling.stats = true;
         let drafter = Drafter::new(params, &req.prompt_ids);
         let committed = req.prompt_ids.len();
         Self {

@@ -32,7 +32,8 @@ pub struct SamplingParams {
     pub top_logprobs: usize,
     /// Whether every step reports the chosen token's logprob and the raw distribution's
     /// entropy. Off (a server request that asked for no logprobs), a greedy step without
-    /// alternatives skips that pass over the vocabulary and reports NaN for both.
+    /// alternatives skips that pass over the vocabulary and reports NaN for both. A policy
+    /// that reads them (collapse decoding) turns it on.
     pub stats: bool,
 }
 
