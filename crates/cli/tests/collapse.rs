@@ -5,31 +5,14 @@
 //! The Chromium check is skipped when no browser is installed, unless EVERETT_REQUIRE_CHROMIUM
 //! is set (CI installs `chromium` and sets it).
 
-use everett_engine::testutil::{page_dom, tiny_model, Tiny};
+mod common;
+
+use common::{everett, refused, workdir};
+use everett_engine::testutil::{page_dom, Tiny};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const PROMPT: &str = "a b c a b c a b c a b";
-
-fn workdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("everett-collapse-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn tiny_file(dir: &Path) -> PathBuf {
-    let p = dir.join("tiny.gguf");
-    std::fs::write(&p, tiny_model(&Tiny::gemma3(), 3)).unwrap();
-    p
-}
-
-fn everett(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_everett"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn ok_json(args: &[&str]) -> Value {
     let out = everett(args);
@@ -46,9 +29,13 @@ fn run_json(cmd: &str, m: &str, n: &str) -> Value {
     ok_json(&[cmd, PROMPT, "--model", m, "--max-tokens", n, "--json"])
 }
 
+fn tiny_file(dir: &Path) -> PathBuf {
+    common::tiny_file(dir, &Tiny::gemma3())
+}
+
 #[test]
 fn json_has_the_documented_schema_and_greedy_tokens() {
-    let dir = workdir("json");
+    let dir = workdir("collapse", "json");
     let model = tiny_file(&dir);
     let m = model.to_str().unwrap();
     let c = run_json("collapse", m, "40");
@@ -96,7 +83,7 @@ fn json_has_the_documented_schema_and_greedy_tokens() {
 
 #[test]
 fn the_terminal_shows_the_text_then_one_line_per_pass() {
-    let dir = workdir("term");
+    let dir = workdir("collapse", "term");
     let model = tiny_file(&dir);
     let m = model.to_str().unwrap();
     let c = run_json("collapse", m, "30");
@@ -111,7 +98,7 @@ fn the_terminal_shows_the_text_then_one_line_per_pass() {
 
 #[test]
 fn bad_flags_get_clear_errors() {
-    let dir = workdir("bad");
+    let dir = workdir("collapse", "bad");
     let model = tiny_file(&dir);
     let m = model.to_str().unwrap();
     for (flags, says) in [
@@ -125,17 +112,13 @@ fn bad_flags_get_clear_errors() {
     ] {
         let mut args = vec!["collapse", "a b", "--model", m];
         args.extend(flags);
-        let out = everett(&args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(err.contains(says), "{args:?}: {err}");
-        assert!(!err.contains("panicked"), "{err}");
+        refused(&args, says);
     }
 }
 
 #[test]
 fn html_page_loads_offline_and_draws_every_pass() {
-    let dir = workdir("html");
+    let dir = workdir("collapse", "html");
     let model = tiny_file(&dir);
     let html = dir.join("collapse.html");
     let out = everett(&[

@@ -4,29 +4,12 @@
 //! The Chromium check is skipped when no browser is installed, unless EVERETT_REQUIRE_CHROMIUM
 //! is set (CI installs `chromium` and sets it).
 
-use everett_engine::testutil::{page_dom, tiny_model, Tiny};
+mod common;
+
+use common::{everett, refused, workdir};
+use everett_engine::testutil::{page_dom, Tiny};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn workdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("everett-explore-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn tiny_file(dir: &Path) -> PathBuf {
-    let p = dir.join("tiny.gguf");
-    std::fs::write(&p, tiny_model(&Tiny::llama(), 3)).unwrap();
-    p
-}
-
-fn everett(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_everett"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn explore_json(model: &Path, extra: &[&str]) -> Value {
     let mut args = vec![
@@ -47,9 +30,13 @@ fn explore_json(model: &Path, extra: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+fn tiny_file(dir: &Path) -> PathBuf {
+    common::tiny_file(dir, &Tiny::llama())
+}
+
 #[test]
 fn json_has_the_documented_schema_and_is_deterministic() {
-    let dir = workdir("json");
+    let dir = workdir("explore", "json");
     let model = tiny_file(&dir);
     let flags = [
         "--branches",
@@ -110,7 +97,7 @@ fn json_has_the_documented_schema_and_is_deterministic() {
 
 #[test]
 fn bad_flags_get_clear_errors() {
-    let dir = workdir("bad");
+    let dir = workdir("explore", "bad");
     let model = tiny_file(&dir);
     let m = model.to_str().unwrap();
     for (flags, needle) in [
@@ -123,17 +110,13 @@ fn bad_flags_get_clear_errors() {
     ] {
         let mut args = vec!["explore", "hi", "--model", m];
         args.extend(&flags);
-        let out = everett(&args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{flags:?} was accepted");
-        assert!(err.contains(needle), "{flags:?}: {err}");
-        assert!(!err.contains("panicked"), "{err}");
+        refused(&args, needle);
     }
 }
 
 #[test]
 fn html_page_loads_offline_and_shows_every_node() {
-    let dir = workdir("html");
+    let dir = workdir("explore", "html");
     let model = tiny_file(&dir);
     let html = dir.join("tree.html");
     let json = dir.join("tree.json");
@@ -176,7 +159,7 @@ fn html_page_loads_offline_and_shows_every_node() {
 
 #[test]
 fn bench_explore_prints_the_documented_object() {
-    let dir = workdir("bench");
+    let dir = workdir("explore", "bench");
     let model = tiny_file(&dir);
     let out = everett(&[
         "bench",
