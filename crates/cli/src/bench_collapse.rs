@@ -6,6 +6,7 @@
 //! requests in one engine (drafts get only the step budget left over), once greedy and once
 //! with lookahead: when it finishes, and when everything finishes.
 
+use crate::bench::{median, round2};
 use anyhow::{bail, Result};
 use everett_engine::collapse::{collapse, CollapseParams};
 use everett_engine::engine::{Engine, EngineConfig, Event, Task};
@@ -46,15 +47,6 @@ fn request(tok: &Tokenizer, text: &str, c: Option<CollapseParams>) -> Request {
             NEW_TOKENS,
         )
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 pub fn run(m: &mut Model, tok: &Tokenizer) -> Result<Value> {
