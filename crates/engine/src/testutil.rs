@@ -269,30 +269,45 @@ pub fn tiny_model(t: &Tiny, seed: u64) -> Vec<u8> {
     w.to_bytes()
 }
 
+/// `~/.cache/everett/<sub>`, or `$<env>` when set.
+fn cache_dir(env: &str, sub: &str) -> std::path::PathBuf {
+    use std::path::PathBuf;
+    std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".cache/everett")
+            .join(sub)
+    })
+}
+
+/// `path` when `present`; else `None` (skip), or a panic when `$require` is set.
+fn required(
+    present: bool,
+    path: std::path::PathBuf,
+    require: &str,
+    what: &str,
+) -> Option<std::path::PathBuf> {
+    if present {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os(require).is_none(),
+        "{require} is set but {what} is missing at {}",
+        path.display()
+    );
+    eprintln!("skipping: {what} not found at {}", path.display());
+    None
+}
+
 /// The default model's path for tests: `None` (skip) when it is absent, a panic instead when
 /// EVERETT_REQUIRE_MODEL is set (CI sets it after `everett pull`).
 pub fn default_model() -> Option<std::path::PathBuf> {
-    use std::path::PathBuf;
-    let dir = std::env::var_os("EVERETT_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/everett/models")
-        });
-    let p = dir.join("gemma-3-270m-q4_k_m.gguf");
-    if p.is_file() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var_os("EVERETT_REQUIRE_MODEL").is_none(),
-        "default model missing at {}",
-        p.display()
-    );
-    eprintln!(
-        "skipping: default model not found at {} (run `everett pull`)",
-        p.display()
-    );
-    None
+    let p = cache_dir("EVERETT_HOME", "models").join("gemma-3-270m-q4_k_m.gguf");
+    required(
+        p.is_file(),
+        p,
+        "EVERETT_REQUIRE_MODEL",
+        "the default model (run `everett pull`)",
+    )
 }
 
 /// A runner whose forward passes take at least `.1` longer: a request of hundreds of tokens is
@@ -359,4 +374,17 @@ pub fn page_dom(path: &std::path::Path) -> Option<String> {
         .output()
         .expect("chromium runs");
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The cache of llama.cpp's tokenizer suite and chat templates (`tools/vocab/fetch.sh` fills it):
+/// `None` (skip) when it is absent, a panic instead when EVERETT_REQUIRE_VOCAB is set (CI
+/// fetches the suite and sets it).
+pub fn vocab_dir() -> Option<std::path::PathBuf> {
+    let dir = cache_dir("EVERETT_VOCAB_DIR", "vocab");
+    required(
+        dir.join(".version").is_file(),
+        dir,
+        "EVERETT_REQUIRE_VOCAB",
+        "llama.cpp's vocab suite (run tools/vocab/fetch.sh)",
+    )
 }

@@ -1,119 +1,222 @@
-//! GPT-2 byte-level BPE: split text with the GPT-2 pre-tokenizer rules, map each byte to its
-//! printable stand-in character, then merge adjacent symbols by merge rank (lowest first).
-//! Only the GPT-2 split rules are implemented; Llama 3 / Qwen2 files use them as an approximation.
+//! BPE over pre-tokenized words: GPT-2 byte-level (each byte stands as a printable character,
+//! as in GPT-2, Llama 3, Qwen) or raw UTF-8 characters (Gemma 4, whose unknown bytes fall back to
+//! `<0xNN>` tokens). Adjacent symbols merge by merge rank, lowest first and leftmost on ties, off
+//! a heap of candidate pairs: O(n log n) in the word's length.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::OnceLock;
 
 /// The GPT-2 byte → char table: printable bytes map to themselves, the rest to U+0100 onwards.
-fn byte_char(b: u8) -> char {
-    let printable = |b: u8| {
-        (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
-    };
-    if printable(b) {
-        return b as char;
-    }
-    let rank = (0..b).filter(|&x| !printable(x)).count() as u32;
-    char::from_u32(256 + rank).expect("valid char")
+fn byte_chars() -> &'static [char; 256] {
+    static TABLE: OnceLock<[char; 256]> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let printable = |b: u8| {
+            (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
+        };
+        let mut t = ['\0'; 256];
+        let mut next = 256;
+        for b in 0..=255u8 {
+            t[b as usize] = if printable(b) {
+                b as char
+            } else {
+                next += 1;
+                char::from_u32(next - 1).expect("below U+0200")
+            };
+        }
+        t
+    })
 }
 
-/// Inverse of `byte_char` for a whole piece; unknown chars are kept as their UTF-8.
+/// The printable stand-in of byte `b`.
+pub fn byte_char(b: u8) -> char {
+    byte_chars()[b as usize]
+}
+
+/// Inverse of the byte table for a whole piece; chars outside it are kept as their UTF-8.
 pub fn piece_bytes(piece: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(piece.len());
     for ch in piece.chars() {
-        match (0..=255u8).find(|&b| byte_char(b) == ch) {
+        let code = ch as u32;
+        let b = match code {
+            0x21..=0x7E | 0xA1..=0xAC | 0xAE..=0xFF => Some(code as u8),
+            0x100..=0x143 => Some(byte_chars().iter().position(|&c| c == ch).unwrap() as u8),
+            _ => None,
+        };
+        match b {
             Some(b) => out.push(b),
-            None => out.extend_from_slice(ch.to_string().as_bytes()),
+            None => out.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes()),
         }
     }
     out
 }
 
-#[derive(PartialEq, Clone, Copy)]
-enum Class {
-    Letter,
-    Number,
-    Space,
-    Other,
+/// The merge table and how words become symbols.
+pub struct Bpe {
+    /// (left id, right id) → (rank, merged id).
+    merges: HashMap<(u32, u32), (u32, u32)>,
+    /// Bytes as GPT-2 characters (true) or raw UTF-8 with `<0xNN>` fallback (false).
+    pub byte_encode: bool,
+    /// A word that is itself a token is taken whole (Llama 3's `ignore_merges`).
+    pub ignore_merges: bool,
+    /// The token of each byte's symbol: its stand-in char (byte-level) or `<0xNN>` (raw).
+    byte_tokens: [Option<u32>; 256],
 }
 
-fn class(c: char) -> Class {
-    if c.is_alphabetic() {
-        Class::Letter
-    } else if c.is_numeric() {
-        Class::Number
-    } else if c.is_whitespace() {
-        Class::Space
-    } else {
-        Class::Other
+#[derive(Clone, Copy)]
+struct Sym {
+    /// Byte span in the word.
+    start: usize,
+    end: usize,
+    id: Option<u32>,
+    prev: Option<usize>,
+    next: Option<usize>,
+}
+
+impl Bpe {
+    /// `merges` are "left right" strings in rank order; pairs whose sides or result are not
+    /// tokens can never apply and are dropped.
+    pub fn new(
+        merges: &[&str],
+        ids: &HashMap<String, u32>,
+        byte_encode: bool,
+        ignore_merges: bool,
+    ) -> Self {
+        let mut table = HashMap::with_capacity(merges.len());
+        for (rank, m) in merges.iter().enumerate() {
+            // The split is at the first space after the first character, as llama.cpp reads it.
+            let Some(at) = m.char_indices().skip(1).find(|c| c.1 == ' ').map(|c| c.0) else {
+                continue;
+            };
+            let (l, r) = (&m[..at], &m[at + 1..]);
+            let (Some(&li), Some(&ri), Some(&mi)) =
+                (ids.get(l), ids.get(r), ids.get(&format!("{l}{r}")))
+            else {
+                continue;
+            };
+            table.entry((li, ri)).or_insert((rank as u32, mi));
+        }
+        let byte_tokens = std::array::from_fn(|b| {
+            let key = if byte_encode {
+                byte_char(b as u8).to_string()
+            } else {
+                format!("<0x{b:02X}>")
+            };
+            ids.get(&key).copied()
+        });
+        Self {
+            merges: table,
+            byte_encode,
+            ignore_merges,
+            byte_tokens,
+        }
     }
-}
 
-/// GPT-2 pre-tokenization: contractions, ` ?letters`, ` ?digits`, ` ?others`, whitespace runs.
-fn pre_tokenize(text: &str) -> Vec<&str> {
-    let chars: Vec<(usize, char)> = text.char_indices().collect();
-    let end_of = |i: usize| chars.get(i).map_or(text.len(), |c| c.0);
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let rest = &text[chars[i].0..];
-        if let Some(c) = ["'s", "'t", "'re", "'ve", "'m", "'ll", "'d"]
-            .iter()
-            .find(|c| rest.starts_with(**c))
-        {
-            out.push(&rest[..c.len()]);
-            i += c.chars().count();
-            continue;
-        }
-        let start = i;
-        let mut j = i;
-        if chars[j].1 == ' ' && j + 1 < chars.len() && class(chars[j + 1].1) != Class::Space {
-            j += 1;
-        }
-        let cls = class(chars[j].1);
-        if cls == Class::Space {
-            let mut k = j;
-            while k < chars.len() && class(chars[k].1) == Class::Space {
-                k += 1;
-            }
-            // Leave the last space for the next word when one follows.
-            if k < chars.len() && k - j > 1 {
-                k -= 1;
-            }
-            j = k;
+    /// Encodes one pre-tokenized word, appending its ids to `out`.
+    pub fn encode_word(&self, word: &str, ids: &HashMap<String, u32>, out: &mut Vec<u32>) {
+        let whole = if self.byte_encode {
+            word.bytes().map(byte_char).collect::<String>()
         } else {
-            while j < chars.len() && class(chars[j].1) == cls {
-                j += 1;
+            word.to_string()
+        };
+        let newlines = !self.byte_encode && word.bytes().all(|b| b == b'\n');
+        if self.ignore_merges || newlines {
+            if let Some(&id) = ids.get(&whole) {
+                out.push(id);
+                return;
             }
         }
-        out.push(&text[chars[start].0..end_of(j)]);
-        i = j;
-    }
-    out
-}
-
-pub fn encode(
-    text: &str,
-    ids: &HashMap<String, u32>,
-    merges: &HashMap<(String, String), u32>,
-    out: &mut Vec<u32>,
-) {
-    for word in pre_tokenize(text) {
-        let mut syms: Vec<String> = word.bytes().map(|b| byte_char(b).to_string()).collect();
-        loop {
-            let best = (0..syms.len().saturating_sub(1))
-                .filter_map(|i| {
-                    merges
-                        .get(&(syms[i].clone(), syms[i + 1].clone()))
-                        .map(|&r| (r, i))
-                })
-                .min();
-            let Some((_, i)) = best else { break };
-            let right = syms.remove(i + 1);
-            syms[i].push_str(&right);
+        let mut syms: Vec<Sym> = Vec::with_capacity(word.len());
+        if self.byte_encode {
+            for (i, b) in word.bytes().enumerate() {
+                syms.push(self.sym(i, i + 1, self.byte_tokens[b as usize]));
+            }
+        } else {
+            for (i, ch) in word.char_indices() {
+                let id = ids.get(ch.encode_utf8(&mut [0; 4]) as &str).copied();
+                syms.push(self.sym(i, i + ch.len_utf8(), id));
+            }
         }
-        for s in syms {
-            if let Some(&id) = ids.get(&s) {
-                out.push(id);
+        let n = syms.len();
+        for (i, s) in syms.iter_mut().enumerate() {
+            s.prev = i.checked_sub(1);
+            s.next = (i + 1 < n).then_some(i + 1);
+        }
+        self.merge(&mut syms);
+        let mut at = (n > 0).then_some(0);
+        while let Some(i) = at {
+            let s = syms[i];
+            match s.id {
+                Some(id) => out.push(id),
+                None if self.byte_encode => {
+                    // As llama.cpp: each byte of the stand-in text, if it is a token itself.
+                    let text: String = word.as_bytes()[s.start..s.end]
+                        .iter()
+                        .map(|&b| byte_char(b))
+                        .collect();
+                    for b in text.bytes().filter(u8::is_ascii) {
+                        if let Some(&id) = ids.get((b as char).encode_utf8(&mut [0; 4]) as &str) {
+                            out.push(id);
+                        }
+                    }
+                }
+                None => out.extend(
+                    word.as_bytes()[s.start..s.end]
+                        .iter()
+                        .filter_map(|&b| self.byte_tokens[b as usize]),
+                ),
+            }
+            at = s.next;
+        }
+    }
+
+    fn sym(&self, start: usize, end: usize, id: Option<u32>) -> Sym {
+        Sym {
+            start,
+            end,
+            id,
+            prev: None,
+            next: None,
+        }
+    }
+
+    fn merge(&self, syms: &mut [Sym]) {
+        // Candidates: (rank, left index, right index, merged id), lowest rank then leftmost.
+        let mut heap = BinaryHeap::new();
+        let rank = |syms: &[Sym], l: usize, r: usize| -> Option<(u32, u32)> {
+            self.merges.get(&(syms[l].id?, syms[r].id?)).copied()
+        };
+        for i in 1..syms.len() {
+            if let Some((rk, m)) = rank(syms, i - 1, i) {
+                heap.push(Reverse((rk, i - 1, i, m)));
+            }
+        }
+        while let Some(Reverse((rk, l, r, m))) = heap.pop() {
+            // Stale: a side was merged away or changed since this pair was queued.
+            let dead = |i: usize| syms[i].start == syms[i].end;
+            if dead(l) || dead(r) || syms[l].next != Some(r) {
+                continue;
+            }
+            if rank(syms, l, r) != Some((rk, m)) {
+                continue;
+            }
+            let right = syms[r];
+            syms[l].end = right.end;
+            syms[l].id = Some(m);
+            syms[l].next = right.next;
+            syms[r].end = syms[r].start;
+            if let Some(n) = right.next {
+                syms[n].prev = Some(l);
+            }
+            if let Some(p) = syms[l].prev {
+                if let Some((rk, m)) = rank(syms, p, l) {
+                    heap.push(Reverse((rk, p, l, m)));
+                }
+            }
+            if let Some(n) = right.next {
+                if let Some((rk, m)) = rank(syms, l, n) {
+                    heap.push(Reverse((rk, l, n, m)));
+                }
             }
         }
     }
@@ -124,19 +227,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pre_tokenizer_follows_gpt2_rules() {
-        assert_eq!(
-            pre_tokenize("Hello world's  end\n"),
-            vec!["Hello", " world", "'s", " ", " end", "\n"]
-        );
-        assert_eq!(pre_tokenize("a1 22!?"), vec!["a", "1", " 22", "!?"]);
-    }
-
-    #[test]
     fn byte_table_round_trips() {
         let all: Vec<u8> = (0..=255).collect();
         let piece: String = all.iter().map(|&b| byte_char(b)).collect();
         assert_eq!(piece_bytes(&piece), all);
         assert_eq!(byte_char(b' '), '\u{120}');
+    }
+
+    #[test]
+    fn merges_apply_lowest_rank_first_and_leftmost_on_ties() {
+        let vocab = ["a", "b", "c", "ab", "bc", "abc", "aa", "aaa"];
+        let ids: HashMap<String, u32> = vocab
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.to_string(), i as u32))
+            .collect();
+        let bpe = Bpe::new(&["b c", "a b", "a bc", "a a"], &ids, true, false);
+        let enc = |w: &str| {
+            let mut out = Vec::new();
+            bpe.encode_word(w, &ids, &mut out);
+            out.iter().map(|&i| vocab[i as usize]).collect::<Vec<_>>()
+        };
+        // "b c" outranks "a b": abc → a + bc → abc.
+        assert_eq!(enc("abc"), vec!["abc"]);
+        assert_eq!(enc("ab"), vec!["ab"]);
+        // Equal rank: the leftmost pair first.
+        assert_eq!(enc("aaa"), vec!["aa", "a"]);
+        // A long word stays exact (and fast).
+        let long = "ab".repeat(5000);
+        assert_eq!(enc(&long).len(), 5000);
     }
 }

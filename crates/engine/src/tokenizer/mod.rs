@@ -1,44 +1,71 @@
-//! Tokenizer built from the GGUF vocabulary: SentencePiece-BPE (`llama` model: Gemma, Llama 2)
-//! and GPT-2 byte-level BPE (`gpt2` model: GPT-2, Llama 3, Qwen2). Special and user-defined
-//! tokens are cut out of the text first (longest first), the rest is BPE-encoded. Decoding
-//! gives bytes; `stream::Detokenizer` turns a token stream into valid UTF-8 text.
+//! Tokenizer built from the GGUF vocabulary, as llama.cpp builds it: SentencePiece-BPE (`llama`
+//! model: Gemma 3, Llama 2, Phi-3), BPE over a pre-tokenizer's words (`gpt2` model: GPT-2,
+//! Llama 3, Qwen, Falcon, DeepSeek, …, byte-level; `gemma4`: raw UTF-8 with byte fallback) and
+//! WordPiece (`bert`). Special and user-defined tokens are cut out of the text first (longest
+//! first), the rest is encoded by the model. Decoding gives bytes; `stream::Detokenizer` turns a
+//! token stream into valid UTF-8 text.
 
 mod bpe;
+mod pretok;
 mod spm;
 pub mod stream;
+mod wpm;
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, Value};
+use bpe::Bpe;
+use pretok::PreTokenizer;
 use std::collections::HashMap;
+use wpm::Wpm;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+/// How text between special tokens becomes ids.
+enum Model {
     Spm,
-    Gpt2,
+    Bpe {
+        bpe: Box<Bpe>,
+        pre: PreTokenizer,
+        /// Spaces become `▁` before splitting (Gemma 4).
+        escape_spaces: bool,
+    },
+    Wpm(Wpm),
 }
 
 /// GGUF token types.
+const TYPE_UNKNOWN: i32 = 2;
 const TYPE_CONTROL: i32 = 3;
 const TYPE_USER_DEFINED: i32 = 4;
 const TYPE_BYTE: i32 = 6;
 
+/// A token matched verbatim in text before the model runs.
+struct Special {
+    text: String,
+    id: u32,
+    /// Control and unknown tokens are matched only when special text is parsed.
+    control: bool,
+    /// Whitespace before (lstrip) or after (rstrip) the token is swallowed.
+    lstrip: bool,
+    rstrip: bool,
+}
+
 pub struct Tokenizer {
-    kind: Kind,
+    model: Model,
+    /// `tokenizer.ggml.model` and the pre-tokenizer in use, for display.
+    pub model_name: String,
+    pub pre_name: String,
     pieces: Vec<String>,
     scores: Vec<f32>,
     types: Vec<i32>,
     ids: HashMap<String, u32>,
     byte_ids: [Option<u32>; 256],
-    /// GPT-2 merges: (left, right) → rank.
-    merges: HashMap<(String, String), u32>,
-    /// Tokens matched verbatim in text, longest first: (text, id, is_control).
-    specials: Vec<(String, u32, bool)>,
+    /// Longest first.
+    specials: Vec<Special>,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     /// End-of-generation tokens (eos, Gemma's `<end_of_turn>`, …).
     pub eog: Vec<u32>,
     unk: Option<u32>,
     pub add_bos: bool,
+    pub add_eos: bool,
     add_space_prefix: bool,
 }
 
@@ -55,17 +82,45 @@ fn token_id(f: &GgufFile, key: &str, n: usize) -> Result<Option<u32>> {
     }
 }
 
+/// The pre-tokenizers of the Llama 3 family.
+fn llama3_like(pre: &str) -> bool {
+    matches!(
+        pre,
+        "llama3"
+            | "llama-v3"
+            | "llama-bpe"
+            | "falcon3"
+            | "falcon-h1"
+            | "pixtral"
+            | "midm-2.0"
+            | "lfm2"
+            | "jina-v5-nano"
+    )
+}
+
+/// Pre-tokenizers whose words are looked up whole before merging (llama.cpp's list).
+fn ignores_merges(pre: &str) -> bool {
+    llama3_like(pre)
+        || matches!(
+            pre,
+            "minicpm5" | "youtu" | "glm4" | "glm5" | "tekken" | "granite-embed-multi-97m"
+        )
+}
+
+/// BPE pre-tokenizers whose models put BOS first unless the file says otherwise.
+fn bpe_adds_bos(pre: &str) -> bool {
+    llama3_like(pre) || matches!(pre, "tekken" | "chameleon" | "gemma4")
+}
+
 impl Tokenizer {
     pub fn from_gguf(f: &GgufFile) -> Result<Self> {
-        let model = f.get_str("tokenizer.ggml.model")?;
-        let kind = match model {
-            "llama" => Kind::Spm,
-            "gpt2" => Kind::Gpt2,
-            other => {
-                return Err(Error::Tokenizer(format!(
-                    "tokenizer model `{other}` is not supported (llama, gpt2)"
-                )))
-            }
+        let model_name = f.get_str("tokenizer.ggml.model")?.to_string();
+        let pre_name = match (model_name.as_str(), f.get("tokenizer.ggml.pre")) {
+            ("gemma4", _) => "gemma4".to_string(),
+            ("gpt2", Some(Value::Str(p))) => p.clone(),
+            ("gpt2", _) => "default".to_string(),
+            (_, Some(Value::Str(p))) => p.clone(),
+            _ => String::new(),
         };
         let pieces: Vec<String> = f
             .get_array("tokenizer.ggml.tokens")?
@@ -110,32 +165,96 @@ impl Tokenizer {
                 }
             }
         }
-        let merges = match (kind, f.get("tokenizer.ggml.merges")) {
-            (Kind::Gpt2, Some(Value::Array(a))) => a
-                .iter()
-                .enumerate()
-                .filter_map(|(rank, v)| match v {
-                    Value::Str(s) => s
-                        .split_once(' ')
-                        .map(|(l, r)| ((l.to_string(), r.to_string()), rank as u32)),
-                    _ => None,
-                })
-                .collect(),
-            (Kind::Gpt2, _) => {
+        let bpe_model = |byte_encode: bool, ignore_merges: bool| -> Result<Box<Bpe>> {
+            let Some(Value::Array(a)) = f.get("tokenizer.ggml.merges") else {
                 return Err(Error::meta(
                     "tokenizer.ggml.merges",
-                    "missing (needed by the gpt2 tokenizer)",
-                ))
-            }
-            _ => HashMap::new(),
+                    format!("missing (needed by the {model_name} tokenizer)"),
+                ));
+            };
+            let merges: Vec<&str> = a
+                .iter()
+                .filter_map(|v| match v {
+                    Value::Str(s) => Some(s.as_str()),
+                    _ => None,
+                })
+                .collect();
+            Ok(Box::new(Bpe::new(
+                &merges,
+                &ids,
+                byte_encode,
+                ignore_merges,
+            )))
         };
-        let mut specials: Vec<(String, u32, bool)> = (0..n)
-            .filter(|&i| {
-                (types[i] == TYPE_CONTROL || types[i] == TYPE_USER_DEFINED) && !pieces[i].is_empty()
+        let unsupported = || {
+            Error::Tokenizer(format!(
+                "tokenizer model `{model_name}` (tokenizer.ggml.model, pre-tokenizer `{pre_name}`) \
+                 is not supported: everett reads llama (SentencePiece BPE), gpt2 (BPE), gemma4 and bert (WordPiece)"
+            ))
+        };
+        let (model, add_bos_default, add_space_default) = match model_name.as_str() {
+            "llama" => (Model::Spm, true, true),
+            "gpt2" | "gemma4" => {
+                let pre = PreTokenizer::new(&pre_name)?;
+                let raw = matches!(
+                    pre_name.as_str(),
+                    "gemma4" | "granite-embed-multi-311m" | "sarvam-moe" | "whitespace"
+                );
+                let escape_spaces = raw && pre_name != "whitespace";
+                let bpe = bpe_model(!raw, ignores_merges(&pre_name))?;
+                let add_bos = bpe_adds_bos(&pre_name);
+                let model = Model::Bpe {
+                    bpe,
+                    pre,
+                    escape_spaces,
+                };
+                (model, add_bos, false)
+            }
+            "bert" => {
+                let lowercase = f
+                    .get_bool("tokenizer.ggml.normalizer.lowercase")
+                    .unwrap_or(true);
+                let wpm = Wpm {
+                    lowercase,
+                    strip_accents: f
+                        .get_bool("tokenizer.ggml.normalizer.strip_accents")
+                        .unwrap_or(lowercase),
+                    max_token_len: pieces.iter().map(String::len).max().unwrap_or(0),
+                    unk: token_id(f, "tokenizer.ggml.unknown_token_id", n)?
+                        .or_else(|| ids.get("[UNK]").copied()),
+                };
+                (Model::Wpm(wpm), true, false)
+            }
+            _ => return Err(unsupported()),
+        };
+        // Phi-3's special tokens swallow the whitespace after them (llama.cpp keys this on
+        // the model's name).
+        let name = f
+            .get("general.name")
+            .and_then(|v| match v {
+                Value::Str(s) => Some(s.to_lowercase()),
+                _ => None,
             })
-            .map(|i| (pieces[i].clone(), i as u32, types[i] == TYPE_CONTROL))
+            .unwrap_or_default();
+        let phi3 = name.contains("phi-3") || name.contains("phi3");
+        let mut specials: Vec<Special> = (0..n)
+            .filter(|&i| {
+                matches!(types[i], TYPE_CONTROL | TYPE_USER_DEFINED | TYPE_UNKNOWN)
+                    && !pieces[i].is_empty()
+            })
+            .map(|i| {
+                let text = pieces[i].clone();
+                let rstrip = phi3 && !matches!(text.as_str(), "<unk>" | "<s>" | "<|endoftext|>");
+                Special {
+                    control: types[i] != TYPE_USER_DEFINED,
+                    lstrip: false,
+                    rstrip,
+                    text,
+                    id: i as u32,
+                }
+            })
             .collect();
-        specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        specials.sort_by(|a, b| b.text.len().cmp(&a.text.len()).then(a.id.cmp(&b.id)));
         let bos = token_id(f, "tokenizer.ggml.bos_token_id", n)?;
         let eos = token_id(f, "tokenizer.ggml.eos_token_id", n)?;
         let mut eog: Vec<u32> = eos.into_iter().collect();
@@ -147,22 +266,27 @@ impl Tokenizer {
                 }
             }
         }
+        let mut add_bos = f
+            .get_bool("tokenizer.ggml.add_bos_token")
+            .unwrap_or(add_bos_default);
+        if pre_name == "gemma4" {
+            add_bos = true;
+        }
         Ok(Self {
-            kind,
-            add_bos: f
-                .get_bool("tokenizer.ggml.add_bos_token")
-                .unwrap_or(kind == Kind::Spm)
-                && bos.is_some(),
+            model,
+            add_bos: add_bos && bos.is_some(),
+            add_eos: f.get_bool("tokenizer.ggml.add_eos_token").unwrap_or(false) && eos.is_some(),
             add_space_prefix: f
                 .get_bool("tokenizer.ggml.add_space_prefix")
-                .unwrap_or(kind == Kind::Spm),
+                .unwrap_or(add_space_default),
             unk: token_id(f, "tokenizer.ggml.unknown_token_id", n)?,
+            model_name,
+            pre_name,
             pieces,
             scores,
             types,
             ids,
             byte_ids,
-            merges,
             specials,
             bos,
             eos,
@@ -174,47 +298,79 @@ impl Tokenizer {
         self.pieces.len()
     }
 
-    /// Text → ids. `add_special` puts BOS first when the model wants it; `parse_special` also
-    /// matches control tokens such as `<start_of_turn>` written in the text.
+    /// Text → ids. `add_special` puts BOS first (and EOS last) when the model wants it;
+    /// `parse_special` also matches control tokens such as `<start_of_turn>` written in the text.
     pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
         let mut out = Vec::new();
         if add_special && self.add_bos {
             out.extend(self.bos);
         }
-        let mut first = true;
+        // SentencePiece puts a space before text that starts the input or follows a special.
+        let mut after_special = true;
         for frag in self.partition(text, parse_special) {
             match frag {
-                Frag::Special(id) => out.push(id),
-                Frag::Text(t) => match self.kind {
-                    Kind::Spm => {
-                        let prefix = if first && self.add_space_prefix {
-                            " "
-                        } else {
-                            ""
-                        };
-                        let norm = format!("{prefix}{t}").replace(' ', "\u{2581}");
-                        spm::encode(
-                            &norm,
-                            &self.ids,
-                            &self.scores,
-                            &self.byte_ids,
-                            self.unk,
-                            &mut out,
-                        );
-                    }
-                    Kind::Gpt2 => bpe::encode(t, &self.ids, &self.merges, &mut out),
-                },
+                Frag::Special(id) => {
+                    out.push(id);
+                    after_special = true;
+                }
+                Frag::Text(t) => {
+                    self.encode_text(t, after_special, &mut out);
+                    after_special = false;
+                }
             }
-            first = false;
+        }
+        if add_special && self.add_eos {
+            out.extend(self.eos);
         }
         out
     }
 
+    fn encode_text(&self, t: &str, after_special: bool, out: &mut Vec<u32>) {
+        match &self.model {
+            Model::Spm => {
+                let prefix = if after_special && self.add_space_prefix {
+                    " "
+                } else {
+                    ""
+                };
+                let norm = format!("{prefix}{t}").replace(' ', "\u{2581}");
+                spm::encode(
+                    &norm,
+                    &self.ids,
+                    &self.scores,
+                    &self.byte_ids,
+                    self.unk,
+                    out,
+                );
+            }
+            Model::Bpe {
+                bpe,
+                pre,
+                escape_spaces,
+            } => {
+                let escaped;
+                let t = if *escape_spaces {
+                    escaped = t.replace(' ', "\u{2581}");
+                    escaped.as_str()
+                } else {
+                    t
+                };
+                for (s, e) in pre.split(t) {
+                    bpe.encode_word(&t[s..e], &self.ids, out);
+                }
+            }
+            Model::Wpm(wpm) => wpm.encode(t, &self.ids, out),
+        }
+    }
+
     /// Splits text around special tokens, longest special first (as llama.cpp does).
     fn partition<'t>(&self, text: &'t str, parse_special: bool) -> Vec<Frag<'t>> {
-        let mut frags = vec![Frag::Text(text)];
-        for (piece, id, control) in &self.specials {
-            if *control && !parse_special {
+        let mut frags = Vec::new();
+        if !text.is_empty() {
+            frags.push(Frag::Text(text));
+        }
+        for sp in &self.specials {
+            if sp.control && !parse_special {
                 continue;
             }
             let mut next = Vec::with_capacity(frags.len());
@@ -223,12 +379,20 @@ impl Tokenizer {
                     next.push(f);
                     continue;
                 };
-                while let Some(at) = t.find(piece.as_str()) {
-                    if at > 0 {
-                        next.push(Frag::Text(&t[..at]));
+                while let Some(at) = t.find(sp.text.as_str()) {
+                    let mut left = &t[..at];
+                    if sp.lstrip {
+                        left =
+                            left.trim_end_matches(|c: char| c.is_ascii_whitespace() || c == '\x0b');
                     }
-                    next.push(Frag::Special(*id));
-                    t = &t[at + piece.len()..];
+                    if !left.is_empty() {
+                        next.push(Frag::Text(left));
+                    }
+                    next.push(Frag::Special(sp.id));
+                    t = &t[at + sp.text.len()..];
+                    if sp.rstrip {
+                        t = t.trim_start_matches(|c: char| c.is_ascii_whitespace() || c == '\x0b');
+                    }
                 }
                 if !t.is_empty() {
                     next.push(Frag::Text(t));
@@ -253,10 +417,12 @@ impl Tokenizer {
                 return vec![b as u8];
             }
         }
-        match self.kind {
-            Kind::Spm => p.replace('\u{2581}', " ").into_bytes(),
-            Kind::Gpt2 if ty == TYPE_USER_DEFINED => p.clone().into_bytes(),
-            Kind::Gpt2 => bpe::piece_bytes(p),
+        match &self.model {
+            Model::Bpe { bpe, .. } if bpe.byte_encode && ty != TYPE_USER_DEFINED => {
+                bpe::piece_bytes(p)
+            }
+            Model::Bpe { bpe, .. } if bpe.byte_encode => p.clone().into_bytes(),
+            _ => p.replace('\u{2581}', " ").into_bytes(),
         }
     }
 

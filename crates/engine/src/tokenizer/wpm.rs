@@ -1,0 +1,131 @@
+//! WordPiece (BERT): the text is normalised (lower-cased; accents stripped by NFD and dropping
+//! marks; control characters dropped), cut at whitespace, and punctuation, ASCII symbols and CJK
+//! ideographs become words of their own. Each word, with a leading `▁` standing for the word
+//! start, is matched greedily by the longest token from the left; a word with any unmatched
+//! position becomes the unknown token.
+
+use std::collections::HashMap;
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
+
+pub struct Wpm {
+    pub lowercase: bool,
+    pub strip_accents: bool,
+    /// The longest token, in bytes.
+    pub max_token_len: usize,
+    pub unk: Option<u32>,
+}
+
+/// CJK ideographs, as BERT's basic tokenizer lists them.
+fn is_cjk(c: char) -> bool {
+    matches!(c as u32,
+        0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0x20000..=0x2A6DF | 0x2A700..=0x2B73F
+        | 0x2B740..=0x2B81F | 0x2B920..=0x2CEAF | 0xF900..=0xFAFF | 0x2F800..=0x2FA1F)
+}
+
+impl Wpm {
+    fn words(&self, text: &str) -> Vec<String> {
+        let chars: Box<dyn Iterator<Item = char>> = if self.strip_accents {
+            Box::new(text.nfd())
+        } else {
+            Box::new(text.chars())
+        };
+        let mut words = vec![String::new()];
+        for c in chars {
+            let group = c.general_category_group();
+            if c.is_whitespace() {
+                if !words.last().unwrap().is_empty() {
+                    words.push(String::new());
+                }
+                continue;
+            }
+            if c == '\0'
+                || c == '\u{FFFD}'
+                || group == GeneralCategoryGroup::Other && !is_unassigned(c)
+            {
+                continue;
+            }
+            if self.strip_accents && group == GeneralCategoryGroup::Mark {
+                continue;
+            }
+            let alone = group == GeneralCategoryGroup::Punctuation
+                || (c.is_ascii() && group == GeneralCategoryGroup::Symbol)
+                || is_cjk(c);
+            let last = words.last_mut().unwrap();
+            if alone && !last.is_empty() {
+                words.push(String::new());
+            }
+            let last = words.last_mut().unwrap();
+            if self.lowercase {
+                last.extend(c.to_lowercase());
+            } else {
+                last.push(c);
+            }
+            if alone {
+                words.push(String::new());
+            }
+        }
+        words.retain(|w| !w.is_empty());
+        words
+    }
+
+    pub fn encode(&self, text: &str, ids: &HashMap<String, u32>, out: &mut Vec<u32>) {
+        for word in self.words(text) {
+            let word = format!("\u{2581}{word}");
+            let before = out.len();
+            let mut i = 0;
+            while i < word.len() {
+                let mut j = (i + self.max_token_len).min(word.len());
+                let found = loop {
+                    while !word.is_char_boundary(j) {
+                        j -= 1;
+                    }
+                    if j <= i {
+                        break None;
+                    }
+                    if let Some(&id) = ids.get(&word[i..j]) {
+                        break Some((id, j));
+                    }
+                    j -= 1;
+                };
+                match found {
+                    Some((id, j)) => {
+                        out.push(id);
+                        i = j;
+                    }
+                    None => {
+                        out.truncate(before);
+                        break;
+                    }
+                }
+            }
+            if out.len() == before {
+                out.extend(self.unk);
+            }
+        }
+    }
+}
+
+/// Unassigned code points (Cn) are not dropped as control characters are.
+fn is_unassigned(c: char) -> bool {
+    c.general_category() == unicode_properties::GeneralCategory::Unassigned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_normalised_and_punctuation_stands_alone() {
+        let w = Wpm {
+            lowercase: true,
+            strip_accents: true,
+            max_token_len: 8,
+            unk: Some(0),
+        };
+        assert_eq!(
+            w.words("Héllo, WORLD!\u{7}x 東京"),
+            vec!["hello", ",", "world", "!", "x", "東", "京"]
+        );
+    }
+}
