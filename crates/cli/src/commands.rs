@@ -246,6 +246,7 @@ pub fn perplexity(common: &Common, file: &Path, ctx: usize) -> Result<()> {
 
 pub fn inspect(path: &Path) -> Result<()> {
     let f = GgufFile::open(path)?;
+    detected(&f);
     println!(
         "GGUF v{}  {} metadata keys, {} tensors",
         f.version,
@@ -270,4 +271,88 @@ pub fn inspect(path: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What everett makes of the file: architecture, attention and RoPE options, experts, tokenizer
+/// (or why it refuses them).
+fn detected(f: &GgufFile) {
+    use everett_engine::model::Config;
+    match Config::from_gguf(f) {
+        Ok(c) => {
+            let rs = &c.rope_scaling;
+            let factors = ["rope_freqs.weight", "rope_factors_long.weight"]
+                .into_iter()
+                .filter(|n| f.tensor_info(n).is_some())
+                .collect::<Vec<_>>();
+            println!(
+                "architecture   {} ({:?}): {} layers, {} heads ({} KV) of {}, width {}, context {}",
+                c.arch_name,
+                c.arch,
+                c.n_layer,
+                c.n_head,
+                c.n_head_kv,
+                c.head_dim,
+                c.n_embd,
+                c.context_length
+            );
+            println!(
+                "rope           base {}, scaling {} (freq scale {}, attn factor {}, original context {}){}",
+                c.rope_base,
+                rs.kind,
+                rs.freq_scale,
+                rs.attn_factor,
+                rs.original_context,
+                if factors.is_empty() {
+                    String::new()
+                } else {
+                    format!(", frequency factors from {}", factors.join(", "))
+                }
+            );
+            if let Some(w) = c.sliding_window {
+                println!(
+                    "attention      sliding window {w}, every {}th layer global",
+                    c.swa_pattern
+                );
+            }
+            if let (Some(a), Some(l)) = (c.attn_softcap, c.final_softcap) {
+                println!("soft-caps      attention {a}, logits {l}");
+            }
+            if let Some(e) = c.experts {
+                println!(
+                    "experts        {} of {} per token, hidden {}{}{}",
+                    e.used,
+                    e.count,
+                    e.n_ff,
+                    if e.norm_weights {
+                        ", weights renormalised"
+                    } else {
+                        ""
+                    },
+                    if e.n_ff_shared > 0 {
+                        format!(", shared expert of {}", e.n_ff_shared)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+        Err(e) => println!("architecture   not supported: {e}"),
+    }
+    match Tokenizer::from_gguf(f) {
+        Ok(t) => println!(
+            "tokenizer      {} (pre-tokenizer {}), {} tokens, bos {:?}, eos {:?}, add bos {}",
+            t.model_name,
+            if t.pre_name.is_empty() {
+                "-"
+            } else {
+                &t.pre_name
+            },
+            t.vocab_size(),
+            t.bos,
+            t.eos,
+            t.add_bos
+        ),
+        Err(e) => println!("tokenizer      not supported: {e}"),
+    }
+    println!();
 }

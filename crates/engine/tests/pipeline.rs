@@ -180,21 +180,22 @@ fn reference(m: &Model, t: &Tiny, tokens: &[u32], kv16: bool) -> Vec<Vec<f64>> {
             }
             x[p].iter_mut().zip(&o).for_each(|(a, b)| *a += b);
             let h = norm(&b.ffn_norm, &x[p], c.eps);
-            let up = lin(&b.mlp.up, &h);
-            let act: Vec<f64> = match b.mlp.act {
+            let mlp = m.weights.dense_mlp(il).expect("dense layers only");
+            let up = lin(&mlp.up, &h);
+            let act: Vec<f64> = match mlp.act {
                 Activation::Gelu => up.iter().map(|u| gelu(*u)).collect(),
-                Activation::GeGlu => lin(b.mlp.gate.as_ref().unwrap(), &h)
+                Activation::GeGlu => lin(mlp.gate.as_ref().unwrap(), &h)
                     .iter()
                     .zip(&up)
                     .map(|(g, u)| gelu(*g) * u)
                     .collect(),
-                Activation::SwiGlu => lin(b.mlp.gate.as_ref().unwrap(), &h)
+                Activation::SwiGlu => lin(mlp.gate.as_ref().unwrap(), &h)
                     .iter()
                     .zip(&up)
                     .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
                     .collect(),
             };
-            let mut f = lin(&b.mlp.down, &act);
+            let mut f = lin(&mlp.down, &act);
             if let Some(pn) = &b.post_ffn_norm {
                 f = norm(pn, &f, c.eps);
             }

@@ -83,6 +83,22 @@ impl GgufWriter {
         self.tensor(name, dims, GgmlType::F32, bytes)
     }
 
+    /// Multiplies the values of the last tensor added, which must be F32 (test builders).
+    pub fn scale_last_f32(&mut self, by: f32) -> &mut Self {
+        let (_, _, ty, data) = self.tensors.last_mut().expect("a tensor was added");
+        assert_eq!(
+            *ty,
+            GgmlType::F32,
+            "scale_last_f32 on a {} tensor",
+            ty.name()
+        );
+        for c in data.chunks_exact_mut(4) {
+            let v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * by;
+            c.copy_from_slice(&v.to_le_bytes());
+        }
+        self
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = b"GGUF".to_vec();
         out.extend_from_slice(&3u32.to_le_bytes());

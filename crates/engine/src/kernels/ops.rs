@@ -94,19 +94,41 @@ fn activate_generic(e: Activation, up: &mut [f32], gate: &[f32]) {
     }
 }
 
-/// Rotary embedding tables: `inv_freq[i] = base^(-2i/dim)` for one head dimension.
+/// Rotary embedding tables: `inv_freq[i] = freq_scale · base^(-2i/dim) / factor[i]` for one
+/// head dimension (factors: Llama 3's `rope_freqs`, Phi-3's long/short factors), and the
+/// magnitude `mscale` applied to sine and cosine (Phi-3 LongRoPE's attention factor).
 pub struct Rope {
     inv_freq: Vec<f32>,
+    mscale: f32,
     /// NeoX style rotates the two halves of the head; GPT-J style rotates adjacent pairs.
     neox: bool,
 }
 
 impl Rope {
     pub fn new(dim: usize, base: f32, neox: bool) -> Self {
+        Self::scaled(dim, base, neox, 1.0, None, 1.0)
+    }
+
+    /// `factors` has `dim / 2` entries when given.
+    pub fn scaled(
+        dim: usize,
+        base: f32,
+        neox: bool,
+        freq_scale: f32,
+        factors: Option<&[f32]>,
+        mscale: f32,
+    ) -> Self {
         let inv_freq = (0..dim / 2)
-            .map(|i| base.powf(-((2 * i) as f32) / dim as f32))
+            .map(|i| {
+                let f = base.powf(-((2 * i) as f32) / dim as f32);
+                freq_scale * f / factors.map_or(1.0, |ff| ff[i])
+            })
             .collect();
-        Self { inv_freq, neox }
+        Self {
+            inv_freq,
+            mscale,
+            neox,
+        }
     }
 
     /// Rotates every head of `x` (`[heads, dim]`) for position `pos`. Each angle's sine and
@@ -116,6 +138,7 @@ impl Rope {
         for (i, f) in self.inv_freq.iter().enumerate() {
             let theta = pos as f32 * f;
             let (sin, cos) = theta.sin_cos();
+            let (sin, cos) = (sin * self.mscale, cos * self.mscale);
             let (a, b) = if self.neox {
                 (i, i + half)
             } else {

@@ -15,6 +15,8 @@ pub struct AttnShape {
     pub n_head_kv: usize,
     pub head_dim: usize,
     pub scale: f32,
+    /// Scores become `cap · tanh(score / cap)` before the softmax (Gemma 2).
+    pub softcap: Option<f32>,
 }
 
 /// `out[t, h*hd..]` = softmax(q·K^T·scale) V for every row t and head h.
@@ -68,6 +70,9 @@ pub fn attend(
             }
             for j in 0..per {
                 let row = &mut sc[j * len..(j + 1) * len];
+                if let Some(cap) = shape.softcap {
+                    row.iter_mut().for_each(|s| *s = cap * (*s / cap).tanh());
+                }
                 let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
                 let mut sum = 0f32;
                 for s in row.iter_mut() {

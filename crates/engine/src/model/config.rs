@@ -11,14 +11,53 @@ const MAX_DIM: usize = 1 << 24;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
+    Gemma2,
     Gemma3,
+    /// Llama 2/3, Mistral, Mixtral (with experts), SmolLM.
     Llama,
+    Qwen2,
+    Qwen3,
+    Qwen2Moe,
+    Qwen3Moe,
+    Phi3,
     Gpt2,
+}
+
+/// RoPE frequency scaling, as llama.cpp reads it (`rope.scaling.*`, `rope_freqs`): the angle of
+/// pair i at position p is `p · freq_scale · base^(-2i/d) / factor[i]`, and sine and cosine are
+/// multiplied by `attn_factor`.
+#[derive(Debug, Clone)]
+pub struct RopeScaling {
+    /// 1 / `rope.scaling.factor` for linear scaling, else 1.
+    pub freq_scale: f32,
+    /// `rope.scaling.attn_factor` (Phi-3 LongRoPE), else 1.
+    pub attn_factor: f32,
+    /// `rope.scaling.original_context_length`: Phi-3 takes its long factors beyond it.
+    pub original_context: usize,
+    /// `rope.scaling.type` as written (none, linear, longrope).
+    pub kind: String,
+}
+
+/// Mixture-of-experts sizes.
+#[derive(Debug, Clone, Copy)]
+pub struct Experts {
+    pub count: usize,
+    pub used: usize,
+    /// Hidden size of one expert.
+    pub n_ff: usize,
+    /// Hidden size of the shared expert (Qwen2-MoE), when there is one.
+    pub n_ff_shared: usize,
+    /// Renormalise the chosen experts' weights to sum to 1.
+    pub norm_weights: bool,
+    /// Multiplies the chosen experts' weights (`expert_weights_scale`; 1 when absent).
+    pub weights_scale: f32,
 }
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub arch: Arch,
+    /// `general.architecture` as written.
+    pub arch_name: String,
     pub n_embd: usize,
     pub n_layer: usize,
     pub n_head: usize,
@@ -27,9 +66,18 @@ pub struct Config {
     pub n_ff: usize,
     pub eps: f32,
     pub rope_base: f32,
-    /// Gemma 3: RoPE base of the sliding-window layers.
+    /// RoPE base of the sliding-window layers (Gemma 3: 10 000; others: `rope_base`).
     pub rope_base_local: f32,
+    pub rope_scaling: RopeScaling,
     pub sliding_window: Option<usize>,
+    /// Every `swa_pattern`-th layer is global, the others slide (Gemma 2: 2, Gemma 3: 6).
+    pub swa_pattern: usize,
+    /// Query scale before the softmax (1/sqrt(head_dim) unless the architecture says).
+    pub attn_scale: f32,
+    /// `s ↦ cap · tanh(s / cap)` on attention scores and on the logits (Gemma 2).
+    pub attn_softcap: Option<f32>,
+    pub final_softcap: Option<f32>,
+    pub experts: Option<Experts>,
     pub context_length: usize,
     pub vocab: usize,
 }
@@ -38,21 +86,31 @@ impl Config {
     pub fn from_gguf(f: &GgufFile) -> Result<Self> {
         let arch_name = f.get_str("general.architecture")?;
         let arch = match arch_name {
+            "gemma2" => Arch::Gemma2,
             "gemma3" => Arch::Gemma3,
-            "llama" | "mistral" | "qwen2" => Arch::Llama,
+            "llama" | "mistral" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            "qwen3" => Arch::Qwen3,
+            "qwen2moe" => Arch::Qwen2Moe,
+            "qwen3moe" => Arch::Qwen3Moe,
+            "phi3" => Arch::Phi3,
             "gpt2" => Arch::Gpt2,
             other => return Err(Error::UnsupportedArchitecture(other.to_string())),
         };
         let key = |k: &str| format!("{arch_name}.{k}");
         let usize_of = |k: &str| -> Result<usize> { Ok(f.get_u64(&key(k))? as usize) };
+        let opt_usize = |k: &str| -> Result<Option<usize>> {
+            match f.get(&key(k)) {
+                Some(_) => usize_of(k).map(Some),
+                None => Ok(None),
+            }
+        };
+        let opt_f32 = |k: &str| f.get_f64(&key(k)).ok().map(|v| v as f32);
         let n_embd = usize_of("embedding_length")?;
         let n_head = usize_of("attention.head_count")?;
-        let n_head_kv = match f.get(&key("attention.head_count_kv")) {
-            Some(_) => usize_of("attention.head_count_kv")?,
-            None => n_head,
-        };
-        let head_dim = match f.get(&key("attention.key_length")) {
-            Some(_) => usize_of("attention.key_length")?,
+        let n_head_kv = opt_usize("attention.head_count_kv")?.unwrap_or(n_head);
+        let head_dim = match opt_usize("attention.key_length")? {
+            Some(v) => v,
             None if n_head > 0 => n_embd / n_head,
             None => 0,
         };
@@ -62,9 +120,66 @@ impl Config {
             "attention.layer_norm_rms_epsilon"
         };
         let eps = f.get_f64(&key(eps_key)).unwrap_or(1e-5) as f32;
-        let rope_base = f.get_f64(&key("rope.freq_base")).unwrap_or(10_000.0) as f32;
-        let sliding_window = match arch {
-            Arch::Gemma3 => Some(usize_of("attention.sliding_window")?),
+        let rope_base = opt_f32("rope.freq_base").unwrap_or(10_000.0);
+        let context_length = usize_of("context_length")?;
+        let rope_scaling = Self::rope_scaling(f, arch_name, context_length)?;
+        let (sliding_window, swa_pattern) = match arch {
+            Arch::Gemma3 => (Some(usize_of("attention.sliding_window")?), 6),
+            Arch::Gemma2 => (
+                Some(opt_usize("attention.sliding_window")?.unwrap_or(4096)),
+                2,
+            ),
+            // llama.cpp runs Phi-3 without its window (its files disagree on the value).
+            _ => (None, 1),
+        };
+        let swa_pattern = opt_usize("attention.sliding_window_pattern")?.unwrap_or(swa_pattern);
+        let n_layer = usize_of("block_count")?;
+        // Gemma 2 27B scales queries by its model width per head, the others by the head size.
+        let attn_scale = if arch == Arch::Gemma2 && n_layer == 46 && n_head > 0 {
+            1.0 / ((n_embd / n_head) as f32).sqrt()
+        } else {
+            1.0 / (head_dim.max(1) as f32).sqrt()
+        };
+        let (attn_softcap, final_softcap) = match arch {
+            Arch::Gemma2 => (
+                Some(opt_f32("attn_logit_softcapping").unwrap_or(50.0)),
+                Some(opt_f32("final_logit_softcapping").unwrap_or(30.0)),
+            ),
+            _ => (None, None),
+        };
+        let n_ff = usize_of("feed_forward_length").or_else(|e| match arch {
+            Arch::Qwen3Moe => Ok(0),
+            _ => Err(e),
+        })?;
+        let experts = match opt_usize("expert_count")? {
+            Some(count) if count > 0 => {
+                let used = usize_of("expert_used_count")?;
+                Some(Experts {
+                    count,
+                    used,
+                    n_ff: match (opt_usize("expert_feed_forward_length")?, arch) {
+                        (Some(v), _) => v,
+                        (None, Arch::Qwen2Moe) => n_ff.checked_div(used).unwrap_or(0),
+                        (None, _) => n_ff,
+                    },
+                    n_ff_shared: match arch {
+                        Arch::Qwen2Moe => {
+                            opt_usize("expert_shared_feed_forward_length")?.unwrap_or(n_ff)
+                        }
+                        _ => 0,
+                    },
+                    norm_weights: matches!(arch, Arch::Llama | Arch::Qwen3Moe),
+                    weights_scale: opt_f32("expert_weights_scale")
+                        .filter(|&w| w != 0.0)
+                        .unwrap_or(1.0),
+                })
+            }
+            _ if matches!(arch, Arch::Qwen2Moe | Arch::Qwen3Moe) => {
+                return Err(Error::meta(
+                    &key("expert_count"),
+                    "missing or 0 for a MoE model",
+                ))
+            }
             _ => None,
         };
         let vocab = f
@@ -73,17 +188,27 @@ impl Config {
             .unwrap_or(0);
         let c = Config {
             arch,
+            arch_name: arch_name.to_string(),
             n_embd,
-            n_layer: usize_of("block_count")?,
+            n_layer,
             n_head,
             n_head_kv,
             head_dim,
-            n_ff: usize_of("feed_forward_length")?,
+            n_ff,
             eps,
             rope_base,
-            rope_base_local: 10_000.0,
+            rope_base_local: match arch {
+                Arch::Gemma3 => 10_000.0,
+                _ => opt_f32("rope.freq_base_swa").unwrap_or(rope_base),
+            },
+            rope_scaling,
             sliding_window,
-            context_length: usize_of("context_length")?,
+            swa_pattern,
+            attn_scale,
+            attn_softcap,
+            final_softcap,
+            experts,
+            context_length,
             vocab,
         };
         c.validate()?;
@@ -96,6 +221,47 @@ impl Config {
             ));
         }
         Ok(c)
+    }
+
+    /// Reads `rope.scaling.*`; kinds llama.cpp computes differently from plain RoPE and that
+    /// everett does not implement (YaRN) are refused by name.
+    fn rope_scaling(f: &GgufFile, arch: &str, ctx: usize) -> Result<RopeScaling> {
+        let key = |k: &str| format!("{arch}.rope.scaling.{k}");
+        let kind = match f.get(&key("type")) {
+            Some(crate::gguf::Value::Str(s)) => s.clone(),
+            Some(v) => {
+                return Err(Error::meta(
+                    &key("type"),
+                    format!("{} is not a string", v.summary()),
+                ))
+            }
+            None => "none".to_string(),
+        };
+        let factor = f
+            .get_f64(&key("factor"))
+            .or_else(|_| f.get_f64(&format!("{arch}.rope.scale_linear")))
+            .unwrap_or(0.0) as f32;
+        let freq_scale = match kind.as_str() {
+            "none" => 1.0,
+            "linear" | "longrope" if factor != 0.0 => 1.0 / factor,
+            "linear" | "longrope" => 1.0,
+            other => {
+                return Err(Error::meta(
+                    &key("type"),
+                    format!("RoPE scaling `{other}` is not supported (none, linear, longrope)"),
+                ))
+            }
+        };
+        let attn_factor = f.get_f64(&key("attn_factor")).unwrap_or(1.0) as f32;
+        let original_context = f
+            .get_u64(&key("original_context_length"))
+            .map_or(ctx, |v| v as usize);
+        Ok(RopeScaling {
+            freq_scale,
+            attn_factor,
+            original_context,
+            kind,
+        })
     }
 
     fn validate(&self) -> Result<()> {
@@ -152,7 +318,11 @@ impl Config {
             "attention.key_length",
             format!("{} must be even", self.head_dim),
         )?;
-        check(self.n_ff > 0, "feed_forward_length", "must be > 0".into())?;
+        check(
+            self.n_ff > 0 || self.experts.is_some(),
+            "feed_forward_length",
+            "must be > 0".into(),
+        )?;
         check(
             self.vocab > 0,
             "tokenizer.ggml.tokens",
@@ -163,6 +333,18 @@ impl Config {
             "layer_norm epsilon",
             format!("{} is not a positive number", self.eps),
         )?;
+        if let Some(e) = &self.experts {
+            check(
+                e.count <= 1024 && e.used > 0 && e.used <= e.count,
+                "expert_used_count",
+                format!("{} of {} experts", e.used, e.count),
+            )?;
+            check(
+                e.n_ff > 0 && e.n_ff <= MAX_DIM && e.n_ff_shared <= MAX_DIM,
+                "expert_feed_forward_length",
+                format!("{} must be in 1..={MAX_DIM}", e.n_ff),
+            )?;
+        }
         check(
             self.sliding_window != Some(0),
             "attention.sliding_window",
@@ -171,10 +353,14 @@ impl Config {
         Ok(())
     }
 
-    /// The attention window of layer `il`: Gemma 3 makes every 6th layer global.
+    /// The attention window of layer `il`: every `swa_pattern`-th layer is global (Gemma 3:
+    /// layers 5, 11, …; Gemma 2: the odd ones), the others slide.
     pub fn layer_window(&self, il: usize) -> Option<usize> {
-        match self.arch {
-            Arch::Gemma3 if !(il + 1).is_multiple_of(6) => self.sliding_window,
+        match self.sliding_window {
+            Some(w) if self.swa_pattern > 1 && !(il + 1).is_multiple_of(self.swa_pattern) => {
+                Some(w)
+            }
+            Some(w) if self.swa_pattern == 0 => Some(w),
             _ => None,
         }
     }

@@ -1,7 +1,7 @@
 //! GPT-2 wiring: LayerNorm with biases, a fused QKV projection, GELU MLP without a gate, learned
 //! absolute position embeddings, no RoPE.
 
-use super::layers::{Activation, Loader, Mlp};
+use super::layers::{Activation, Ffn, Loader, Mlp};
 use super::{Block, Config, Qkv, Weights};
 use crate::error::Result;
 use crate::gguf::GgufFile;
@@ -21,12 +21,12 @@ pub fn load(file: &GgufFile, c: &Config) -> Result<Weights> {
             o: l.linear(&p("attn_output"), d, d)?,
             post_attn_norm: None,
             ffn_norm: l.layer_norm(&p("ffn_norm"), d)?,
-            mlp: Mlp {
+            ffn: Ffn::Dense(Mlp {
                 gate: None,
                 up: l.linear(&p("ffn_up"), c.n_ff, d)?,
                 down: l.linear(&p("ffn_down"), d, c.n_ff)?,
                 act: Activation::Gelu,
-            },
+            }),
             post_ffn_norm: None,
             rope: None,
             window: None,

@@ -40,6 +40,49 @@ impl Loader<'_> {
         packed
     }
 
+    /// Rows `first..first + n` of a matrix of `k` inputs stored with `total` rows in all (a
+    /// fused `[q; k; v]` or `[gate; up]` matrix, or the experts of a 3-D `[k, n, experts]`
+    /// tensor seen as `experts · n` rows).
+    pub fn matrix_rows(
+        &self,
+        name: &str,
+        dims: &[usize],
+        first: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<PackedMatrix> {
+        let t = self.info(name)?;
+        if t.dims.iter().map(|&d| d as usize).collect::<Vec<_>>() != dims {
+            return Err(Error::tensor(
+                name,
+                format!("shape {:?}, expected {dims:?}", t.dims),
+            ));
+        }
+        let row_bytes =
+            t.ty.bytes_for(k)
+                .ok_or_else(|| Error::tensor(name, format!("rows of {k} are not whole blocks")))?;
+        let data = self.file.tensor_data(t);
+        let range = first * row_bytes..(first + n) * row_bytes;
+        if range.end > data.len() {
+            return Err(Error::tensor(name, "rows past the end of the tensor"));
+        }
+        let packed = PackedMatrix::pack(name, t.ty, &data[range.clone()], n, k);
+        self.file.release_tensor_range(t, range);
+        packed
+    }
+
+    /// The experts of `[k, n, count]` tensor `name`, one matrix of `n` rows each.
+    pub fn experts(&self, name: &str, count: usize, n: usize, k: usize) -> Result<Vec<Linear>> {
+        (0..count)
+            .map(|e| {
+                Ok(Linear {
+                    w: self.matrix_rows(name, &[k, n, count], e * n, n, k)?,
+                    bias: None,
+                })
+            })
+            .collect()
+    }
+
     /// A 1-D f32 vector of `len` elements, from any float or quantized type.
     pub fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
         let t = self.info(name)?;
@@ -95,6 +138,11 @@ impl Loader<'_> {
         })
     }
 
+    /// `rms_norm` when the architecture has this norm (`present`), else `None`.
+    pub fn opt_rms_norm(&self, present: bool, name: &str, len: usize) -> Result<Option<Norm>> {
+        present.then(|| self.rms_norm(name, len)).transpose()
+    }
+
     pub fn layer_norm(&self, name: &str, len: usize) -> Result<Norm> {
         Ok(Norm {
             w: self.vector(&format!("{name}.weight"), len)?,
@@ -131,6 +179,28 @@ pub struct Mlp {
     pub up: Linear,
     pub down: Linear,
     pub act: Activation,
+}
+
+/// The feed-forward part of a block.
+#[allow(clippy::large_enum_variant)] // one per layer, built once
+pub enum Ffn {
+    Dense(Mlp),
+    Moe(Box<Moe>),
+}
+
+/// Mixture of experts: a router picks `used` of the experts per row (softmax over all, the
+/// best `used`, optionally renormalised and scaled); their SwiGLU outputs are summed with those
+/// weights. Qwen2-MoE adds a shared expert, gated per row by `sigmoid(shared_gate · x)`.
+pub struct Moe {
+    /// `[count, n_embd]`.
+    pub router: Linear,
+    pub experts: Vec<Mlp>,
+    pub used: usize,
+    pub norm_weights: bool,
+    pub weights_scale: f32,
+    pub shared: Option<Mlp>,
+    /// `[n_embd]`.
+    pub shared_gate: Option<Vec<f32>>,
 }
 
 /// Token embeddings: either rows of the packed output matrix (tied models) or a raw table.

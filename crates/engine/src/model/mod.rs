@@ -1,13 +1,15 @@
 //! A loaded model: config, weights in our packed layout, and the batched forward pass. The
-//! architectures (`gemma3`, `llama`, `gpt2`) only say which tensors and options make up the
-//! shared `Block`; the forward itself is in `transformer`.
+//! architectures (`gemma` for Gemma 2/3, `llama` for the Llama/Qwen/Phi-3 family and their
+//! mixtures of experts, `gpt2`) only say which tensors and options make up the shared `Block`;
+//! the forward itself is in `transformer` (and `moe` for expert layers).
 
 mod attention;
 pub mod config;
-mod gemma3;
+mod gemma;
 mod gpt2;
 pub mod layers;
 mod llama;
+mod moe;
 mod transformer;
 
 use crate::error::Result;
@@ -18,7 +20,7 @@ use crate::kernels::pack::PackedMatrix;
 use crate::kernels::pool::ThreadPool;
 use crate::kv::{KvConfig, KvType};
 pub use config::{Arch, Config};
-use layers::{Embedding, Linear, Mlp, Norm};
+use layers::{Embedding, Ffn, Linear, Norm};
 
 /// Tokens per KV block.
 pub const KV_BLOCK_SIZE: usize = 16;
@@ -39,7 +41,7 @@ pub struct Block {
     pub o: Linear,
     pub post_attn_norm: Option<Norm>,
     pub ffn_norm: Norm,
-    pub mlp: Mlp,
+    pub ffn: Ffn,
     pub post_ffn_norm: Option<Norm>,
     pub rope: Option<Rope>,
     pub window: Option<usize>,
@@ -58,6 +60,16 @@ pub struct Weights {
     pub output: PackedMatrix,
 }
 
+impl Weights {
+    /// The MLP of block `il`, or `None` for an expert layer.
+    pub fn dense_mlp(&self, il: usize) -> Option<&layers::Mlp> {
+        match &self.blocks[il].ffn {
+            Ffn::Dense(m) => Some(m),
+            Ffn::Moe(_) => None,
+        }
+    }
+}
+
 pub struct Model {
     pub config: Config,
     pub weights: Weights,
@@ -72,9 +84,9 @@ impl Model {
     pub fn from_gguf(file: &GgufFile, threads: usize) -> Result<Self> {
         let config = Config::from_gguf(file)?;
         let weights = match config.arch {
-            Arch::Gemma3 => gemma3::load(file, &config)?,
-            Arch::Llama => llama::load(file, &config)?,
+            Arch::Gemma2 | Arch::Gemma3 => gemma::load(file, &config)?,
             Arch::Gpt2 => gpt2::load(file, &config)?,
+            _ => llama::load(file, &config)?,
         };
         Ok(Self {
             config,

@@ -4,14 +4,13 @@
 //! that want them. Every linear layer runs once over all rows of the batch.
 
 use super::attention::{attend, AttnShape};
-use super::layers::Linear;
+use super::layers::{Ffn, Linear};
+use super::moe::{self, quantize, MoeScratch};
 use super::{Model, Qkv};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::kernels::act::QuantActs;
 use crate::kernels::matmul::matmul;
-use crate::kernels::ops::activate;
-use crate::kernels::pool::ThreadPool;
 use crate::kv::KvCache;
 
 /// Buffers reused across steps; they grow to the largest batch seen and then stay.
@@ -25,10 +24,9 @@ pub struct Scratch {
     qkv: Vec<f32>,
     att: Vec<f32>,
     o: Vec<f32>,
-    gate: Vec<f32>,
-    up: Vec<f32>,
     scores: Vec<f32>,
     acts: QuantActs,
+    moe: MoeScratch,
 }
 
 fn grow(v: &mut Vec<f32>, n: usize) {
@@ -59,8 +57,6 @@ impl Model {
         grow(&mut s.v, t * kvn);
         grow(&mut s.att, t * qn);
         grow(&mut s.o, t * d);
-        grow(&mut s.gate, t * c.n_ff);
-        grow(&mut s.up, t * c.n_ff);
         grow(
             &mut s.scores,
             self.pool.threads() * c.n_head * (max_len + 1),
@@ -83,7 +79,8 @@ impl Model {
             n_head: c.n_head,
             n_head_kv: c.n_head_kv,
             head_dim: hd,
-            scale: 1.0 / (hd as f32).sqrt(),
+            scale: c.attn_scale,
+            softcap: c.attn_softcap,
         };
         let lin = |pool, isa, l: &Linear, x: &[f32], acts: &QuantActs, out: &mut [f32]| {
             matmul(pool, isa, &l.w, x, acts, t, out);
@@ -166,18 +163,10 @@ impl Model {
             // MLP.
             s.h[..t * d].copy_from_slice(&s.x[..t * d]);
             pool.for_rows(&mut s.h[..t * d], d, &|_, r| blk.ffn_norm.apply(r, c.eps));
-            quantize(pool, &mut s.acts, &s.h, t, d);
-            let ff = t * c.n_ff;
-            lin(pool, isa, &blk.mlp.up, &s.h, &s.acts, &mut s.up[..ff]);
-            if let Some(g) = &blk.mlp.gate {
-                lin(pool, isa, g, &s.h, &s.acts, &mut s.gate[..ff]);
+            match &blk.ffn {
+                Ffn::Dense(m) => moe::mlp(pool, isa, m, &s.h[..t * d], t, &mut s.moe, &mut s.o),
+                Ffn::Moe(m) => moe::forward(pool, isa, m, &s.h, t, d, &mut s.moe, &mut s.o),
             }
-            let (nf, gate) = (c.n_ff, &s.gate[..ff]);
-            pool.for_rows(&mut s.up[..ff], nf, &|i, up| {
-                activate(blk.mlp.act, up, &gate[i * nf..(i + 1) * nf]);
-            });
-            quantize(pool, &mut s.acts, &s.up, t, c.n_ff);
-            lin(pool, isa, &blk.mlp.down, &s.up, &s.acts, &mut s.o[..t * d]);
             if let Some(n) = &blk.post_ffn_norm {
                 pool.for_rows(&mut s.o[..t * d], d, &|_, r| n.apply(r, c.eps));
             }
@@ -197,6 +186,11 @@ impl Model {
         if !rows.is_empty() {
             quantize(pool, &mut s.acts, &s.h, rows.len(), d);
             matmul(pool, isa, &w.output, &s.h, &s.acts, rows.len(), logits);
+        }
+        if let Some(cap) = c.final_softcap {
+            pool.for_rows(logits, c.vocab, &|_, r| {
+                r.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh())
+            });
         }
         for (seq, first, n) in batch.spans() {
             kv.commit(seq, &batch.tokens[first..first + n]);
@@ -253,12 +247,5 @@ impl Model {
     /// Decodes row `id` of the tied/untied embedding (used by tests and tools).
     pub fn embedding_row(&self, id: usize, out: &mut [f32]) {
         self.weights.embedding.row(&self.weights.output, id, out)
-    }
-}
-
-/// Quantizes activations when the row length allows it (float-only models may not).
-fn quantize(pool: &ThreadPool, acts: &mut QuantActs, x: &[f32], rows: usize, k: usize) {
-    if k.is_multiple_of(32) {
-        acts.quantize_on(pool, x, rows, k);
     }
 }

@@ -1,9 +1,11 @@
-//! Gemma 3 wiring: QK-norm, norms before and after attention and MLP, GeGLU, embeddings scaled
-//! by sqrt(n_embd), tied output; 5 of 6 layers attend through a sliding window with RoPE base
-//! 10 000, every 6th is global with the file's base. (The GGUF norms already include Gemma's +1.)
+//! Gemma 2 and Gemma 3 wiring: norms before and after attention and MLP, GeGLU, embeddings
+//! scaled by sqrt(n_embd), tied output, NeoX RoPE, sliding-window layers between global ones
+//! (Gemma 2: every other layer, the same RoPE base; Gemma 3: 5 of 6, RoPE base 10 000).
+//! Gemma 3 adds QK-norm; Gemma 2 soft-caps attention scores and logits (in `Config`). The GGUF
+//! norms already include Gemma's +1.
 
-use super::layers::{Activation, Loader, Mlp};
-use super::{Block, Config, Qkv, Weights};
+use super::layers::{Activation, Ffn, Loader, Mlp};
+use super::{Arch, Block, Config, Qkv, Weights};
 use crate::error::Result;
 use crate::gguf::GgufFile;
 use crate::kernels::ops::Rope;
@@ -11,6 +13,7 @@ use crate::kernels::ops::Rope;
 pub fn load(file: &GgufFile, c: &Config) -> Result<Weights> {
     let l = Loader { file };
     let (d, hd) = (c.n_embd, c.head_dim);
+    let qk_norm = c.arch == Arch::Gemma3;
     let (output, embedding) = l.output_and_embedding(c.vocab, d)?;
     let mut blocks = Vec::new();
     for il in 0..c.n_layer {
@@ -21,6 +24,7 @@ pub fn load(file: &GgufFile, c: &Config) -> Result<Weights> {
         } else {
             c.rope_base
         };
+        let rs = &c.rope_scaling;
         blocks.push(Block {
             attn_norm: l.rms_norm(&p("attn_norm"), d)?,
             qkv: Qkv::Separate {
@@ -28,19 +32,26 @@ pub fn load(file: &GgufFile, c: &Config) -> Result<Weights> {
                 k: l.linear(&p("attn_k"), c.n_head_kv * hd, d)?,
                 v: l.linear(&p("attn_v"), c.n_head_kv * hd, d)?,
             },
-            q_norm: Some(l.rms_norm(&p("attn_q_norm"), hd)?),
-            k_norm: Some(l.rms_norm(&p("attn_k_norm"), hd)?),
+            q_norm: l.opt_rms_norm(qk_norm, &p("attn_q_norm"), hd)?,
+            k_norm: l.opt_rms_norm(qk_norm, &p("attn_k_norm"), hd)?,
             o: l.linear(&p("attn_output"), d, c.n_head * hd)?,
             post_attn_norm: Some(l.rms_norm(&p("post_attention_norm"), d)?),
             ffn_norm: l.rms_norm(&p("ffn_norm"), d)?,
-            mlp: Mlp {
+            ffn: Ffn::Dense(Mlp {
                 gate: Some(l.linear(&p("ffn_gate"), c.n_ff, d)?),
                 up: l.linear(&p("ffn_up"), c.n_ff, d)?,
                 down: l.linear(&p("ffn_down"), d, c.n_ff)?,
                 act: Activation::GeGlu,
-            },
+            }),
             post_ffn_norm: Some(l.rms_norm(&p("post_ffw_norm"), d)?),
-            rope: Some(Rope::new(hd, base, true)),
+            rope: Some(Rope::scaled(
+                hd,
+                base,
+                true,
+                rs.freq_scale,
+                None,
+                rs.attn_factor,
+            )),
             window,
         });
     }

@@ -2,6 +2,8 @@
 //! and random-but-valid quantized blocks. Public so that integration tests and the CLI's tests
 //! can use them; not part of the engine's API.
 
+pub mod archs;
+
 use crate::gguf::write::GgufWriter;
 use crate::gguf::{GgmlType, Value};
 use crate::sample::Rng;
@@ -136,8 +138,8 @@ impl Tiny {
     }
 }
 
-/// A vocabulary of byte tokens, a few letters and words, and control tokens 0..3.
-fn vocab(t: &Tiny, w: &mut GgufWriter) {
+/// A vocabulary of `n` tokens: byte tokens, a few letters and words, and control tokens 0..3.
+fn write_vocab(n: usize, w: &mut GgufWriter) {
     let mut pieces: Vec<String> = vec![
         "<pad>".into(),
         "<eos>".into(),
@@ -145,7 +147,7 @@ fn vocab(t: &Tiny, w: &mut GgufWriter) {
         "<unk>".into(),
     ];
     let mut types = vec![3i32; 4];
-    for b in 0..256usize.min(t.vocab.saturating_sub(40)) {
+    for b in 0..256usize.min(n.saturating_sub(40)) {
         pieces.push(format!("<0x{b:02X}>"));
         types.push(6);
     }
@@ -154,16 +156,16 @@ fn vocab(t: &Tiny, w: &mut GgufWriter) {
         "▁hello", "▁a", "▁b",
     ];
     for wd in words {
-        if pieces.len() < t.vocab {
+        if pieces.len() < n {
             pieces.push(wd.to_string());
             types.push(1);
         }
     }
-    while pieces.len() < t.vocab {
+    while pieces.len() < n {
         pieces.push(format!("▁w{}", pieces.len()));
         types.push(1);
     }
-    let scores: Vec<Value> = (0..t.vocab).map(|i| Value::F32(-(i as f32))).collect();
+    let scores: Vec<Value> = (0..n).map(|i| Value::F32(-(i as f32))).collect();
     w.meta("tokenizer.ggml.model", Value::Str("llama".into()))
         .meta(
             "tokenizer.ggml.tokens",
@@ -201,7 +203,7 @@ pub fn tiny_model(t: &Tiny, seed: u64) -> Vec<u8> {
         .meta(&k("attention.layer_norm_epsilon"), Value::F32(1e-5))
         .meta(&k("rope.freq_base"), Value::F32(1e6))
         .meta(&k("attention.sliding_window"), Value::U32(t.window as u32));
-    vocab(t, &mut w);
+    write_vocab(t.vocab, &mut w);
     let d = t.n_embd;
     let mut mat = |w: &mut GgufWriter, name: &str, n: usize, kk: usize| {
         let data = rand_f32(&mut rng, n * kk, 0.5);
