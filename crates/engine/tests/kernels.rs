@@ -11,7 +11,7 @@ use everett_engine::kernels::quant::dequantize;
 use everett_engine::sample::Rng;
 use everett_engine::testutil::{rand_f32, random_blocks};
 
-const TYPES: [GgmlType; 11] = [
+const TYPES: [GgmlType; 20] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
@@ -23,6 +23,15 @@ const TYPES: [GgmlType; 11] = [
     GgmlType::Q4_K,
     GgmlType::Q5_K,
     GgmlType::Q6_K,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
+    GgmlType::MXFP4,
+    GgmlType::TQ1_0,
+    GgmlType::TQ2_0,
+    GgmlType::Q1_0,
+    GgmlType::Q2_0,
 ];
 
 fn check_type(ty: GgmlType, n: usize, k: usize, rows: usize, pool: &ThreadPool) {

@@ -56,6 +56,7 @@ pub(crate) unsafe fn code_tile(
             (32, false, false) => rows!(tile, 32, false),
             (32, true, false) => rows!(tile, 32, true),
             (16, false, false) => rows!(tile, 16, false),
+            (16, true, false) => rows!(tile, 16, true),
             _ => super::matmul::code_tile_scalar(m, codes, g, acts, r0, r, out),
         }
     }

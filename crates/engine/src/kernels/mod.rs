@@ -11,4 +11,5 @@ pub mod ops;
 pub mod pack;
 pub mod pool;
 pub mod quant;
+mod quant_low;
 mod vnni;

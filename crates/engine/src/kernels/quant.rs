@@ -5,7 +5,7 @@
 use crate::gguf::GgmlType;
 use half::{bf16, f16};
 
-fn f16_at(b: &[u8], i: usize) -> f32 {
+pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
@@ -41,6 +41,13 @@ pub(crate) fn code_layout(ty: GgmlType) -> Option<CodeLayout> {
         GgmlType::Q4_1 | GgmlType::Q4_K => l(32, 0, true, 4),
         GgmlType::Q5_1 | GgmlType::Q5_K => l(32, 0, true, 5),
         GgmlType::Q6_K => l(16, 32, false, 6),
+        // Fewer than 4 bits are stored as 4 (the compact layout's smallest).
+        GgmlType::Q2_K => l(16, 0, true, 4),
+        GgmlType::Q3_K => l(16, 4, false, 4),
+        // Non-linear 4-bit tables become 8-bit codes around 128, as Q8_0's.
+        GgmlType::IQ4_NL | GgmlType::IQ4_XS | GgmlType::MXFP4 => l(32, 128, false, 8),
+        // Ternary and 1/2-bit: codes 0..3 around 1.
+        GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::Q1_0 | GgmlType::Q2_0 => l(32, 1, false, 4),
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => None,
     }
 }
@@ -148,6 +155,15 @@ pub(crate) fn decode_block(ty: GgmlType, b: &[u8], codes: &mut [u8], subs: &mut 
                 }
             }
         }
+        GgmlType::Q2_K
+        | GgmlType::Q3_K
+        | GgmlType::IQ4_NL
+        | GgmlType::IQ4_XS
+        | GgmlType::MXFP4
+        | GgmlType::TQ1_0
+        | GgmlType::TQ2_0
+        | GgmlType::Q1_0
+        | GgmlType::Q2_0 => super::quant_low::decode_block(ty, b, codes, subs),
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => unreachable!("float types have no codes"),
     }
 }

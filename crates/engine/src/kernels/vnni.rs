@@ -54,6 +54,7 @@ pub(crate) unsafe fn code_tile(
             (32, false, 8) => rows!(32, false, 8),
             (32, true, 8) => rows!(32, true, 8),
             (16, false, 8) => rows!(16, false, 8),
+            (16, true, 8) => rows!(16, true, 8),
             (32, false, 4) => rows!(32, false, 4),
             (32, false, 5) => rows!(32, false, 5),
             (32, true, 4) => rows!(32, true, 4),

@@ -54,6 +54,16 @@ pub fn random_blocks(rng: &mut Rng, ty: GgmlType, n_elems: usize) -> Vec<u8> {
                 set_half(2, s * 0.5);
             }
             GgmlType::Q6_K => set_half(208, s),
+            GgmlType::Q2_K => {
+                set_half(80, s);
+                set_half(82, s * 0.5);
+            }
+            GgmlType::Q3_K => set_half(108, s),
+            GgmlType::IQ4_NL | GgmlType::IQ4_XS | GgmlType::Q1_0 | GgmlType::Q2_0 => set_half(0, s),
+            GgmlType::TQ2_0 => set_half(64, s),
+            GgmlType::TQ1_0 => set_half(52, s),
+            // An exponent near 2^-7 keeps MXFP4 values small.
+            GgmlType::MXFP4 => b[0] = 120,
             GgmlType::F16 | GgmlType::BF16 | GgmlType::F32 => {
                 return match ty {
                     GgmlType::F32 => rand_f32(rng, n_elems, 1.0)
