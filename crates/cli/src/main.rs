@@ -12,7 +12,7 @@ mod explore;
 mod pull;
 mod serve;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use everett_engine::kv::KvType;
 use std::path::PathBuf;
@@ -107,7 +107,12 @@ enum Cmd {
     Tokenize {
         #[command(flatten)]
         common: Common,
-        text: String,
+        /// The text (or use --file).
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        text: Option<String>,
+        /// Tokenize this file's contents instead.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
         /// Add BOS (as the model does for prompts).
         #[arg(long)]
         add_special: bool,
@@ -167,8 +172,17 @@ fn run() -> Result<()> {
         Cmd::Tokenize {
             common,
             text,
+            file,
             add_special,
-        } => commands::tokenize(&common, &text, add_special),
+        } => {
+            let text = match (text, file) {
+                (Some(t), _) => t,
+                (None, Some(f)) => std::fs::read_to_string(&f)
+                    .with_context(|| format!("cannot read {}", f.display()))?,
+                (None, None) => unreachable!("clap requires one"),
+            };
+            commands::tokenize(&common, &text, add_special)
+        }
         Cmd::Perplexity { common, file, ctx } => commands::perplexity(&common, &file, ctx),
         Cmd::Inspect { file } => commands::inspect(&file),
         Cmd::Serve(args) => serve::run(&args),

@@ -2,7 +2,9 @@
 //! cases, read as llama.cpp's `tests/test-tokenizer-0.cpp` reads them (cases separated by
 //! `\n__ggml_vocab_test__\n`, one line of ids per case; no special tokens added, special text
 //! not parsed). Every case must give llama.cpp's ids exactly. The vocabularies come from
-//! `tools/vocab/fetch.sh` (a cache outside the repository); CI requires them.
+//! `tools/vocab/fetch.sh` (a cache outside the repository); CI requires them. Then all cases
+//! joined into one text (new contexts at every seam) must give llama-tokenize's ids, checked by
+//! count and hash against `tools/vocab/joined_reference.json` (its script says how).
 
 use everett_engine::gguf::GgufFile;
 use everett_engine::testutil::vocab_dir;
@@ -103,4 +105,53 @@ fn every_case_of_llamacpp_tokenizer_suite() {
     }
     eprintln!("{}", report.join("\n"));
     assert_eq!(passed, total, "{passed} of {total} cases match llama.cpp");
+}
+
+#[test]
+fn joined_suite_text_gives_llamacpp_ids() {
+    use sha2::{Digest, Sha256};
+    let Some(dir) = vocab_dir() else { return };
+    let mut inputs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "inp"))
+        .collect();
+    inputs.sort();
+    let text: String = inputs
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .replace("\n__ggml_vocab_test__\n", "\n")
+        })
+        .collect();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tools/vocab/joined_reference.json"
+    );
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(reference["bytes"].as_u64().unwrap() as usize, text.len());
+    let mut bad = Vec::new();
+    for name in SUITE {
+        let f = GgufFile::open(&dir.join(format!("ggml-vocab-{name}.gguf"))).unwrap();
+        let ids = Tokenizer::from_gguf(&f)
+            .unwrap()
+            .encode(&text, false, false);
+        let joined: Vec<String> = ids.iter().map(u32::to_string).collect();
+        let digest = Sha256::digest(joined.join(",").as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let want = &reference["vocabularies"][name];
+        if want["sha256"].as_str() != Some(hex.as_str()) {
+            bad.push(format!(
+                "{name}: {} ids, llama.cpp {}",
+                ids.len(),
+                want["ids"]
+            ));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "joined text differs from llama.cpp: {bad:?}"
+    );
 }

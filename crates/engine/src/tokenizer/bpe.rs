@@ -51,10 +51,15 @@ pub fn piece_bytes(piece: &str) -> Vec<u8> {
     out
 }
 
-/// The merge table and how words become symbols.
+/// The merge table and how words become symbols. Symbols are token ids, or ids past the
+/// vocabulary for strings that only the merge list names (llama.cpp merges by string, so a
+/// merge may produce a non-token that a later merge completes).
 pub struct Bpe {
     /// (left id, right id) → (rank, merged id).
     merges: HashMap<(u32, u32), (u32, u32)>,
+    /// Ids (from `n_vocab` on) of the merge list's strings that are not tokens.
+    extra_ids: HashMap<String, u32>,
+    n_vocab: u32,
     /// Bytes as GPT-2 characters (true) or raw UTF-8 with `<0xNN>` fallback (false).
     pub byte_encode: bool,
     /// A word that is itself a token is taken whole (Llama 3's `ignore_merges`).
@@ -74,14 +79,26 @@ struct Sym {
 }
 
 impl Bpe {
-    /// `merges` are "left right" strings in rank order; pairs whose sides or result are not
-    /// tokens can never apply and are dropped.
+    /// `merges` are "left right" strings in rank order.
     pub fn new(
         merges: &[&str],
         ids: &HashMap<String, u32>,
         byte_encode: bool,
         ignore_merges: bool,
     ) -> Self {
+        let n_vocab = ids.values().max().map_or(0, |&m| m + 1);
+        let mut extra_ids: HashMap<String, u32> = HashMap::new();
+        let mut id_of = |s: &str| -> u32 {
+            if let Some(&id) = ids.get(s) {
+                return id;
+            }
+            if let Some(&id) = extra_ids.get(s) {
+                return id;
+            }
+            let id = n_vocab + extra_ids.len() as u32;
+            extra_ids.insert(s.to_string(), id);
+            id
+        };
         let mut table = HashMap::with_capacity(merges.len());
         for (rank, m) in merges.iter().enumerate() {
             // The split is at the first space after the first character, as llama.cpp reads it.
@@ -89,11 +106,7 @@ impl Bpe {
                 continue;
             };
             let (l, r) = (&m[..at], &m[at + 1..]);
-            let (Some(&li), Some(&ri), Some(&mi)) =
-                (ids.get(l), ids.get(r), ids.get(&format!("{l}{r}")))
-            else {
-                continue;
-            };
+            let (li, ri, mi) = (id_of(l), id_of(r), id_of(&format!("{l}{r}")));
             table.entry((li, ri)).or_insert((rank as u32, mi));
         }
         let byte_tokens = std::array::from_fn(|b| {
@@ -106,10 +119,17 @@ impl Bpe {
         });
         Self {
             merges: table,
+            extra_ids,
+            n_vocab,
             byte_encode,
             ignore_merges,
             byte_tokens,
         }
+    }
+
+    /// The symbol id of a string: its token, else its merge-list id.
+    fn symbol(&self, s: &str, ids: &HashMap<String, u32>) -> Option<u32> {
+        ids.get(s).or_else(|| self.extra_ids.get(s)).copied()
     }
 
     /// Encodes one pre-tokenized word, appending its ids to `out`.
@@ -129,11 +149,13 @@ impl Bpe {
         let mut syms: Vec<Sym> = Vec::with_capacity(word.len());
         if self.byte_encode {
             for (i, b) in word.bytes().enumerate() {
-                syms.push(self.sym(i, i + 1, self.byte_tokens[b as usize]));
+                let id = self.byte_tokens[b as usize]
+                    .or_else(|| self.symbol(byte_char(b).encode_utf8(&mut [0; 4]), ids));
+                syms.push(self.sym(i, i + 1, id));
             }
         } else {
             for (i, ch) in word.char_indices() {
-                let id = ids.get(ch.encode_utf8(&mut [0; 4]) as &str).copied();
+                let id = self.symbol(ch.encode_utf8(&mut [0; 4]), ids);
                 syms.push(self.sym(i, i + ch.len_utf8(), id));
             }
         }
@@ -146,7 +168,7 @@ impl Bpe {
         let mut at = (n > 0).then_some(0);
         while let Some(i) = at {
             let s = syms[i];
-            match s.id {
+            match s.id.filter(|&id| id < self.n_vocab) {
                 Some(id) => out.push(id),
                 None if self.byte_encode => {
                     // As llama.cpp: each byte of the stand-in text, if it is a token itself.
