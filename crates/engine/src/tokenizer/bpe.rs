@@ -4,7 +4,8 @@
 //! a heap of candidate pairs: O(n log n) in the word's length.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use super::Vocab;
+use std::collections::BinaryHeap;
 use std::sync::OnceLock;
 
 /// The GPT-2 byte → char table: printable bytes map to themselves, the rest to U+0100 onwards.
@@ -56,9 +57,9 @@ pub fn piece_bytes(piece: &str) -> Vec<u8> {
 /// merge may produce a non-token that a later merge completes).
 pub struct Bpe {
     /// (left id, right id) → (rank, merged id).
-    merges: HashMap<(u32, u32), (u32, u32)>,
+    merges: rustc_hash::FxHashMap<(u32, u32), (u32, u32)>,
     /// Ids (from `n_vocab` on) of the merge list's strings that are not tokens.
-    extra_ids: HashMap<String, u32>,
+    extra_ids: Vocab,
     n_vocab: u32,
     /// Bytes as GPT-2 characters (true) or raw UTF-8 with `<0xNN>` fallback (false).
     pub byte_encode: bool,
@@ -82,12 +83,12 @@ impl Bpe {
     /// `merges` are "left right" strings in rank order.
     pub fn new(
         merges: &[&str],
-        ids: &HashMap<String, u32>,
+        ids: &Vocab,
         byte_encode: bool,
         ignore_merges: bool,
     ) -> Self {
         let n_vocab = ids.values().max().map_or(0, |&m| m + 1);
-        let mut extra_ids: HashMap<String, u32> = HashMap::new();
+        let mut extra_ids = Vocab::default();
         let mut id_of = |s: &str| -> u32 {
             if let Some(&id) = ids.get(s) {
                 return id;
@@ -99,7 +100,8 @@ impl Bpe {
             extra_ids.insert(s.to_string(), id);
             id
         };
-        let mut table = HashMap::with_capacity(merges.len());
+        let mut table = rustc_hash::FxHashMap::default();
+        table.reserve(merges.len());
         for (rank, m) in merges.iter().enumerate() {
             // The split is at the first space after the first character, as llama.cpp reads it.
             let Some(at) = m.char_indices().skip(1).find(|c| c.1 == ' ').map(|c| c.0) else {
@@ -128,12 +130,12 @@ impl Bpe {
     }
 
     /// The symbol id of a string: its token, else its merge-list id.
-    fn symbol(&self, s: &str, ids: &HashMap<String, u32>) -> Option<u32> {
+    fn symbol(&self, s: &str, ids: &Vocab) -> Option<u32> {
         ids.get(s).or_else(|| self.extra_ids.get(s)).copied()
     }
 
     /// Encodes one pre-tokenized word, appending its ids to `out`.
-    pub fn encode_word(&self, word: &str, ids: &HashMap<String, u32>, out: &mut Vec<u32>) {
+    pub fn encode_word(&self, word: &str, ids: &Vocab, out: &mut Vec<u32>) {
         let whole = if self.byte_encode {
             word.bytes().map(byte_char).collect::<String>()
         } else {
@@ -259,7 +261,7 @@ mod tests {
     #[test]
     fn merges_apply_lowest_rank_first_and_leftmost_on_ties() {
         let vocab = ["a", "b", "c", "ab", "bc", "abc", "aa", "aaa"];
-        let ids: HashMap<String, u32> = vocab
+        let ids: Vocab = vocab
             .iter()
             .enumerate()
             .map(|(i, s)| (s.to_string(), i as u32))

@@ -15,12 +15,17 @@ use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, Value};
 use bpe::Bpe;
 use pretok::PreTokenizer;
-use std::collections::HashMap;
 use wpm::Wpm;
+
+/// Token text → id (a fast hasher: the keys are the model's, fixed at load).
+pub(crate) type Vocab = rustc_hash::FxHashMap<String, u32>;
 
 /// How text between special tokens becomes ids.
 enum Model {
-    Spm,
+    /// `by_words`: merges never cross a word start (see `spm::words_are_independent`).
+    Spm {
+        by_words: bool,
+    },
     Bpe {
         bpe: Box<Bpe>,
         pre: PreTokenizer,
@@ -55,7 +60,7 @@ pub struct Tokenizer {
     pieces: Vec<String>,
     scores: Vec<f32>,
     types: Vec<i32>,
-    ids: HashMap<String, u32>,
+    ids: Vocab,
     byte_ids: [Option<u32>; 256],
     /// Longest first.
     specials: Vec<Special>,
@@ -153,7 +158,8 @@ impl Tokenizer {
             .map_or(vec![0.0; n], |v| v.into_iter().map(|x| x as f32).collect());
         let types = num_array("tokenizer.ggml.token_type")?
             .map_or(vec![1; n], |v| v.into_iter().map(|x| x as i32).collect());
-        let mut ids = HashMap::with_capacity(n);
+        let mut ids = Vocab::default();
+        ids.reserve(n);
         for (i, p) in pieces.iter().enumerate() {
             ids.entry(p.clone()).or_insert(i as u32);
         }
@@ -193,7 +199,10 @@ impl Tokenizer {
             ))
         };
         let (model, add_bos_default, add_space_default) = match model_name.as_str() {
-            "llama" => (Model::Spm, true, true),
+            "llama" => {
+                let by_words = spm::words_are_independent(pieces.iter());
+                (Model::Spm { by_words }, true, true)
+            }
             "gpt2" | "gemma4" => {
                 let pre = PreTokenizer::new(&pre_name)?;
                 let raw = matches!(
@@ -327,7 +336,7 @@ impl Tokenizer {
 
     fn encode_text(&self, t: &str, after_special: bool, out: &mut Vec<u32>) {
         match &self.model {
-            Model::Spm => {
+            Model::Spm { by_words } => {
                 let prefix = if after_special && self.add_space_prefix {
                     " "
                 } else {
@@ -340,6 +349,7 @@ impl Tokenizer {
                     &self.scores,
                     &self.byte_ids,
                     self.unk,
+                    *by_words,
                     out,
                 );
             }

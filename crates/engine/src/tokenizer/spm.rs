@@ -1,10 +1,13 @@
 //! SentencePiece-style BPE (Gemma, Llama 2): start from single characters and repeatedly merge
 //! the adjacent pair whose concatenation is a vocabulary piece with the highest score (leftmost
 //! on ties); characters that never become a piece fall back to `<0xNN>` byte tokens.
-//! A heap over candidate pairs keeps this O(n log n) for long texts.
+//! A heap over candidate pairs keeps this O(n log n) for long texts; when no piece has a `▁`
+//! after another character (true of Llama's and Gemma's vocabularies), no merge can cross the
+//! start of a word, so each word runs on a heap of its own (the same result, cache-friendly).
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use super::Vocab;
+use std::collections::BinaryHeap;
 
 #[derive(Clone, Copy)]
 struct Sym {
@@ -41,10 +44,48 @@ impl Ord for Pair {
     }
 }
 
-/// Encodes `text` (already normalised: spaces as '▁') into ids, appending to `out`.
+/// Whether no piece of `pieces` has a '▁' right after another character, so that merges never
+/// cross a word start.
+pub fn words_are_independent<'a>(mut pieces: impl Iterator<Item = &'a String>) -> bool {
+    !pieces.any(|p| {
+        let mut prev = None;
+        p.chars().any(|c| {
+            let inner = c == '\u{2581}' && prev.is_some_and(|q| q != '\u{2581}');
+            prev = Some(c);
+            inner
+        })
+    })
+}
+
+/// Encodes `text` (already normalised: spaces as '▁') into ids, appending to `out`; with
+/// `by_words` (see `words_are_independent`) one word at a time.
 pub fn encode(
     text: &str,
-    pieces: &HashMap<String, u32>,
+    pieces: &Vocab,
+    scores: &[f32],
+    byte_ids: &[Option<u32>; 256],
+    unk: Option<u32>,
+    by_words: bool,
+    out: &mut Vec<u32>,
+) {
+    if !by_words {
+        return encode_run(text, pieces, scores, byte_ids, unk, out);
+    }
+    let mut start = 0;
+    let mut prev = None;
+    for (i, c) in text.char_indices() {
+        if c == '\u{2581}' && prev.is_some_and(|q| q != '\u{2581}') {
+            encode_run(&text[start..i], pieces, scores, byte_ids, unk, out);
+            start = i;
+        }
+        prev = Some(c);
+    }
+    encode_run(&text[start..], pieces, scores, byte_ids, unk, out);
+}
+
+fn encode_run(
+    text: &str,
+    pieces: &Vocab,
     scores: &[f32],
     byte_ids: &[Option<u32>; 256],
     unk: Option<u32>,

@@ -4,7 +4,7 @@
 //! start, is matched greedily by the longest token from the left; a word with any unmatched
 //! position becomes the unknown token.
 
-use std::collections::HashMap;
+use super::Vocab;
 use unicode_normalization::UnicodeNormalization;
 use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
 
@@ -69,7 +69,7 @@ impl Wpm {
         words
     }
 
-    pub fn encode(&self, text: &str, ids: &HashMap<String, u32>, out: &mut Vec<u32>) {
+    pub fn encode(&self, text: &str, ids: &Vocab, out: &mut Vec<u32>) {
         for word in self.words(text) {
             let word = format!("\u{2581}{word}");
             let before = out.len();
