@@ -147,10 +147,14 @@ pub fn generate(common: &Common, a: &GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn tokenize(common: &Common, text: &str, add_special: bool) -> Result<()> {
+pub fn tokenize(common: &Common, text: &str, add_special: bool, only_ids: bool) -> Result<()> {
     let path = resolve(common.model.as_deref())?;
     let tok = Tokenizer::from_gguf(&GgufFile::open(&path)?)?;
     let ids = tok.encode(text, add_special, false);
+    if only_ids {
+        println!("{}", json!(ids));
+        return Ok(());
+    }
     let pieces: Vec<String> = ids
         .iter()
         .map(|&i| String::from_utf8_lossy(&tok.token_bytes(i)).into_owned())

@@ -113,6 +113,9 @@ enum Cmd {
         /// Tokenize this file's contents instead.
         #[arg(long)]
         file: Option<std::path::PathBuf>,
+        /// Print only the ids, as one JSON list.
+        #[arg(long)]
+        ids: bool,
         /// Add BOS (as the model does for prompts).
         #[arg(long)]
         add_special: bool,
@@ -173,6 +176,7 @@ fn run() -> Result<()> {
             common,
             text,
             file,
+            ids,
             add_special,
         } => {
             let text = match (text, file) {
@@ -181,7 +185,7 @@ fn run() -> Result<()> {
                     .with_context(|| format!("cannot read {}", f.display()))?,
                 (None, None) => unreachable!("clap requires one"),
             };
-            commands::tokenize(&common, &text, add_special)
+            commands::tokenize(&common, &text, add_special, ids)
         }
         Cmd::Perplexity { common, file, ctx } => commands::perplexity(&common, &file, ctx),
         Cmd::Inspect { file } => commands::inspect(&file),

@@ -3,8 +3,8 @@
 //! `<0xNN>` tokens). Adjacent symbols merge by merge rank, lowest first and leftmost on ties, off
 //! a heap of candidate pairs: O(n log n) in the word's length.
 
-use std::cmp::Reverse;
 use super::Vocab;
+use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::OnceLock;
 
@@ -81,12 +81,7 @@ struct Sym {
 
 impl Bpe {
     /// `merges` are "left right" strings in rank order.
-    pub fn new(
-        merges: &[&str],
-        ids: &Vocab,
-        byte_encode: bool,
-        ignore_merges: bool,
-    ) -> Self {
+    pub fn new(merges: &[&str], ids: &Vocab, byte_encode: bool, ignore_merges: bool) -> Self {
         let n_vocab = ids.values().max().map_or(0, |&m| m + 1);
         let mut extra_ids = Vocab::default();
         let mut id_of = |s: &str| -> u32 {

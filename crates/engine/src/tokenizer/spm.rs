@@ -5,8 +5,8 @@
 //! after another character (true of Llama's and Gemma's vocabularies), no merge can cross the
 //! start of a word, so each word runs on a heap of its own (the same result, cache-friendly).
 
-use std::cmp::Ordering;
 use super::Vocab;
+use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 #[derive(Clone, Copy)]

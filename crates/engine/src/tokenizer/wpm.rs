@@ -24,45 +24,62 @@ fn is_cjk(c: char) -> bool {
 }
 
 impl Wpm {
-    fn words(&self, text: &str) -> Vec<String> {
-        let chars: Box<dyn Iterator<Item = char>> = if self.strip_accents {
-            Box::new(text.nfd())
+    /// Appends `c` (one character of the input) to the words, normalised.
+    fn push_char(&self, c: char, words: &mut Vec<String>) {
+        // ASCII needs neither decomposition nor the category tables.
+        let (space, drop, alone) = if c.is_ascii() {
+            (
+                c.is_ascii_whitespace(),
+                c == '\0' || c.is_ascii_control(),
+                c.is_ascii_punctuation(),
+            )
         } else {
-            Box::new(text.chars())
-        };
-        let mut words = vec![String::new()];
-        for c in chars {
             let group = c.general_category_group();
-            if c.is_whitespace() {
-                if !words.last().unwrap().is_empty() {
-                    words.push(String::new());
+            (
+                c.is_whitespace(),
+                c == '\u{FFFD}'
+                    || (group == GeneralCategoryGroup::Other && !is_unassigned(c))
+                    || (self.strip_accents && group == GeneralCategoryGroup::Mark),
+                group == GeneralCategoryGroup::Punctuation || is_cjk(c),
+            )
+        };
+        let last_empty = words.last().is_none_or(String::is_empty);
+        if space {
+            if !last_empty {
+                words.push(String::new());
+            }
+            return;
+        }
+        if drop {
+            return;
+        }
+        if alone && !last_empty {
+            words.push(String::new());
+        }
+        if words.is_empty() {
+            words.push(String::new());
+        }
+        let last = words.last_mut().expect("a word is open");
+        if self.lowercase {
+            last.extend(c.to_lowercase());
+        } else {
+            last.push(c);
+        }
+        if alone {
+            words.push(String::new());
+        }
+    }
+
+    fn words(&self, text: &str) -> Vec<String> {
+        let mut words = vec![String::new()];
+        for c in text.chars() {
+            if self.strip_accents && !c.is_ascii() {
+                // Per character is enough: the marks that reordering would move are dropped.
+                for d in std::iter::once(c).nfd() {
+                    self.push_char(d, &mut words);
                 }
-                continue;
-            }
-            if c == '\0'
-                || c == '\u{FFFD}'
-                || group == GeneralCategoryGroup::Other && !is_unassigned(c)
-            {
-                continue;
-            }
-            if self.strip_accents && group == GeneralCategoryGroup::Mark {
-                continue;
-            }
-            let alone = group == GeneralCategoryGroup::Punctuation
-                || (c.is_ascii() && group == GeneralCategoryGroup::Symbol)
-                || is_cjk(c);
-            let last = words.last_mut().unwrap();
-            if alone && !last.is_empty() {
-                words.push(String::new());
-            }
-            let last = words.last_mut().unwrap();
-            if self.lowercase {
-                last.extend(c.to_lowercase());
             } else {
-                last.push(c);
-            }
-            if alone {
-                words.push(String::new());
+                self.push_char(c, &mut words);
             }
         }
         words.retain(|w| !w.is_empty());
@@ -70,8 +87,11 @@ impl Wpm {
     }
 
     pub fn encode(&self, text: &str, ids: &Vocab, out: &mut Vec<u32>) {
-        for word in self.words(text) {
-            let word = format!("\u{2581}{word}");
+        let mut word = String::new();
+        for w in self.words(text) {
+            word.clear();
+            word.push('\u{2581}');
+            word.push_str(&w);
             let before = out.len();
             let mut i = 0;
             while i < word.len() {
