@@ -11,6 +11,7 @@ mod commands;
 mod explore;
 mod pull;
 mod serve;
+mod template;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -131,6 +132,8 @@ enum Cmd {
     },
     /// Print a GGUF file's metadata and tensor table.
     Inspect { file: PathBuf },
+    /// Render a chat template with the variables of a JSON file, exactly as the server does.
+    Template(template::TemplateArgs),
     /// Chat with the model in the terminal (its chat template, history, /reset, Ctrl-C stops
     /// an answer).
     Chat(chat::ChatArgs),
@@ -189,6 +192,7 @@ fn run() -> Result<()> {
         }
         Cmd::Perplexity { common, file, ctx } => commands::perplexity(&common, &file, ctx),
         Cmd::Inspect { file } => commands::inspect(&file),
+        Cmd::Template(args) => template::run(&args),
         Cmd::Serve(args) => serve::run(&args),
         Cmd::Chat(args) => chat::run(&args),
         Cmd::Pull { force } => pull::pull(force).map(|_| ()),

@@ -7,6 +7,7 @@
 
 use crate::error::ApiError;
 use crate::reply::{self, Shape};
+use crate::template::Template;
 use crate::wire::{count, parse, Common, MAX_LOGPROBS};
 use crate::AppState;
 use axum::body::Bytes;
@@ -18,29 +19,16 @@ use serde::Deserialize;
 /// How messages become a prompt.
 pub enum ChatTemplate {
     /// A Jinja template (from the GGUF), compiled once at start-up.
-    Jinja(Box<minijinja::Environment<'static>>),
+    Jinja(Box<Template>),
     /// Gemma's `<start_of_turn>role … <end_of_turn>` format.
     Gemma,
 }
 
 impl ChatTemplate {
-    /// Compiles a Jinja chat template, with Python's string methods and `raise_exception`
-    /// available as Hugging Face templates expect; a syntax error is reported here.
+    /// Compiles a Jinja chat template as Hugging Face runs them (see `template`); a syntax
+    /// error is reported here, at start-up.
     pub fn jinja(src: String) -> Result<Self, String> {
-        let mut env = minijinja::Environment::new();
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    msg,
-                ))
-            },
-        );
-        env.add_template_owned("chat", src)
-            .map_err(|e| format!("the chat template does not compile: {e}"))?;
-        Ok(Self::Jinja(Box::new(env)))
+        Template::new(src).map(|t| Self::Jinja(Box::new(t)))
     }
 
     /// The GGUF's template, else the architecture's known format, else none.
@@ -59,29 +47,35 @@ impl ChatTemplate {
         tok: &Tokenizer,
         msgs: &[(String, String)],
     ) -> Result<Vec<u32>, String> {
-        let special = |id: Option<u32>| id.map(|i| tok.piece(i).to_string()).unwrap_or_default();
-        let (bos, eos) = (special(tok.bos), special(tok.eos));
-        let text = self.render(msgs, &bos, &eos)?;
+        let (text, bos) = self.prompt_text(tok, msgs)?;
         // A template that writes BOS itself must not get a second one.
         let add_bos = bos.is_empty() || !text.starts_with(&bos);
         Ok(tok.encode(&text, add_bos, true))
     }
 
+    /// The prompt text for `msgs` with the model's BOS and EOS texts, and the BOS text.
+    pub fn prompt_text(
+        &self,
+        tok: &Tokenizer,
+        msgs: &[(String, String)],
+    ) -> Result<(String, String), String> {
+        let special = |id: Option<u32>| id.map(|i| tok.piece(i).to_string()).unwrap_or_default();
+        let (bos, eos) = (special(tok.bos), special(tok.eos));
+        Ok((self.render(msgs, &bos, &eos)?, bos))
+    }
+
     /// The prompt text for `msgs` (role, content), ready for the model's answer.
     fn render(&self, msgs: &[(String, String)], bos: &str, eos: &str) -> Result<String, String> {
-        let Self::Jinja(env) = self else {
+        let Self::Jinja(t) = self else {
             return Ok(gemma(msgs));
         };
         let messages: Vec<_> = msgs
             .iter()
             .map(|(role, content)| minijinja::context! { role, content })
             .collect();
-        let ctx = minijinja::context! {
+        t.render(minijinja::context! {
             messages, add_generation_prompt => true, bos_token => bos, eos_token => eos,
-        };
-        env.get_template("chat")
-            .and_then(|t| t.render(ctx))
-            .map_err(|e| format!("the chat template failed: {e}"))
+        })
     }
 }
 
@@ -174,6 +168,26 @@ fn flatten(msgs: &[Message]) -> Result<Vec<(String, String)>, ApiError> {
             Ok((m.role.clone(), text))
         })
         .collect()
+}
+
+/// `POST /apply-template` (llama-server's route): `{"prompt": …}`, the text a chat request with
+/// this body would run (before BOS is added).
+pub async fn apply_template(
+    State(st): State<AppState>,
+    body: Bytes,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let req: ChatRequest = parse(&body, "chat request")?;
+    let msgs = flatten(&req.messages)?;
+    let Some(template) = &st.cfg.chat_template else {
+        return Err(ApiError::invalid(
+            "messages",
+            "this model has no chat template",
+        ));
+    };
+    let (prompt, _) = template
+        .prompt_text(&st.cfg.tokenizer, &msgs)
+        .map_err(|e| ApiError::invalid("messages", e))?;
+    Ok(axum::Json(serde_json::json!({ "prompt": prompt })))
 }
 
 pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {

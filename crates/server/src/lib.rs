@@ -15,6 +15,7 @@ mod explore;
 mod metrics;
 mod page;
 mod reply;
+pub mod template;
 mod tokens;
 mod wire;
 
@@ -67,6 +68,7 @@ pub fn router(engine: EngineHandle, cfg: ServerConfig) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/completions", post(completions::create))
         .route("/v1/chat/completions", post(chat::create))
+        .route("/apply-template", post(chat::apply_template))
         .route("/v1/explore", post(explore::create))
         .route("/metrics", get(metrics))
         .route("/tokenize", post(tokens::tokenize))

@@ -672,3 +672,29 @@ async fn bad_lookahead_requests_name_the_field() {
     }
     assert_still_serving(&app).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_template_returns_the_rendered_prompt() {
+    let app = app();
+    let msgs =
+        json!([{"role": "system", "content": " Be brief. "}, {"role": "user", "content": "hi"}]);
+    let (s, body) = call(
+        &app,
+        "POST",
+        "/apply-template",
+        Some(json!({"messages": msgs})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["prompt"], "<bos>system: Be brief.\nuser: hi\nassistant:");
+    // A bad message is a 400 naming it, and the server keeps serving.
+    let bad = json!({"messages": [{"role": "bogus", "content": "x"}]});
+    let (s, body) = call(&app, "POST", "/apply-template", Some(bad)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body.contains("bogus") && body.contains("messages"),
+        "{body}"
+    );
+    assert_still_serving(&app).await;
+}

@@ -13,6 +13,7 @@ pub fn workdir(suite: &str, name: &str) -> PathBuf {
 }
 
 /// `shape`'s tiny model written into `dir`.
+#[allow(dead_code)] // not every suite writes a model
 pub fn tiny_file(dir: &Path, shape: &Tiny) -> PathBuf {
     let p = dir.join("tiny.gguf");
     std::fs::write(&p, tiny_model(shape, 3)).unwrap();
