@@ -66,7 +66,8 @@ pub struct Config {
     pub n_ff: usize,
     pub eps: f32,
     pub rope_base: f32,
-    /// RoPE base of the sliding-window layers (Gemma 3: 10 000; others: `rope_base`).
+    /// RoPE base of the sliding-window layers (`rope.freq_base_swa`; else Gemma 3: 10 000,
+    /// others: `rope_base`).
     pub rope_base_local: f32,
     pub rope_scaling: RopeScaling,
     pub sliding_window: Option<usize>,
@@ -124,7 +125,8 @@ impl Config {
         let context_length = usize_of("context_length")?;
         let rope_scaling = Self::rope_scaling(f, arch_name, context_length)?;
         let (sliding_window, swa_pattern) = match arch {
-            Arch::Gemma3 => (Some(usize_of("attention.sliding_window")?), 6),
+            // Gemma 3 without a window attends globally everywhere (as llama.cpp reads it).
+            Arch::Gemma3 => (opt_usize("attention.sliding_window")?.filter(|&w| w > 0), 6),
             Arch::Gemma2 => (
                 Some(opt_usize("attention.sliding_window")?.unwrap_or(4096)),
                 2,
@@ -134,8 +136,10 @@ impl Config {
         };
         let swa_pattern = opt_usize("attention.sliding_window_pattern")?.unwrap_or(swa_pattern);
         let n_layer = usize_of("block_count")?;
-        // Gemma 2 27B scales queries by its model width per head, the others by the head size.
-        let attn_scale = if arch == Arch::Gemma2 && n_layer == 46 && n_head > 0 {
+        // Gemma 2 and 3 27B scale queries by the model width per head, the others by the head
+        // size (llama.cpp tells the 27B models by their layer counts).
+        let big_gemma = matches!((arch, n_layer), (Arch::Gemma2, 46) | (Arch::Gemma3, 62));
+        let attn_scale = if big_gemma && n_head > 0 {
             1.0 / ((n_embd / n_head) as f32).sqrt()
         } else {
             1.0 / (head_dim.max(1) as f32).sqrt()
@@ -144,6 +148,10 @@ impl Config {
             Arch::Gemma2 => (
                 Some(opt_f32("attn_logit_softcapping").unwrap_or(50.0)),
                 Some(opt_f32("final_logit_softcapping").unwrap_or(30.0)),
+            ),
+            Arch::Gemma3 => (
+                None,
+                opt_f32("final_logit_softcapping").filter(|&c| c > 0.0),
             ),
             _ => (None, None),
         };
@@ -197,10 +205,10 @@ impl Config {
             n_ff,
             eps,
             rope_base,
-            rope_base_local: match arch {
+            rope_base_local: opt_f32("rope.freq_base_swa").unwrap_or(match arch {
                 Arch::Gemma3 => 10_000.0,
-                _ => opt_f32("rope.freq_base_swa").unwrap_or(rope_base),
-            },
+                _ => rope_base,
+            }),
             rope_scaling,
             sliding_window,
             swa_pattern,

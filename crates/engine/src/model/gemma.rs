@@ -1,6 +1,7 @@
 //! Gemma 2 and Gemma 3 wiring: norms before and after attention and MLP, GeGLU, embeddings
 //! scaled by sqrt(n_embd), tied output, NeoX RoPE, sliding-window layers between global ones
-//! (Gemma 2: every other layer, the same RoPE base; Gemma 3: 5 of 6, RoPE base 10 000).
+//! (Gemma 2: every other layer, the same RoPE; Gemma 3: 5 of 6, RoPE base 10 000 and no linear
+//! scaling there).
 //! Gemma 3 adds QK-norm; Gemma 2 soft-caps attention scores and logits (in `Config`). The GGUF
 //! norms already include Gemma's +1.
 
@@ -19,12 +20,14 @@ pub fn load(file: &GgufFile, c: &Config) -> Result<Weights> {
     for il in 0..c.n_layer {
         let p = |s: &str| format!("blk.{il}.{s}");
         let window = c.layer_window(il);
-        let base = if window.is_some() {
-            c.rope_base_local
-        } else {
-            c.rope_base
-        };
         let rs = &c.rope_scaling;
+        // Sliding layers have their own base; Gemma 3's keep unscaled positions (its linear
+        // RoPE scaling is for the global layers), Gemma 2's scale as the global ones.
+        let (base, freq_scale) = match window {
+            Some(_) if c.arch == Arch::Gemma3 => (c.rope_base_local, 1.0),
+            Some(_) => (c.rope_base_local, rs.freq_scale),
+            None => (c.rope_base, rs.freq_scale),
+        };
         blocks.push(Block {
             attn_norm: l.rms_norm(&p("attn_norm"), d)?,
             qkv: Qkv::Separate {
@@ -48,7 +51,7 @@ pub fn load(file: &GgufFile, c: &Config) -> Result<Weights> {
                 hd,
                 base,
                 true,
-                rs.freq_scale,
+                freq_scale,
                 None,
                 rs.attn_factor,
             )),

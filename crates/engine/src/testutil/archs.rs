@@ -138,14 +138,12 @@ pub fn arch_model(name: &str, storage: Storage, seed: u64, ablate: bool) -> Vec<
     g.u32("rope.dimension_count", HEAD_DIM);
     g.u32("context_length", CTX);
     g.f32("attention.layer_norm_rms_epsilon", 1e-6);
-    g.f32(
-        "rope.freq_base",
-        if name == "llama31" {
-            500_000.0
-        } else {
-            10_000.0
-        },
-    );
+    let base = match name {
+        "llama31" => 500_000.0,
+        "gemma3" => 1_000_000.0,
+        _ => 10_000.0,
+    };
+    g.f32("rope.freq_base", base);
     let moe = matches!(name, "mixtral" | "qwen2moe" | "qwen3moe");
     g.u32("feed_forward_length", N_FF);
     if moe {
@@ -164,10 +162,17 @@ pub fn arch_model(name: &str, storage: Storage, seed: u64, ablate: bool) -> Vec<
             g.f32("attn_logit_softcapping", if ablate { 1e4 } else { 3.0 });
             g.f32("final_logit_softcapping", if ablate { 1e4 } else { 20.0 });
         }
-        "gemma3" => g.u32(
-            "attention.sliding_window",
-            if ablate { CTX } else { WINDOW },
-        ),
+        "gemma3" => {
+            g.u32(
+                "attention.sliding_window",
+                if ablate { CTX } else { WINDOW },
+            );
+            // Every other layer global (4 layers would otherwise have none), and linear RoPE
+            // scaling as Gemma 3 4B+ has it: the global layers only.
+            g.u32("attention.sliding_window_pattern", 2);
+            g.w.meta("gemma3.rope.scaling.type", Value::Str("linear".into()));
+            g.f32("rope.scaling.factor", if ablate { 1.0 } else { 8.0 });
+        }
         "phi3" => {
             g.u32(
                 "rope.scaling.original_context_length",
