@@ -6,8 +6,8 @@
 //! keep the order they were written in. Checked against Python's `jinja2` on llama.cpp's ~70
 //! real templates (`tools/templates/`).
 
-use minijinja::value::{Kwargs, Value, ValueKind};
-use minijinja::{Environment, Error, ErrorKind};
+use minijinja::value::{Kwargs, Rest, Value, ValueKind};
+use minijinja::{Environment, Error, ErrorKind, State};
 use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -43,6 +43,11 @@ impl Template {
         env.add_function("strftime_now", move |fmt: String| strftime(&fmt, clock()));
         env.add_filter("tojson", tojson);
         env.add_filter("length", length);
+        // Python's `map` returns a generator: lazy, and refused by tojson (templates write
+        // `| list` where they need a list).
+        env.add_filter("map", |st: &State, v: Value, args: Rest<Value>| {
+            minijinja::filters::map(st, v, args).map(generator)
+        });
         env.add_filter("count", length);
         env.add_filter("string", |v: Value| -> Value {
             match v.kind() {
@@ -87,6 +92,11 @@ fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
     let mut out = String::new();
     dump(&value, indent, sort_keys.unwrap_or(false), 0, &mut out)?;
     Ok(Value::from(out))
+}
+
+/// A lazily iterated sequence, as a Python generator is.
+fn generator(items: Vec<Value>) -> Value {
+    Value::make_iterable(move || items.clone().into_iter())
 }
 
 /// Jinja2's `length`: an undefined value has length 0.

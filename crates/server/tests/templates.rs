@@ -12,12 +12,7 @@ use minijinja::Value;
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/templates");
 
 /// Renderings known to differ from jinja2, with why (each is reported, not hidden).
-const KNOWN: [(&str, &str, &str); 2] = [
-    (
-        "llama-cpp-deepseek-r1.jinja",
-        "tools",
-        "jinja2's `map` is a generator that its tojson refuses; minijinja's is a list, so everett renders the tools",
-    ),
+const KNOWN: [(&str, &str, &str); 1] = [
     (
         "meetkai-functionary-medium-v3.1.jinja",
         "tools",
