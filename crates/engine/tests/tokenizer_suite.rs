@@ -155,3 +155,22 @@ fn joined_suite_text_gives_llamacpp_ids() {
         "joined text differs from llama.cpp: {bad:?}"
     );
 }
+
+#[test]
+fn unsupported_vocabularies_are_refused_by_name() {
+    let Some(dir) = vocab_dir() else { return };
+    // T5's Unigram model (nomic-bert-moe) is not read: the error names the model and its pre.
+    let f = GgufFile::open(&dir.join("ggml-vocab-nomic-bert-moe.gguf")).unwrap();
+    let err = Tokenizer::from_gguf(&f).err().expect("refused").to_string();
+    assert!(err.contains("`t5`") && err.contains("default"), "{err}");
+    // The suite's vocabularies without cases load (a BPE file without `pre` gets llama.cpp's
+    // default pre-tokenizer, as llama.cpp does).
+    for name in ["aquila", "baichuan", "gpt-neox"] {
+        let f = GgufFile::open(&dir.join(format!("ggml-vocab-{name}.gguf"))).unwrap();
+        let tok = Tokenizer::from_gguf(&f).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            !tok.encode("Hello world", false, false).is_empty(),
+            "{name}"
+        );
+    }
+}

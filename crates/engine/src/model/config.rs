@@ -377,3 +377,69 @@ impl Config {
         self.n_head_kv * self.head_dim
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::write::GgufWriter;
+    use crate::gguf::Value;
+
+    fn file(arch: &str, extra: &[(&str, Value)]) -> GgufFile {
+        let mut w = GgufWriter::new();
+        w.meta("general.architecture", Value::Str(arch.into()));
+        for (k, v) in [
+            ("embedding_length", 64),
+            ("block_count", 1),
+            ("attention.head_count", 2),
+            ("feed_forward_length", 128),
+            ("context_length", 256),
+        ] {
+            w.meta(&format!("{arch}.{k}"), Value::U32(v));
+        }
+        w.meta(
+            "tokenizer.ggml.tokens",
+            Value::Array(vec![Value::Str("a".into())]),
+        );
+        for (k, v) in extra {
+            w.meta(&format!("{arch}.{k}"), v.clone());
+        }
+        w.tensor_f32("x", &[1], &[0.0]);
+        GgufFile::from_bytes(w.to_bytes()).unwrap()
+    }
+
+    #[test]
+    fn what_is_not_computed_is_refused_by_name() {
+        let yarn = [("rope.scaling.type", Value::Str("yarn".into()))];
+        let e = Config::from_gguf(&file("llama", &yarn))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("yarn"), "{e}");
+        let e = Config::from_gguf(&file("falcon", &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("falcon"), "{e}");
+        let too_many = [
+            ("expert_count", Value::U32(4)),
+            ("expert_used_count", Value::U32(5)),
+        ];
+        let e = Config::from_gguf(&file("llama", &too_many))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("5 of 4 experts"), "{e}");
+        let e = Config::from_gguf(&file("qwen2moe", &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expert_count"), "{e}");
+        // Linear scaling and Phi-3's attention factor are read.
+        let linear = [
+            ("rope.scaling.type", Value::Str("linear".into())),
+            ("rope.scaling.factor", Value::F32(4.0)),
+            ("rope.scaling.attn_factor", Value::F32(1.5)),
+        ];
+        let c = Config::from_gguf(&file("llama", &linear)).unwrap();
+        assert_eq!(
+            (c.rope_scaling.freq_scale, c.rope_scaling.attn_factor),
+            (0.25, 1.5)
+        );
+    }
+}
