@@ -15,7 +15,7 @@ EV="$ROOT/target/release/everett"
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(d$1)"; }
 echo "| architecture | everett pp128 tok/s | llama.cpp pp128 | ratio | everett tg128 tok/s | llama.cpp tg128 | ratio |"
 echo "|---|---|---|---|---|---|---|"
-for a in llama llama31 mixtral qwen2 qwen3 qwen2moe qwen3moe phi3 gemma2 gemma3; do
+for a in llama llama31 mixtral qwen2 qwen3 qwen3yarn qwen2moe qwen3moe phi3 gemma2 gemma3; do
   m="$DIR/archs/$a.q8_0.gguf"
   lb=$("$BIN/llama-bench" -m "$m" -t "$T" -p 128 -n 128 -fa 0 -r 3 -o json 2>/dev/null)
   lpp=$(echo "$lb" | python3 -c "import json,sys; print([r['avg_ts'] for r in json.load(sys.stdin) if r['n_prompt']][0])")

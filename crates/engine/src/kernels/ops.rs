@@ -106,10 +106,13 @@ pub struct Rope {
 
 impl Rope {
     pub fn new(dim: usize, base: f32, neox: bool) -> Self {
-        Self::scaled(dim, base, neox, 1.0, None, 1.0)
+        Self::scaled(dim, base, neox, 1.0, None, 1.0, None)
     }
 
-    /// `factors` has `dim / 2` entries when given.
+    /// `factors` has `dim / 2` entries when given. With `yarn_context` (the original context of
+    /// a YaRN model), each pair blends the scaled and the unscaled frequency by YaRN's ramp
+    /// between the dimensions that turn 32 and 1 times within that context (llama.cpp's
+    /// defaults), and `mscale` grows by 1 + 0.1·ln(1/freq_scale).
     pub fn scaled(
         dim: usize,
         base: f32,
@@ -117,13 +120,35 @@ impl Rope {
         freq_scale: f32,
         factors: Option<&[f32]>,
         mscale: f32,
+        yarn_context: Option<usize>,
     ) -> Self {
+        let n = dim as f32;
+        // The pair index where a frequency turns `beta` times within the original context.
+        let corr = |ctx: usize, beta: f32| {
+            n * (ctx as f32 / (beta * 2.0 * std::f32::consts::PI)).ln() / (2.0 * base.ln())
+        };
+        let ramp = yarn_context.map(|ctx| {
+            let low = corr(ctx, 32.0).floor().max(0.0);
+            let high = corr(ctx, 1.0).ceil().min(n - 1.0);
+            (low, high)
+        });
         let inv_freq = (0..dim / 2)
             .map(|i| {
-                let f = base.powf(-((2 * i) as f32) / dim as f32);
-                freq_scale * f / factors.map_or(1.0, |ff| ff[i])
+                let extrap = base.powf(-((2 * i) as f32) / n) / factors.map_or(1.0, |ff| ff[i]);
+                match ramp {
+                    None => freq_scale * extrap,
+                    Some((low, high)) => {
+                        let y = (i as f32 - low) / (high - low).max(0.001);
+                        let mix = 1.0 - y.clamp(0.0, 1.0);
+                        extrap * (freq_scale * (1.0 - mix) + mix)
+                    }
+                }
             })
             .collect();
+        let mscale = match yarn_context {
+            Some(_) => mscale * (1.0 + 0.1 * (1.0 / freq_scale).ln()),
+            None => mscale,
+        };
         Self {
             inv_freq,
             mscale,

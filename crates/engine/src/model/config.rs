@@ -34,8 +34,10 @@ pub struct RopeScaling {
     pub attn_factor: f32,
     /// `rope.scaling.original_context_length`: Phi-3 takes its long factors beyond it.
     pub original_context: usize,
-    /// `rope.scaling.type` as written (none, linear, longrope).
+    /// `rope.scaling.type` as written (none, linear, longrope, yarn).
     pub kind: String,
+    /// YaRN's original context (`original_context_length`) when the type is yarn.
+    pub yarn_context: Option<usize>,
 }
 
 /// Mixture-of-experts sizes.
@@ -249,17 +251,27 @@ impl Config {
             .get_f64(&key("factor"))
             .or_else(|_| f.get_f64(&format!("{arch}.rope.scale_linear")))
             .unwrap_or(0.0) as f32;
-        let freq_scale = match kind.as_str() {
-            "none" => 1.0,
-            "linear" | "longrope" if factor != 0.0 => 1.0 / factor,
-            "linear" | "longrope" => 1.0,
-            other => {
-                return Err(Error::meta(
+        let freq_scale =
+            match kind.as_str() {
+                "none" => 1.0,
+                "linear" | "longrope" | "yarn" if factor != 0.0 => 1.0 / factor,
+                "linear" | "longrope" | "yarn" => 1.0,
+                other => return Err(Error::meta(
                     &key("type"),
-                    format!("RoPE scaling `{other}` is not supported (none, linear, longrope)"),
-                ))
-            }
-        };
+                    format!(
+                        "RoPE scaling `{other}` is not supported (none, linear, longrope, yarn)"
+                    ),
+                )),
+            };
+        // DeepSeek's YaRN variant (a log multiplier on the attention scale) is another formula.
+        if f.get_f64(&key("yarn_log_multiplier"))
+            .is_ok_and(|m| m != 0.0)
+        {
+            return Err(Error::meta(
+                &key("yarn_log_multiplier"),
+                "YaRN with a log multiplier (DeepSeek's) is not supported",
+            ));
+        }
         let attn_factor = f.get_f64(&key("attn_factor")).unwrap_or(1.0) as f32;
         let original_context = f
             .get_u64(&key("original_context_length"))
@@ -268,6 +280,7 @@ impl Config {
             freq_scale,
             attn_factor,
             original_context,
+            yarn_context: (kind == "yarn").then_some(original_context),
             kind,
         })
     }

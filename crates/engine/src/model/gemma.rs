@@ -54,6 +54,7 @@ pub fn load(file: &GgufFile, c: &Config) -> Result<Weights> {
                 freq_scale,
                 None,
                 rs.attn_factor,
+                rs.yarn_context,
             )),
             window,
         });

@@ -42,6 +42,7 @@ fn rope(l: &Loader, c: &Config, neox: bool) -> Result<Rope> {
         rs.freq_scale,
         factors.as_deref(),
         rs.attn_factor,
+        rs.yarn_context,
     ))
 }
 

@@ -13,8 +13,17 @@ use crate::sample::Rng;
 use half::f16;
 
 /// The architectures (and variants) the comparison covers.
-pub const ARCHS: [&str; 10] = [
-    "llama", "llama31", "mixtral", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "phi3", "gemma2",
+pub const ARCHS: [&str; 11] = [
+    "llama",
+    "llama31",
+    "mixtral",
+    "qwen2",
+    "qwen3",
+    "qwen3yarn",
+    "qwen2moe",
+    "qwen3moe",
+    "phi3",
+    "gemma2",
     "gemma3",
 ];
 
@@ -110,6 +119,7 @@ impl Gen<'_> {
 pub fn gguf_arch(name: &str) -> &str {
     match name {
         "llama31" | "mixtral" => "llama",
+        "qwen3yarn" => "qwen3",
         other => other,
     }
 }
@@ -172,6 +182,13 @@ pub fn arch_model(name: &str, storage: Storage, seed: u64, ablate: bool) -> Vec<
             g.u32("attention.sliding_window_pattern", 2);
             g.w.meta("gemma3.rope.scaling.type", Value::Str("linear".into()));
             g.f32("rope.scaling.factor", if ablate { 1.0 } else { 8.0 });
+        }
+        // YaRN as Qwen's long-context files set it: factor 4 over an original context of 64.
+        "qwen3yarn" => {
+            let kind = if ablate { "none" } else { "yarn" };
+            g.w.meta("qwen3.rope.scaling.type", Value::Str(kind.into()));
+            g.f32("rope.scaling.factor", 4.0);
+            g.u32("rope.scaling.original_context_length", 64);
         }
         "phi3" => {
             g.u32(
@@ -239,7 +256,7 @@ pub fn arch_model(name: &str, storage: Storage, seed: u64, ablate: bool) -> Vec<
             g.vec(&p("attn_k.bias"), kvn, if zero { 0.0 } else { 0.5 });
             g.vec(&p("attn_v.bias"), kvn, if zero { 0.0 } else { 0.5 });
         }
-        if matches!(name, "qwen3" | "qwen3moe" | "gemma3") {
+        if matches!(name, "qwen3" | "qwen3yarn" | "qwen3moe" | "gemma3") {
             g.norm(&p("attn_q_norm.weight"), hd);
             g.norm(&p("attn_k_norm.weight"), hd);
         }
