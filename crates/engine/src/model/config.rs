@@ -251,18 +251,19 @@ impl Config {
             .get_f64(&key("factor"))
             .or_else(|_| f.get_f64(&format!("{arch}.rope.scale_linear")))
             .unwrap_or(0.0) as f32;
-        let freq_scale =
-            match kind.as_str() {
-                "none" => 1.0,
-                "linear" | "longrope" | "yarn" if factor != 0.0 => 1.0 / factor,
-                "linear" | "longrope" | "yarn" => 1.0,
-                other => return Err(Error::meta(
+        let freq_scale = match kind.as_str() {
+            "none" => 1.0,
+            "linear" | "longrope" | "yarn" if factor != 0.0 => 1.0 / factor,
+            "linear" | "longrope" | "yarn" => 1.0,
+            other => {
+                return Err(Error::meta(
                     &key("type"),
                     format!(
                         "RoPE scaling `{other}` is not supported (none, linear, longrope, yarn)"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         // DeepSeek's YaRN variant (a log multiplier on the attention scale) is another formula.
         if f.get_f64(&key("yarn_log_multiplier"))
             .is_ok_and(|m| m != 0.0)
@@ -422,11 +423,25 @@ mod tests {
 
     #[test]
     fn what_is_not_computed_is_refused_by_name() {
-        let yarn = [("rope.scaling.type", Value::Str("yarn".into()))];
-        let e = Config::from_gguf(&file("llama", &yarn))
+        let su = [("rope.scaling.type", Value::Str("su".into()))];
+        let e = Config::from_gguf(&file("llama", &su))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("yarn"), "{e}");
+        assert!(e.contains("`su`"), "{e}");
+        let deepseek_yarn = [
+            ("rope.scaling.type", Value::Str("yarn".into())),
+            ("rope.scaling.yarn_log_multiplier", Value::F32(0.1)),
+        ];
+        let e = Config::from_gguf(&file("llama", &deepseek_yarn))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("yarn_log_multiplier"), "{e}");
+        let yarn = [
+            ("rope.scaling.type", Value::Str("yarn".into())),
+            ("rope.scaling.factor", Value::F32(4.0)),
+        ];
+        let c = Config::from_gguf(&file("llama", &yarn)).unwrap();
+        assert_eq!(c.rope_scaling.yarn_context, Some(256));
         let e = Config::from_gguf(&file("falcon", &[]))
             .unwrap_err()
             .to_string();
