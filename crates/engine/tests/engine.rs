@@ -174,6 +174,35 @@ fn greedy_is_bit_identical_alone_and_mid_stream_among_31_with_preemption_tiny_mo
 }
 
 #[test]
+fn every_architecture_is_batch_invariant_experts_included() {
+    use everett_engine::testutil::archs::{arch_model, Storage, ARCHS};
+    for name in ARCHS {
+        let f = GgufFile::from_bytes(arch_model(name, Storage::Q8_0, 7, false)).unwrap();
+        let (mut m, tok) = (
+            Model::from_gguf(&f, 2).unwrap(),
+            Tokenizer::from_gguf(&f).unwrap(),
+        );
+        let crowd = Crowd {
+            lo: 40,
+            span: 300,
+            target_len: 37,
+            target_new: 30,
+            others_len: (4, 70),
+            others_new: (5, 40),
+            kv_tokens: 320,
+            budget: 48,
+        };
+        let (alone, crowded, preempted, _) = alone_and_crowded(&mut m, &tok, &crowd, 1);
+        assert!(!alone.is_empty(), "{name}");
+        assert_eq!(
+            alone, crowded,
+            "{name}: a row depends on the rest of its batch"
+        );
+        assert!(preempted > 0, "{name}: the cache never ran out");
+    }
+}
+
+#[test]
 fn greedy_is_bit_identical_alone_and_mid_stream_among_31_with_preemption_real_model() {
     let Some((mut m, tok)) = load_real() else {
         return;
