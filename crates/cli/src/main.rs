@@ -157,6 +157,25 @@ enum Cmd {
     },
 }
 
+/// Output into a closed pipe (`everett inspect FILE | head`) ends the program quietly with
+/// status 0, as Unix tools end on SIGPIPE: `println!` panics on it, so that one panic exits
+/// before anything is printed; every other panic is reported as usual.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info)
+    }));
+}
+
 #[derive(Subcommand)]
 enum BenchTarget {
     /// Load-test an OpenAI-compatible server (ours or another) like `vllm bench serve`.
@@ -164,6 +183,7 @@ enum BenchTarget {
 }
 
 fn main() {
+    quiet_on_closed_pipe();
     if let Err(e) = run() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
