@@ -1,5 +1,6 @@
 //! What the command-line tests share: a scratch directory per test, a tiny model written to
 //! it, running the `everett` binary, and the check that a bad flag is refused clearly.
+#![allow(dead_code)] // each suite uses some of these helpers
 
 use everett_engine::testutil::{tiny_model, Tiny};
 use std::path::{Path, PathBuf};
@@ -13,7 +14,6 @@ pub fn workdir(suite: &str, name: &str) -> PathBuf {
 }
 
 /// `shape`'s tiny model written into `dir`.
-#[allow(dead_code)] // not every suite writes a model
 pub fn tiny_file(dir: &Path, shape: &Tiny) -> PathBuf {
     let p = dir.join("tiny.gguf");
     std::fs::write(&p, tiny_model(shape, 3)).unwrap();
