@@ -131,71 +131,62 @@ impl Bpe {
 
     /// Encodes one pre-tokenized word, appending its ids to `out`.
     pub fn encode_word(&self, word: &str, ids: &Vocab, out: &mut Vec<u32>) {
-        let whole = if self.byte_encode {
-            word.bytes().map(byte_char).collect::<String>()
-        } else {
-            word.to_string()
-        };
         let newlines = !self.byte_encode && word.bytes().all(|b| b == b'\n');
         if self.ignore_merges || newlines {
+            let whole = if self.byte_encode {
+                word.bytes().map(byte_char).collect::<String>()
+            } else {
+                word.to_string()
+            };
             if let Some(&id) = ids.get(&whole) {
                 out.push(id);
                 return;
             }
         }
+        // Symbols: bytes as their stand-in characters, or UTF-8 characters.
         let mut syms: Vec<Sym> = Vec::with_capacity(word.len());
+        let mut push = |start: usize, end: usize, id: Option<u32>| {
+            let i = syms.len();
+            syms.push(Sym {
+                start,
+                end,
+                id,
+                prev: i.checked_sub(1),
+                next: (end < word.len()).then_some(i + 1),
+            });
+        };
         if self.byte_encode {
             for (i, b) in word.bytes().enumerate() {
                 let id = self.byte_tokens[b as usize]
                     .or_else(|| self.symbol(byte_char(b).encode_utf8(&mut [0; 4]), ids));
-                syms.push(self.sym(i, i + 1, id));
+                push(i, i + 1, id);
             }
         } else {
             for (i, ch) in word.char_indices() {
-                let id = self.symbol(ch.encode_utf8(&mut [0; 4]), ids);
-                syms.push(self.sym(i, i + ch.len_utf8(), id));
+                push(
+                    i,
+                    i + ch.len_utf8(),
+                    self.symbol(ch.encode_utf8(&mut [0; 4]), ids),
+                );
             }
         }
-        let n = syms.len();
-        for (i, s) in syms.iter_mut().enumerate() {
-            s.prev = i.checked_sub(1);
-            s.next = (i + 1 < n).then_some(i + 1);
-        }
         self.merge(&mut syms);
-        let mut at = (n > 0).then_some(0);
+        let mut at = (!syms.is_empty()).then_some(0);
         while let Some(i) = at {
             let s = syms[i];
             match s.id.filter(|&id| id < self.n_vocab) {
                 Some(id) => out.push(id),
-                None if self.byte_encode => {
-                    // As llama.cpp: each byte of the stand-in text, if it is a token itself.
-                    let text: String = word.as_bytes()[s.start..s.end]
-                        .iter()
-                        .map(|&b| byte_char(b))
-                        .collect();
-                    for b in text.bytes().filter(u8::is_ascii) {
-                        if let Some(&id) = ids.get((b as char).encode_utf8(&mut [0; 4]) as &str) {
-                            out.push(id);
-                        }
-                    }
-                }
+                // Not a token: byte by byte, as llama.cpp falls back. Byte-level BPE looks up
+                // each byte of the stand-in text alone, which only a printable ASCII byte's
+                // stand-in (itself) can match; raw BPE takes the `<0xNN>` tokens.
                 None => out.extend(
                     word.as_bytes()[s.start..s.end]
                         .iter()
+                        .filter(|&&b| !self.byte_encode || byte_char(b).is_ascii())
                         .filter_map(|&b| self.byte_tokens[b as usize]),
                 ),
             }
             at = s.next;
-        }
-    }
-
-    fn sym(&self, start: usize, end: usize, id: Option<u32>) -> Sym {
-        Sym {
-            start,
-            end,
-            id,
-            prev: None,
-            next: None,
         }
     }
 

@@ -47,8 +47,7 @@ struct Special {
     id: u32,
     /// Control and unknown tokens are matched only when special text is parsed.
     control: bool,
-    /// Whitespace before (lstrip) or after (rstrip) the token is swallowed.
-    lstrip: bool,
+    /// Whitespace after the token is swallowed (Phi-3's special tokens).
     rstrip: bool,
 }
 
@@ -114,7 +113,7 @@ fn ignores_merges(pre: &str) -> bool {
 
 /// BPE pre-tokenizers whose models put BOS first unless the file says otherwise.
 fn bpe_adds_bos(pre: &str) -> bool {
-    llama3_like(pre) || matches!(pre, "tekken" | "chameleon" | "gemma4")
+    llama3_like(pre) || matches!(pre, "tekken" | "chameleon")
 }
 
 impl Tokenizer {
@@ -256,7 +255,6 @@ impl Tokenizer {
                 let rstrip = phi3 && !matches!(text.as_str(), "<unk>" | "<s>" | "<|endoftext|>");
                 Special {
                     control: types[i] != TYPE_USER_DEFINED,
-                    lstrip: false,
                     rstrip,
                     text,
                     id: i as u32,
@@ -278,6 +276,7 @@ impl Tokenizer {
         let mut add_bos = f
             .get_bool("tokenizer.ggml.add_bos_token")
             .unwrap_or(add_bos_default);
+        // Gemma 4 files may say false, but the model needs BOS (llama.cpp overrides it too).
         if pre_name == "gemma4" {
             add_bos = true;
         }
@@ -390,13 +389,8 @@ impl Tokenizer {
                     continue;
                 };
                 while let Some(at) = t.find(sp.text.as_str()) {
-                    let mut left = &t[..at];
-                    if sp.lstrip {
-                        left =
-                            left.trim_end_matches(|c: char| c.is_ascii_whitespace() || c == '\x0b');
-                    }
-                    if !left.is_empty() {
-                        next.push(Frag::Text(left));
+                    if at > 0 {
+                        next.push(Frag::Text(&t[..at]));
                     }
                     next.push(Frag::Special(sp.id));
                     t = &t[at + sp.text.len()..];

@@ -44,17 +44,17 @@ impl Ord for Pair {
     }
 }
 
-/// Whether no piece of `pieces` has a '▁' right after another character, so that merges never
-/// cross a word start.
+/// Byte offsets in `s` where a '▁' follows another character: word starts inside the text.
+fn inner_word_starts(s: &str) -> impl Iterator<Item = usize> + '_ {
+    s.char_indices()
+        .zip(std::iter::once(None).chain(s.chars().map(Some)))
+        .filter(|&((_, c), prev)| c == '\u{2581}' && prev.is_some_and(|q| q != '\u{2581}'))
+        .map(|((i, _), _)| i)
+}
+
+/// Whether no piece of `pieces` has a word start inside it, so that merges never cross one.
 pub fn words_are_independent<'a>(mut pieces: impl Iterator<Item = &'a String>) -> bool {
-    !pieces.any(|p| {
-        let mut prev = None;
-        p.chars().any(|c| {
-            let inner = c == '\u{2581}' && prev.is_some_and(|q| q != '\u{2581}');
-            prev = Some(c);
-            inner
-        })
-    })
+    pieces.all(|p| inner_word_starts(p).next().is_none())
 }
 
 /// Encodes `text` (already normalised: spaces as '▁') into ids, appending to `out`; with
@@ -68,17 +68,12 @@ pub fn encode(
     by_words: bool,
     out: &mut Vec<u32>,
 ) {
-    if !by_words {
-        return encode_run(text, pieces, scores, byte_ids, unk, out);
-    }
     let mut start = 0;
-    let mut prev = None;
-    for (i, c) in text.char_indices() {
-        if c == '\u{2581}' && prev.is_some_and(|q| q != '\u{2581}') {
-            encode_run(&text[start..i], pieces, scores, byte_ids, unk, out);
-            start = i;
+    if by_words {
+        for at in inner_word_starts(text) {
+            encode_run(&text[start..at], pieces, scores, byte_ids, unk, out);
+            start = at;
         }
-        prev = Some(c);
     }
     encode_run(&text[start..], pieces, scores, byte_ids, unk, out);
 }

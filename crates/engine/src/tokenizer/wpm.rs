@@ -30,7 +30,7 @@ impl Wpm {
         let (space, drop, alone) = if c.is_ascii() {
             (
                 c.is_ascii_whitespace(),
-                c == '\0' || c.is_ascii_control(),
+                c.is_ascii_control(),
                 c.is_ascii_punctuation(),
             )
         } else {
@@ -43,6 +43,7 @@ impl Wpm {
                 group == GeneralCategoryGroup::Punctuation || is_cjk(c),
             )
         };
+        // `words` always ends with the word being built (possibly empty).
         let last_empty = words.last().is_none_or(String::is_empty);
         if space {
             if !last_empty {
@@ -54,9 +55,6 @@ impl Wpm {
             return;
         }
         if alone && !last_empty {
-            words.push(String::new());
-        }
-        if words.is_empty() {
             words.push(String::new());
         }
         let last = words.last_mut().expect("a word is open");
@@ -86,6 +84,20 @@ impl Wpm {
         words
     }
 
+    /// The longest token that starts at byte `i` of `word`, and where it ends.
+    fn longest_token(&self, word: &str, i: usize, ids: &Vocab) -> Option<(u32, usize)> {
+        let mut j = (i + self.max_token_len).min(word.len());
+        while j > i {
+            if word.is_char_boundary(j) {
+                if let Some(&id) = ids.get(&word[i..j]) {
+                    return Some((id, j));
+                }
+            }
+            j -= 1;
+        }
+        None
+    }
+
     pub fn encode(&self, text: &str, ids: &Vocab, out: &mut Vec<u32>) {
         let mut word = String::new();
         for w in self.words(text) {
@@ -95,29 +107,12 @@ impl Wpm {
             let before = out.len();
             let mut i = 0;
             while i < word.len() {
-                let mut j = (i + self.max_token_len).min(word.len());
-                let found = loop {
-                    while !word.is_char_boundary(j) {
-                        j -= 1;
-                    }
-                    if j <= i {
-                        break None;
-                    }
-                    if let Some(&id) = ids.get(&word[i..j]) {
-                        break Some((id, j));
-                    }
-                    j -= 1;
+                let Some((id, j)) = self.longest_token(&word, i, ids) else {
+                    out.truncate(before);
+                    break;
                 };
-                match found {
-                    Some((id, j)) => {
-                        out.push(id);
-                        i = j;
-                    }
-                    None => {
-                        out.truncate(before);
-                        break;
-                    }
-                }
+                out.push(id);
+                i = j;
             }
             if out.len() == before {
                 out.extend(self.unk);
