@@ -355,6 +355,34 @@ impl Config {
             "layer_norm epsilon",
             format!("{} is not a positive number", self.eps),
         )?;
+        // RoPE frequencies come from logarithms and quotients of these: anything else would
+        // turn into NaN positions, not an error.
+        for (v, key) in [
+            (self.rope_base, "rope.freq_base"),
+            (self.rope_base_local, "rope.freq_base_swa"),
+        ] {
+            check(
+                v.is_finite() && v > 1.0,
+                key,
+                format!("{v} must be above 1"),
+            )?;
+        }
+        let rs = &self.rope_scaling;
+        for (v, key) in [
+            (rs.freq_scale, "rope.scaling.factor"),
+            (rs.attn_factor, "rope.scaling.attn_factor"),
+        ] {
+            check(
+                v.is_finite() && v > 0.0,
+                key,
+                format!("gives {v}, not a positive number"),
+            )?;
+        }
+        check(
+            rs.yarn_context.is_none_or(|c| c > 0),
+            "rope.scaling.original_context_length",
+            "must be > 0 for YaRN".into(),
+        )?;
         if let Some(e) = &self.experts {
             check(
                 e.count <= 1024 && e.used > 0 && e.used <= e.count,
@@ -465,6 +493,19 @@ mod tests {
             ("rope.scaling.attn_factor", Value::F32(1.5)),
         ];
         let c = Config::from_gguf(&file("llama", &linear)).unwrap();
+        let absurd = [("rope.freq_base", Value::F32(1.0))];
+        let e = Config::from_gguf(&file("llama", &absurd))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rope.freq_base"), "{e}");
+        let negative = [
+            ("rope.scaling.type", Value::Str("linear".into())),
+            ("rope.scaling.factor", Value::F32(-2.0)),
+        ];
+        let e = Config::from_gguf(&file("llama", &negative))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rope.scaling.factor"), "{e}");
         assert_eq!(
             (c.rope_scaling.freq_scale, c.rope_scaling.attn_factor),
             (0.25, 1.5)

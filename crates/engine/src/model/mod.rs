@@ -1,15 +1,15 @@
 //! A loaded model: config, weights in our packed layout, and the batched forward pass. The
 //! architectures (`gemma` for Gemma 2/3, `llama` for the Llama/Qwen/Phi-3 family and their
 //! mixtures of experts, `gpt2`) only say which tensors and options make up the shared `Block`;
-//! the forward itself is in `transformer` (and `moe` for expert layers).
+//! the forward itself is in `transformer` (and `ffn` for the MLP and expert layers).
 
 mod attention;
 pub mod config;
+mod ffn;
 mod gemma;
 mod gpt2;
 pub mod layers;
 mod llama;
-mod moe;
 mod transformer;
 
 use crate::error::Result;

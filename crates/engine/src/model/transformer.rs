@@ -4,8 +4,8 @@
 //! that want them. Every linear layer runs once over all rows of the batch.
 
 use super::attention::{attend, AttnShape};
-use super::layers::{Ffn, Linear};
-use super::moe::{self, quantize, MoeScratch};
+use super::ffn::{self, quantize, FfnScratch};
+use super::layers::Linear;
 use super::{Model, Qkv};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
@@ -26,7 +26,7 @@ pub struct Scratch {
     o: Vec<f32>,
     scores: Vec<f32>,
     acts: QuantActs,
-    moe: MoeScratch,
+    ffn: FfnScratch,
 }
 
 fn grow(v: &mut Vec<f32>, n: usize) {
@@ -163,10 +163,7 @@ impl Model {
             // MLP.
             s.h[..t * d].copy_from_slice(&s.x[..t * d]);
             pool.for_rows(&mut s.h[..t * d], d, &|_, r| blk.ffn_norm.apply(r, c.eps));
-            match &blk.ffn {
-                Ffn::Dense(m) => moe::mlp(pool, isa, m, &s.h[..t * d], t, &mut s.moe, &mut s.o),
-                Ffn::Moe(m) => moe::forward(pool, isa, m, &s.h, t, d, &mut s.moe, &mut s.o),
-            }
+            ffn::forward(pool, isa, &blk.ffn, &s.h, t, &mut s.ffn, &mut s.o);
             if let Some(n) = &blk.post_ffn_norm {
                 pool.for_rows(&mut s.o[..t * d], d, &|_, r| n.apply(r, c.eps));
             }

@@ -1,9 +1,10 @@
-//! Expert layers, batch-first: the router scores every row, then the rows of the step are
-//! grouped by the experts they chose, so each chosen expert's matrices run once over all of its
-//! rows (`[rows_e, n_embd] @ W_e`) instead of once per row. A row's output sums its experts in
-//! ascending expert order, so it does not depend on what else is in the batch.
+//! The feed-forward part of a block: the dense MLP, and expert layers, batch-first — the router
+//! scores every row, then the rows of the step are grouped by the experts they chose, so each
+//! chosen expert's matrices run once over all of its rows (`[rows_e, n_embd] @ W_e`) instead of
+//! once per row. A row's output sums its experts in ascending expert order, so it does not
+//! depend on what else is in the batch.
 
-use super::layers::{Mlp, Moe};
+use super::layers::{Ffn, Mlp, Moe};
 use crate::kernels::act::QuantActs;
 use crate::kernels::matmul::{matmul, Isa};
 use crate::kernels::ops::activate;
@@ -11,7 +12,7 @@ use crate::kernels::pool::ThreadPool;
 
 /// Buffers reused across steps.
 #[derive(Default)]
-pub struct MoeScratch {
+pub struct FfnScratch {
     logits: Vec<f32>,
     x: Vec<f32>,
     gate: Vec<f32>,
@@ -33,14 +34,30 @@ pub(super) fn quantize(pool: &ThreadPool, acts: &mut QuantActs, x: &[f32], rows:
     }
 }
 
+/// `out[t, d]` = the feed-forward part applied to `h[t, d]`.
+pub(super) fn forward(
+    pool: &ThreadPool,
+    isa: Isa,
+    ffn: &Ffn,
+    h: &[f32],
+    t: usize,
+    s: &mut FfnScratch,
+    out: &mut [f32],
+) {
+    match ffn {
+        Ffn::Dense(m) => mlp(pool, isa, m, &h[..t * m.up.w.k()], t, s, out),
+        Ffn::Moe(m) => experts(pool, isa, m, h, t, s, out),
+    }
+}
+
 /// `out[rows, d] = down(act(gate(x), up(x)))` for `rows` rows of `x` (`[rows, d]`).
-pub(super) fn mlp(
+fn mlp(
     pool: &ThreadPool,
     isa: Isa,
     m: &Mlp,
     x: &[f32],
     rows: usize,
-    s: &mut MoeScratch,
+    s: &mut FfnScratch,
     out: &mut [f32],
 ) {
     let (d, nf) = (m.up.w.k(), m.up.w.n());
@@ -84,16 +101,16 @@ fn route(moe: &Moe, logits: &[f32]) -> Vec<(usize, f32)> {
 }
 
 /// `out[t, d]` = the expert layer applied to `h[t, d]`.
-pub(super) fn forward(
+fn experts(
     pool: &ThreadPool,
     isa: Isa,
     moe: &Moe,
     h: &[f32],
     t: usize,
-    d: usize,
-    s: &mut MoeScratch,
+    s: &mut FfnScratch,
     out: &mut [f32],
 ) {
+    let d = moe.router.w.k();
     let n_exp = moe.experts.len();
     grow(&mut s.logits, t * n_exp);
     quantize(pool, &mut s.acts, h, t, d);
