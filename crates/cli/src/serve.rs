@@ -124,7 +124,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
 
 /// Refuses a KV cache bigger than this machine's memory, naming the sizes.
 fn check_kv_size(model: &Model, a: &ServeArgs) -> Result<()> {
-    let bytes = model.kv_config(a.kv_tokens, a.max_running).bytes();
+    let bytes = model.kv_config(a.kv_tokens).bytes();
     let total = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {

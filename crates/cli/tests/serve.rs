@@ -6,7 +6,7 @@
 //! `websocket-client` (`.ci/run` makes that virtualenv); without it they are skipped, unless
 //! EVERETT_REQUIRE_E2E is set.
 
-use everett_engine::testutil::{chromium, default_model, tiny_model, Tiny};
+use everett_engine::testutil::{chromium, default_model, e2e_python, tiny_model, Tiny};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -77,14 +77,7 @@ impl Drop for Server {
 #[test]
 fn real_clients_load_greedy_identity_and_the_page() {
     let Some(model) = default_model() else { return };
-    let Some(python) = std::env::var_os("EVERETT_E2E_PYTHON") else {
-        assert!(
-            std::env::var_os("EVERETT_REQUIRE_E2E").is_none(),
-            "EVERETT_REQUIRE_E2E is set but EVERETT_E2E_PYTHON is not"
-        );
-        eprintln!("skipping: EVERETT_E2E_PYTHON (python with openai, websocket-client) not set");
-        return;
-    };
+    let Some(python) = e2e_python() else { return };
     let server = Server::start(&model);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/e2e/serve_e2e.py");
     let mut cmd = Command::new(python);

@@ -25,7 +25,7 @@ fn reference_dir() -> PathBuf {
 
 /// Probabilities (f64 softmax) of the next token after each of `ids[from..]`.
 fn probs(model: &mut Model, ids: &[u32], from: usize) -> Vec<Vec<f64>> {
-    let mut kv = KvCache::new(&model.kv_config(ids.len() + 16, 1));
+    let mut kv = KvCache::new(&model.kv_config(ids.len() + 16));
     let s = kv.new_seq();
     kv.reserve(s, ids.len()).unwrap();
     let mut b = Batch::default();

@@ -16,17 +16,17 @@ fn load(t: &Tiny) -> Model {
     Model::from_gguf(&GgufFile::from_bytes(tiny_model(t, 42)).unwrap(), 2).unwrap()
 }
 
-fn cache(m: &Model, tokens: usize, seqs: usize) -> KvCache {
+fn cache(m: &Model, tokens: usize) -> KvCache {
     // Small blocks so that short test sequences span many of them.
     KvCache::new(&KvConfig {
         block_size: 4,
-        ..m.kv_config(tokens, seqs)
+        ..m.kv_config(tokens)
     })
 }
 
 /// Runs `tokens` as one sequence in one batch; returns logits of every row.
 fn prefill(m: &mut Model, tokens: &[u32]) -> Vec<f32> {
-    let mut kv = cache(m, tokens.len() + 8, 1);
+    let mut kv = cache(m, tokens.len() + 8);
     let s = kv.new_seq();
     kv.reserve(s, tokens.len()).unwrap();
     let mut b = Batch::default();
@@ -265,7 +265,7 @@ fn prefill_equals_token_by_token_decode() {
         let mut m = load(&t);
         let toks = prompt(19, 2);
         let all = prefill(&mut m, &toks);
-        let mut kv = cache(&m, 32, 1);
+        let mut kv = cache(&m, 32);
         let s = kv.new_seq();
         let (mut b, mut logits) = (Batch::default(), Vec::new());
         let v = m.config.vocab;
@@ -286,7 +286,7 @@ fn logits_are_batch_invariant() {
     let target = prompt(11, 3);
     let alone = prefill(&mut m, &target);
     let v = m.config.vocab;
-    let mut kv = cache(&m, 400, 17);
+    let mut kv = cache(&m, 400);
     let mut b = Batch::default();
     let mut target_seq = 0;
     for i in 0..17 {
@@ -317,7 +317,7 @@ fn forked_sequence_continues_like_a_fresh_one() {
     let mut m = load(&t);
     let base = prompt(10, 4);
     let v = m.config.vocab;
-    let mut kv = cache(&m, 64, 3);
+    let mut kv = cache(&m, 64);
     let s = kv.new_seq();
     kv.reserve(s, base.len()).unwrap();
     let (mut b, mut logits) = (Batch::default(), Vec::new());
@@ -344,7 +344,7 @@ fn forked_sequence_continues_like_a_fresh_one() {
 #[test]
 fn running_out_of_blocks_is_reported_not_panicked() {
     let m = load(&Tiny::gemma3());
-    let mut kv = cache(&m, 8, 1);
+    let mut kv = cache(&m, 8);
     let s = kv.new_seq();
     assert!(kv.reserve(s, 1000).is_err());
     assert!(kv.reserve(s, 4).is_ok());
@@ -353,7 +353,7 @@ fn running_out_of_blocks_is_reported_not_panicked() {
 #[test]
 fn bad_batches_are_rejected_with_a_reason() {
     let mut m = load(&Tiny::gemma3());
-    let mut kv = cache(&m, 16, 1);
+    let mut kv = cache(&m, 16);
     let s = kv.new_seq();
     let (mut b, mut logits) = (Batch::default(), Vec::new());
     b.push_seq(s, 0, &[5, 9999], true);

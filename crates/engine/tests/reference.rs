@@ -1,29 +1,30 @@
-//! End-to-end checks on the real default model against `../shared/reference/` (outputs of an
-//! independent engine). Skipped when the model file is absent, unless EVERETT_REQUIRE_MODEL is
-//! set (CI sets it after `everett pull`).
+//! End-to-end checks on the real default model against `tests/reference/` (outputs of an
+//! independent engine, committed with their provenance). Skipped when the model file is absent,
+//! unless EVERETT_REQUIRE_MODEL is set (CI sets it after `everett pull`); the reference files are
+//! part of the repository, so a missing one is a failure, never a skip.
 
 use everett_engine::generate::{generate_batch, Request};
 use everett_engine::gguf::GgufFile;
 use everett_engine::model::Model;
 use everett_engine::sample::SamplingParams;
 use everett_engine::superposition::{explore, ExploreParams};
-use everett_engine::testutil::default_model as model_path;
+use everett_engine::testutil::default_model;
 use everett_engine::tokenizer::Tokenizer;
 use serde_json::Value;
 use std::path::PathBuf;
 
 fn reference(name: &str) -> Vec<Value> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/reference")
+        .join("tests/reference")
         .join(name);
-    // Without `../shared` beside the checkout there is nothing to compare against.
-    let Ok(text) = std::fs::read_to_string(&p) else {
-        eprintln!("skipping: no reference file at {}", p.display());
-        return Vec::new();
-    };
-    text.lines()
+    let text = std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("reference file {}: {e}", p.display()));
+    let cases: Vec<Value> = text
+        .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+        .collect();
+    assert!(!cases.is_empty(), "{} has no cases", p.display());
+    cases
 }
 
 fn ids(v: &Value) -> Vec<u32> {
@@ -36,7 +37,7 @@ fn ids(v: &Value) -> Vec<u32> {
 
 #[test]
 fn tokenizer_reproduces_reference() {
-    let Some(path) = model_path() else { return };
+    let Some(path) = default_model() else { return };
     let tok = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
     for case in reference("tokenize.jsonl") {
         let text = case["text"].as_str().unwrap();
@@ -48,7 +49,7 @@ fn tokenizer_reproduces_reference() {
 
 #[test]
 fn greedy_matches_reference_until_near_ties() {
-    let Some(path) = model_path() else { return };
+    let Some(path) = default_model() else { return };
     let file = GgufFile::open(&path).unwrap();
     let tok = Tokenizer::from_gguf(&file).unwrap();
     let mut model = Model::from_gguf(&file, 2).unwrap();
@@ -123,7 +124,7 @@ fn greedy_matches_reference_until_near_ties() {
 
 #[test]
 fn explorer_on_the_real_model_is_greedy_at_width_one_and_sharing_changes_nothing() {
-    let Some(path) = model_path() else { return };
+    let Some(path) = default_model() else { return };
     let file = GgufFile::open(&path).unwrap();
     let tok = Tokenizer::from_gguf(&file).unwrap();
     let mut model = Model::from_gguf(&file, 2).unwrap();

@@ -30,7 +30,7 @@ fn run(m: &mut Model, tok: &Tokenizer, prompt: &[u32], p: &ExploreParams) -> Exp
 
 /// log softmax(logits / t) of the last token of `tokens`, recomputed from nothing, in f64.
 fn logprobs_from_scratch(m: &mut Model, tokens: &[u32], t: f32) -> Vec<f64> {
-    let mut kv = KvCache::new(&m.kv_config(tokens.len() + 16, 1));
+    let mut kv = KvCache::new(&m.kv_config(tokens.len() + 16));
     let s = kv.new_seq();
     kv.reserve(s, tokens.len()).unwrap();
     let mut b = Batch::default();

@@ -35,7 +35,7 @@ use std::sync::{Arc, OnceLock};
 pub trait Runner {
     fn vocab(&self) -> usize;
     fn context_length(&self) -> usize;
-    fn kv_config(&self, capacity_tokens: usize, max_seqs: usize) -> KvConfig;
+    fn kv_config(&self, capacity_tokens: usize) -> KvConfig;
     /// Runs `batch` (KV reserved), commits its rows, fills `[logit rows, vocab]`.
     fn forward(&mut self, batch: &Batch, kv: &mut KvCache, logits: &mut Vec<f32>) -> Result<()>;
     /// Threads for work beside the forward pass (reading many logit rows).
@@ -49,8 +49,8 @@ impl Runner for Model {
     fn context_length(&self) -> usize {
         self.config.context_length
     }
-    fn kv_config(&self, capacity_tokens: usize, max_seqs: usize) -> KvConfig {
-        Model::kv_config(self, capacity_tokens, max_seqs)
+    fn kv_config(&self, capacity_tokens: usize) -> KvConfig {
+        Model::kv_config(self, capacity_tokens)
     }
     fn forward(&mut self, batch: &Batch, kv: &mut KvCache, logits: &mut Vec<f32>) -> Result<()> {
         Model::forward(self, batch, kv, logits)
@@ -67,8 +67,8 @@ impl<R: Runner + ?Sized> Runner for &mut R {
     fn context_length(&self) -> usize {
         (**self).context_length()
     }
-    fn kv_config(&self, capacity_tokens: usize, max_seqs: usize) -> KvConfig {
-        (**self).kv_config(capacity_tokens, max_seqs)
+    fn kv_config(&self, capacity_tokens: usize) -> KvConfig {
+        (**self).kv_config(capacity_tokens)
     }
     fn forward(&mut self, batch: &Batch, kv: &mut KvCache, logits: &mut Vec<f32>) -> Result<()> {
         (**self).forward(batch, kv, logits)
@@ -152,7 +152,7 @@ pub struct Engine<M: Runner, T: Deref<Target = Tokenizer>> {
 
 impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
     pub fn new(model: M, tok: T, cfg: EngineConfig) -> Self {
-        let kv = KvCache::new(&model.kv_config(cfg.kv_tokens, cfg.scheduler.max_seqs));
+        let kv = KvCache::new(&model.kv_config(cfg.kv_tokens));
         let stats = EngineStats {
             capacity_blocks: kv.capacity_blocks(),
             ..Default::default()

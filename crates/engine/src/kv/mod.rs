@@ -76,18 +76,18 @@ pub struct KvConfig {
     pub block_size: usize,
     /// Tokens of capacity for global layers (sliding groups get what their windows need).
     pub capacity_tokens: usize,
-    pub max_seqs: usize,
     pub dtype: KvType,
 }
 
 impl KvConfig {
-    /// Blocks in each group's pool. A whole prompt is written before the window drops
+    /// Blocks in each group's pool: `capacity_tokens` rounded up to whole blocks, nothing
+    /// more (`--kv-tokens N` holds N tokens). A whole prompt is written before the window drops
     /// anything, so sliding groups get the same capacity as global ones; dropping frees their
     /// blocks for other sequences.
     fn blocks_per_group(&self) -> Option<usize> {
-        self.capacity_tokens
-            .div_ceil(self.block_size)
-            .checked_add(self.max_seqs)
+        let blocks = self.capacity_tokens.div_ceil(self.block_size);
+        // Bounded here so that `bytes` can refuse it before anything is allocated.
+        (blocks < u32::MAX as usize).then_some(blocks)
     }
 
     /// Bytes of keys and values the cache will allocate; `None` when that overflows.

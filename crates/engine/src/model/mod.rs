@@ -107,14 +107,13 @@ impl Model {
         &self.pool
     }
 
-    /// A KV cache layout for this model: `capacity_tokens` over at most `max_seqs` sequences.
-    pub fn kv_config(&self, capacity_tokens: usize, max_seqs: usize) -> KvConfig {
+    /// A KV cache layout for this model holding `capacity_tokens` tokens.
+    pub fn kv_config(&self, capacity_tokens: usize) -> KvConfig {
         KvConfig {
             layer_windows: self.weights.blocks.iter().map(|b| b.window).collect(),
             row: self.config.kv_row(),
             block_size: KV_BLOCK_SIZE,
             capacity_tokens,
-            max_seqs,
             dtype: self.kv_type,
         }
     }

@@ -66,13 +66,12 @@ impl Runner for Fake {
     fn context_length(&self) -> usize {
         4096
     }
-    fn kv_config(&self, capacity_tokens: usize, max_seqs: usize) -> KvConfig {
+    fn kv_config(&self, capacity_tokens: usize) -> KvConfig {
         KvConfig {
             layer_windows: vec![None, Some(WINDOW)],
             row: 2,
             block_size: BS,
             capacity_tokens,
-            max_seqs,
             dtype: KvType::F32,
         }
     }
@@ -276,12 +275,12 @@ fn kv_exhaustion_preempts_the_newest_and_it_resumes_with_the_same_tokens() {
 fn a_request_that_can_never_fit_is_refused_up_front_with_the_numbers() {
     let tok = tokenizer();
     let mut e = engine(&tok, 64, cfg(64, 8));
-    // 64 tokens plus a block per possible sequence: 12 blocks of 16.
+    // `kv_tokens` 64: 4 blocks of 16, nothing added.
     let err = e.submit(gen(prompt(50, 1), 200)).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::TooLarge(_)), "{msg}");
     assert!(
-        msg.contains("250") && msg.contains("capacity of 192"),
+        msg.contains("250") && msg.contains("capacity of 64"),
         "{msg}"
     );
     let err = e.submit(gen(prompt(4000, 1), 200)).unwrap_err();
@@ -320,8 +319,8 @@ fn abort_and_dropped_streams_free_every_block_within_a_step() {
 #[test]
 fn prefix_hits_reuse_blocks_and_idle_blocks_are_evicted_lru() {
     let tok = tokenizer();
-    // 8 blocks of 16 plus one: just room for one long request.
-    let mut e = engine(&tok, 128, cfg(512, 1));
+    // 9 blocks of 16: just room for one long request.
+    let mut e = engine(&tok, 144, cfg(512, 1));
     let shared = prompt(70, 5);
     let (_, mut a) = e.submit(gen(shared.clone(), 4)).unwrap();
     e.run_until_idle().unwrap();

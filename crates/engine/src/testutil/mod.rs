@@ -322,6 +322,21 @@ pub fn default_model() -> Option<std::path::PathBuf> {
     )
 }
 
+/// The Python that runs the end-to-end client scripts (with `openai` and `websocket-client`):
+/// `None` (skip) when EVERETT_E2E_PYTHON is unset, a panic instead when EVERETT_REQUIRE_E2E is
+/// set (CI builds the virtualenv and sets both).
+pub fn e2e_python() -> Option<std::ffi::OsString> {
+    let python = std::env::var_os("EVERETT_E2E_PYTHON");
+    if python.is_none() {
+        assert!(
+            std::env::var_os("EVERETT_REQUIRE_E2E").is_none(),
+            "EVERETT_REQUIRE_E2E is set but EVERETT_E2E_PYTHON is not"
+        );
+        eprintln!("skipping: EVERETT_E2E_PYTHON (python with openai, websocket-client) not set");
+    }
+    python
+}
+
 /// A runner whose forward passes take at least `.1` longer: a request of hundreds of tokens is
 /// then surely still running when a test aborts it or drops its stream.
 pub struct Slow<M>(pub M, pub std::time::Duration);
@@ -333,8 +348,8 @@ impl<M: crate::engine::Runner> crate::engine::Runner for Slow<M> {
     fn context_length(&self) -> usize {
         self.0.context_length()
     }
-    fn kv_config(&self, capacity_tokens: usize, max_seqs: usize) -> crate::kv::KvConfig {
-        self.0.kv_config(capacity_tokens, max_seqs)
+    fn kv_config(&self, capacity_tokens: usize) -> crate::kv::KvConfig {
+        self.0.kv_config(capacity_tokens)
     }
     fn forward(
         &mut self,
