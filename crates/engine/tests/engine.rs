@@ -37,8 +37,17 @@ fn load_real() -> Option<(Model, Tokenizer)> {
 type Trace = Vec<(u32, u32, Vec<(u32, u32)>)>;
 
 fn trace(events: &mut Events) -> Trace {
+    trace_of(std::iter::from_fn(|| events.try_recv().ok()))
+}
+
+/// The trace of a request that runs on the engine thread, once its stream has ended.
+fn trace_blocking(events: &mut Events) -> Trace {
+    trace_of(std::iter::from_fn(|| events.blocking_recv()))
+}
+
+fn trace_of(events: impl Iterator<Item = Event>) -> Trace {
     let mut out = Vec::new();
-    while let Ok(e) = events.try_recv() {
+    for e in events {
         match e {
             Event::Token { token, .. } => out.push((
                 token.id,
@@ -333,6 +342,62 @@ fn the_engine_thread_serves_handles_aborts_and_shuts_down() {
         late.blocking_recv(),
         Some(Event::Error(Error::ShuttingDown))
     ));
+}
+
+/// The failure boundary: a panic inside a step (injected at step 3) fails the request that was
+/// running with an internal error, keeps the one that was still waiting, rebuilds the engine,
+/// and every later result is the same as a fresh engine's; no KV block is left behind.
+#[test]
+fn a_panic_in_a_step_fails_what_ran_and_the_rebuilt_engine_serves_as_a_fresh_one() {
+    let (m, tok) = load_tiny(&Tiny::llama());
+    let tok = Arc::new(tok);
+    let fresh = |task: Task| {
+        let (m, _) = load_tiny(&Tiny::llama());
+        let mut e = Engine::new(m, tok.clone(), EngineConfig::default());
+        let (_, mut s) = e.submit(task).unwrap();
+        e.run_until_idle().unwrap();
+        trace(&mut s)
+    };
+    // One running sequence at a time: `waiting` is queued behind `running` when step 3 panics.
+    let cfg = EngineConfig {
+        scheduler: SchedulerConfig {
+            max_seqs: 1,
+            ..SchedulerConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(m, tok.clone(), cfg);
+    engine.inject_faults(&[3]);
+    let (_, mut running) = engine.submit(endless(vec![2, 40, 41], 40)).unwrap();
+    let (_, mut waiting) = engine.submit(greedy(vec![2, 50, 51, 52], 12)).unwrap();
+    let (handle, join) = spawn(engine);
+    let events: Vec<Event> = std::iter::from_fn(|| running.blocking_recv()).collect();
+    let tokens = events
+        .iter()
+        .filter(|e| matches!(e, Event::Token { .. }))
+        .count();
+    assert_eq!(tokens, 2, "steps 1 and 2 ran, step 3 panicked");
+    match events.last() {
+        Some(Event::Error(Error::Internal(msg))) => {
+            assert!(msg.contains("injected fault at step 3"), "{msg}")
+        }
+        other => panic!("expected an internal error, got {other:?}"),
+    }
+    assert_eq!(
+        trace_blocking(&mut waiting),
+        fresh(greedy(vec![2, 50, 51, 52], 12)),
+        "the waiting request ran after the rebuild as on a fresh engine"
+    );
+    // A request after the fault, on the rebuilt engine.
+    let later = greedy(vec![2, 60, 61], 10);
+    let (_, mut s) = handle.submit(later.clone());
+    assert_eq!(trace_blocking(&mut s), fresh(later));
+    let stats = handle.stats().unwrap();
+    assert_eq!(stats.restarts, 1);
+    assert_eq!((stats.used_blocks, stats.running, stats.waiting), (0, 0, 0));
+    assert_eq!(handle.health(), everett_engine::engine::handle::Health::Ok);
+    handle.shutdown(Duration::ZERO);
+    join.join().unwrap();
 }
 
 #[test]

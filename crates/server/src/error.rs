@@ -58,11 +58,15 @@ impl From<Error> for ApiError {
                 "rate_limit_error",
                 e.to_string(),
             ),
-            _ => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "the engine failed to run this request".to_string(),
-            ),
+            _ => {
+                // The cause stays in the log; the client learns only that it may retry.
+                tracing::error!(error = %e, "request failed inside the engine");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "the engine failed to run this request; retrying it may succeed".to_string(),
+                )
+            }
         };
         Self {
             status,

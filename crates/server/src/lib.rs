@@ -27,7 +27,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 pub use chat::ChatTemplate;
 use error::ApiError;
-use everett_engine::engine::handle::EngineHandle;
+use everett_engine::engine::handle::{EngineHandle, Health};
 use everett_engine::tokenizer::Tokenizer;
 use metrics::Metrics;
 use serde_json::{json, Value};
@@ -61,8 +61,8 @@ pub(crate) struct AppState {
 pub fn router(engine: EngineHandle, cfg: ServerConfig) -> Router {
     let state = AppState {
         engine,
+        metrics: Arc::new(Metrics::new(&cfg.model_name)),
         cfg: Arc::new(cfg),
-        metrics: Arc::new(Metrics::default()),
     };
     let guarded = Router::new()
         .route("/v1/models", get(models))
@@ -137,8 +137,22 @@ async fn authorize(State(st): State<AppState>, req: Request, next: Next) -> Resp
     .into_response()
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// 200 while the engine takes work; 503 with the reason while it is rebuilt after a fault, or
+/// when it could not be.
+async fn health(State(st): State<AppState>) -> Response {
+    match st.engine.health() {
+        Health::Ok => Json(json!({"status": "ok"})).into_response(),
+        Health::Rebuilding(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "rebuilding", "reason": reason})),
+        )
+            .into_response(),
+        Health::Failed(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "failed", "reason": reason})),
+        )
+            .into_response(),
+    }
 }
 
 /// The Prometheus exposition; asking the engine thread waits for its step, so off the runtime.

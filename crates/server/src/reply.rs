@@ -228,10 +228,12 @@ struct Choice {
 async fn collect(m: Meta, mut events: Merged) -> Result<Value, ApiError> {
     let mut choices: Vec<Choice> = (0..m.n).map(|_| Choice::default()).collect();
     let mut first_at = None;
+    let mut gaps = Gaps::default();
     while let Some(item) = events.next().await {
         match item {
             Item::Tokens { index, tokens } => {
                 first_at.get_or_insert_with(|| m.start.elapsed().as_secs_f64());
+                gaps.tokens(&m.metrics, tokens.len());
                 for token in tokens {
                     choices[index].text.push_str(&token.text);
                     choices[index].tokens.push(token);
@@ -283,8 +285,25 @@ async fn collect(m: Meta, mut events: Merged) -> Result<Value, ApiError> {
     }))
 }
 
+/// Times the gaps between a reply's tokens (vLLM's inter-token latency; the first token's
+/// wait is the time to first token instead).
+#[derive(Default)]
+struct Gaps {
+    last: Option<Instant>,
+}
+
+impl Gaps {
+    fn tokens(&mut self, metrics: &Metrics, count: usize) {
+        let now = Instant::now();
+        if let Some(last) = self.last.replace(now) {
+            metrics.token_gap((now - last).as_secs_f64(), count);
+        }
+    }
+}
+
 struct Streaming {
     m: Meta,
+    gaps: Gaps,
     events: Merged,
     done: bool,
     include_usage: bool,
@@ -368,6 +387,7 @@ impl Streaming {
                 self.sent[index] += text.len();
                 self.started[index] = true;
                 self.completion += tokens.len();
+                self.gaps.tokens(&self.m.metrics, tokens.len());
                 let start = self.m.start;
                 self.first_at
                     .get_or_insert_with(|| start.elapsed().as_secs_f64());
@@ -379,7 +399,9 @@ impl Streaming {
                 self.chunk(json!([c]), None)
             }
             Some(Item::Error(e)) => {
-                self.done = true;
+                // Nothing more of this reply: the next poll sends `[DONE]`, as vLLM does.
+                self.events = Merged::new();
+                self.include_usage = false;
                 let e = ApiError::from(e);
                 let v = json!({"error": {"message": e.message, "type": e.kind}});
                 SseEvent::default().data(v.to_string())
@@ -407,6 +429,7 @@ fn stream_reply(
     include_usage: bool,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let state = Streaming {
+        gaps: Gaps::default(),
         sent: vec![0; m.n],
         started: vec![false; m.n],
         reasons: vec![None; m.n],

@@ -32,11 +32,21 @@ fn app_with_key(api_key: Option<&str>) -> Router {
 
 /// The router over a tiny model whose forward passes take at least `slow`, and its engine.
 fn app_and_handle(api_key: Option<&str>, slow: Duration) -> (Router, EngineHandle) {
+    app_with_faults(api_key, slow, &[])
+}
+
+/// As `app_and_handle`, with an engine that panics inside the steps numbered `faults`.
+fn app_with_faults(
+    api_key: Option<&str>,
+    slow: Duration,
+    faults: &[u64],
+) -> (Router, EngineHandle) {
     let f = GgufFile::from_bytes(tiny_model(&Tiny::llama(), 42)).unwrap();
     let model = Model::from_gguf(&f, 1).unwrap();
     let tok = Arc::new(Tokenizer::from_gguf(&f).unwrap());
     let context = model.config.context_length;
-    let engine = Engine::new(Slow(model, slow), tok.clone(), EngineConfig::default());
+    let mut engine = Engine::new(Slow(model, slow), tok.clone(), EngineConfig::default());
+    engine.inject_faults(faults);
     let (handle, _thread) = spawn(engine);
     let app = router(
         handle.clone(),
@@ -69,6 +79,46 @@ async fn call(app: &Router, method: &str, uri: &str, body: Option<Value>) -> (St
     let status = resp.status();
     let bytes = to_bytes(resp.into_body(), usize::MAX).await.unwrap();
     (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+/// A panic inside an engine step: the request in flight gets a 500 (or, streaming, an SSE
+/// error event), the engine is rebuilt, later requests get what a fresh server gives, and
+/// `/metrics` and `/health` tell the operator.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_engine_fault_fails_the_requests_in_flight_and_serving_goes_on() {
+    let (app, handle) = app_with_faults(None, Duration::from_millis(2), &[3, 12]);
+    let body =
+        json!({"prompt": "once upon", "max_tokens": 20, "temperature": 0, "ignore_eos": true});
+    // Steps 1-2 run the prompt and a token; step 3 panics.
+    let (s, text) = call(&app, "POST", "/v1/completions", Some(body.clone())).await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{text}");
+    assert!(text.contains("internal_error"), "{text}");
+    // The next one runs from step 4; step 12 panics inside its stream.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let (s, text) = call(&app, "POST", "/v1/completions", Some(streamed)).await;
+    assert_eq!(s, StatusCode::OK, "the stream had started");
+    let last = sse_chunks(&text).pop().expect("an event");
+    assert_eq!(last["error"]["type"], "internal_error", "{text}");
+    // Later requests are served as by a fresh server.
+    let (s, again) = call(&app, "POST", "/v1/completions", Some(body.clone())).await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    let (fresh, _) = app_and_handle(None, Duration::ZERO);
+    let (_, expected) = call(&fresh, "POST", "/v1/completions", Some(body)).await;
+    let text_of = |b: &str| serde_json::from_str::<Value>(b).unwrap()["choices"][0]["text"].clone();
+    assert_eq!(text_of(&again), text_of(&expected));
+    let stats = handle.stats().unwrap();
+    assert_eq!(
+        (stats.restarts, stats.used_blocks, stats.running),
+        (2, 0, 0)
+    );
+    let (_, metrics) = call(&app, "GET", "/metrics", None).await;
+    assert!(
+        metrics.contains("everett_engine_restarts_total 2"),
+        "{metrics}"
+    );
+    let (s, health) = call(&app, "GET", "/health", None).await;
+    assert_eq!((s, health.as_str()), (StatusCode::OK, r#"{"status":"ok"}"#));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -461,6 +511,34 @@ async fn metrics_count_requests_tokens_and_the_kv_cache() {
     assert_eq!(value("everett_kv_usage_ratio"), 0.0);
     // The second request's prompt was cached by the first.
     assert!(value("everett_prefix_cache_query_tokens_total") >= 6.0);
+    // The same figures under vLLM's names, for dashboards and routers made for vLLM.
+    let l = "{model_name=\"tiny\"}";
+    assert_eq!(value(&format!("vllm:num_requests_running{l}")), 0.0);
+    assert_eq!(value(&format!("vllm:num_requests_waiting{l}")), 0.0);
+    assert_eq!(value(&format!("vllm:kv_cache_usage_perc{l}")), 0.0);
+    assert_eq!(
+        value(&format!("vllm:prefix_cache_queries_total{l}")),
+        value("everett_prefix_cache_query_tokens_total")
+    );
+    assert_eq!(
+        value(&format!("vllm:prefix_cache_hits_total{l}")),
+        value("everett_prefix_cache_hit_tokens_total")
+    );
+    assert_eq!(value(&format!("vllm:num_preemptions_total{l}")), 0.0);
+    assert_eq!(
+        value(&format!("vllm:time_to_first_token_seconds_count{l}")),
+        2.0
+    );
+    assert_eq!(
+        value(&format!("vllm:e2e_request_latency_seconds_count{l}")),
+        2.0
+    );
+    // 12 tokens over two requests: 10 gaps between them.
+    assert_eq!(
+        value(&format!("vllm:inter_token_latency_seconds_count{l}")),
+        10.0
+    );
+    assert_eq!(text.matches("# EOF").count(), 1, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,6 +3,12 @@
 //! returns at once with the request's id and its event stream, `abort` and `stats` wait for the
 //! thread's answer. Dropping a stream cancels its request at the next step.
 //!
+//! Failure boundary: a panic inside a step (or while taking a command) is caught on the thread.
+//! The engine is rebuilt in place (`Engine::recover`: same weights, empty KV cache); the
+//! requests it had admitted end with `Error::Internal`, the panic is logged, and serving goes
+//! on. `EngineHandle::health` says `Rebuilding` meanwhile and `Failed` if rebuilding itself
+//! panicked (then the thread ends and every later request gets `ShuttingDown`).
+//!
 //! Shutdown (`EngineHandle::shutdown(grace)`): admission stops at once (new submissions get
 //! `ShuttingDown`), queued and running requests keep stepping for at most `grace`, and whatever
 //! is left then ends with `Error::ShuttingDown`; the thread exits within `grace` plus one step.
@@ -11,9 +17,11 @@ use super::request::{Event, EventSender, Events, RequestId, Task};
 use super::{Engine, EngineStats, Runner};
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
+use std::any::Any;
 use std::ops::Deref;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -25,11 +33,22 @@ enum Command {
     Shutdown(Duration),
 }
 
+/// Whether the engine thread can take work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Ok,
+    /// A step panicked (the message says how); the engine is being rebuilt.
+    Rebuilding(String),
+    /// Rebuilding failed too; the engine thread has ended.
+    Failed(String),
+}
+
 /// A cheap, cloneable way to talk to the engine thread.
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: UnboundedSender<Command>,
     ids: Arc<AtomicU64>,
+    health: Arc<Mutex<Health>>,
 }
 
 impl EngineHandle {
@@ -66,6 +85,31 @@ impl EngineHandle {
     pub fn shutdown(&self, grace: Duration) {
         let _ = self.tx.send(Command::Shutdown(grace));
     }
+
+    /// The engine thread's state (`Failed` also when the thread has ended some other way).
+    pub fn health(&self) -> Health {
+        let h = lock(&self.health).clone();
+        if h == Health::Ok && self.tx.is_closed() {
+            return Health::Failed("the engine thread has stopped".into());
+        }
+        h
+    }
+}
+
+/// The health cell; it holds no invariant a panic could break, so a poisoned lock is read as is.
+fn lock(h: &Mutex<Health>) -> std::sync::MutexGuard<'_, Health> {
+    h.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The text of a panic's payload.
+fn panic_message(p: &(dyn Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".into()
+    }
 }
 
 /// Starts `engine` on a thread of its own.
@@ -75,13 +119,15 @@ where
     T: Deref<Target = Tokenizer> + Send + 'static,
 {
     let (tx, rx) = unbounded_channel();
+    let health = Arc::new(Mutex::new(Health::Ok));
     let handle = EngineHandle {
         tx,
         ids: engine.ids(),
+        health: health.clone(),
     };
     let join = std::thread::Builder::new()
         .name("everett-engine".into())
-        .spawn(move || run(engine, rx))
+        .spawn(move || run(engine, rx, &health))
         .expect("spawning the engine thread");
     (handle, join)
 }
@@ -89,6 +135,7 @@ where
 fn run<M: Runner, T: Deref<Target = Tokenizer>>(
     mut engine: Engine<M, T>,
     mut rx: UnboundedReceiver<Command>,
+    health: &Mutex<Health>,
 ) {
     let mut deadline: Option<Instant> = None;
     loop {
@@ -103,10 +150,18 @@ fn run<M: Runner, T: Deref<Target = Tokenizer>>(
         };
         let mut next = first;
         while let Some(cmd) = next {
-            if let Some(grace) = handle_command(&mut engine, cmd) {
-                engine.stop_accepting();
-                let d = Instant::now() + grace;
-                deadline = Some(deadline.map_or(d, |old| old.min(d)));
+            match catch_unwind(AssertUnwindSafe(|| handle_command(&mut engine, cmd))) {
+                Ok(Some(grace)) => {
+                    engine.stop_accepting();
+                    let d = Instant::now() + grace;
+                    deadline = Some(deadline.map_or(d, |old| old.min(d)));
+                }
+                Ok(None) => {}
+                Err(p) => {
+                    if !rebuild(&mut engine, &*p, health) {
+                        return;
+                    }
+                }
             }
             next = rx.try_recv().ok();
         }
@@ -121,7 +176,35 @@ fn run<M: Runner, T: Deref<Target = Tokenizer>>(
         }
         if engine.has_work() {
             // A failed forward has already failed its requests; the engine goes on.
-            let _ = engine.step();
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| engine.step())) {
+                if !rebuild(&mut engine, &*p, health) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Rebuilds `engine` after the panic `p`; false (and `Failed`) when rebuilding panicked too.
+fn rebuild<M: Runner, T: Deref<Target = Tokenizer>>(
+    engine: &mut Engine<M, T>,
+    p: &(dyn Any + Send),
+    health: &Mutex<Health>,
+) -> bool {
+    let cause = panic_message(p);
+    *lock(health) = Health::Rebuilding(cause.clone());
+    tracing::error!(cause = %cause, "engine step panicked; rebuilding the engine");
+    match catch_unwind(AssertUnwindSafe(|| engine.recover(&cause))) {
+        Ok(failed) => {
+            tracing::warn!(failed = ?failed, "engine rebuilt; requests in flight got an internal error");
+            *lock(health) = Health::Ok;
+            true
+        }
+        Err(p2) => {
+            let why = format!("{cause}; then rebuilding failed: {}", panic_message(&*p2));
+            tracing::error!(cause = %why, "the engine cannot be rebuilt; it stops");
+            *lock(health) = Health::Failed(why);
+            false
         }
     }
 }

@@ -135,6 +135,8 @@ pub struct EngineStats {
     pub waiting: usize,
     /// Requests cancelled because their event stream was dropped.
     pub cancelled: u64,
+    /// Times the engine was rebuilt after a fault (`recover`).
+    pub restarts: u64,
 }
 
 pub struct Engine<M: Runner, T: Deref<Target = Tokenizer>> {
@@ -148,6 +150,10 @@ pub struct Engine<M: Runner, T: Deref<Target = Tokenizer>> {
     batch: Batch,
     logits: Vec<f32>,
     stats: EngineStats,
+    cfg: EngineConfig,
+    /// Steps at which to panic (test builds only; see `inject_faults`).
+    #[cfg(feature = "fault-injection")]
+    faults: Vec<u64>,
 }
 
 impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
@@ -168,7 +174,58 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
             batch: Batch::default(),
             logits: Vec::new(),
             stats,
+            cfg,
+            #[cfg(feature = "fault-injection")]
+            faults: Vec::new(),
         }
+    }
+
+    /// Makes the engine panic inside the steps numbered `steps` (counted from 1 over its
+    /// life), after scheduling and before the forward pass: the failure boundary's tests use it.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_faults(&mut self, steps: &[u64]) {
+        self.faults.extend_from_slice(steps);
+    }
+
+    /// Rebuilds the engine's mutable state after a panic left it unknown (`cause` says what
+    /// happened): a new, empty KV cache and scheduler over the same weights, which nothing
+    /// writes. Requests that had been admitted (they held KV, or ran) end with
+    /// `Error::Internal`; requests still waiting with no KV (never admitted, or preempted) keep
+    /// their place in the queue and run again, recomputing what they had. Returns the failed ids.
+    pub fn recover(&mut self, cause: &str) -> Vec<RequestId> {
+        let order: Vec<RequestId> = self.scheduler.waiting_ids().collect();
+        let running = self.scheduler.running().to_vec();
+        let mut scheduler = Scheduler::new(self.cfg.scheduler);
+        scheduler.stats = self.scheduler.stats;
+        self.scheduler = scheduler;
+        self.kv = KvCache::new(&self.model.kv_config(self.cfg.kv_tokens));
+        let mut failed: Vec<RequestId> = self
+            .reqs
+            .values()
+            .filter(|r| {
+                running.contains(&r.id)
+                    || !order.contains(&r.id)
+                    || r.seqs.iter().any(|s| s.kv.is_some())
+            })
+            .map(|r| r.id)
+            .collect();
+        failed.sort();
+        for &id in &failed {
+            if let Some(req) = self.reqs.remove(&id) {
+                req.send(Event::Error(Error::Internal(format!(
+                    "the engine failed while running request {id} ({cause}); it was rebuilt, \
+                     retry the request"
+                ))));
+            }
+        }
+        for id in order {
+            if let Some(req) = self.reqs.get_mut(&id) {
+                req.seqs.iter_mut().for_each(|s| s.cached = 0);
+                self.scheduler.add(id);
+            }
+        }
+        self.stats.restarts += 1;
+        failed
     }
 
     pub fn model(&self) -> &M {
@@ -320,6 +377,15 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
     pub fn step(&mut self) -> Result<StepReport> {
         let mut finished = self.reap();
         let plan = self.scheduler.schedule(&mut self.reqs, &mut self.kv);
+        #[cfg(feature = "fault-injection")]
+        if let Some(i) = self
+            .faults
+            .iter()
+            .position(|&s| s == self.scheduler.stats.steps)
+        {
+            self.faults.swap_remove(i);
+            panic!("injected fault at step {}", self.scheduler.stats.steps);
+        }
         self.refuse(&plan, &mut finished);
         if plan.runs.is_empty() {
             self.stalled(&plan, &mut finished);

@@ -139,6 +139,11 @@ impl Scheduler {
         self.waiting.len()
     }
 
+    /// The waiting queue, front first.
+    pub fn waiting_ids(&self) -> impl Iterator<Item = RequestId> + '_ {
+        self.waiting.iter().copied()
+    }
+
     pub fn running(&self) -> &[RequestId] {
         &self.running
     }
