@@ -9,6 +9,7 @@ mod chat;
 mod collapse;
 mod commands;
 mod explore;
+mod logging;
 mod pull;
 mod serve;
 mod template;

@@ -5,12 +5,14 @@
 //! gets `SHUTDOWN_GRACE` to finish what still runs before it aborts the rest, and serve exits 0.
 
 use crate::commands::{load_from, open};
+use crate::logging::{self, LogFormat};
 use crate::Common;
 use anyhow::{Context, Result};
 use clap::Args;
 use everett_engine::engine::handle::spawn;
 use everett_engine::engine::{Engine, EngineConfig};
 use everett_engine::gguf::{GgufFile, Value};
+use everett_engine::kernels::matmul::Isa;
 use everett_engine::model::Model;
 use everett_engine::scheduler::SchedulerConfig;
 use everett_server::{loading, router, ChatTemplate, ServerConfig};
@@ -44,12 +46,16 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer KEY` on every route but /health.
     #[arg(long)]
     api_key: Option<String>,
+    /// How log lines look on stderr (filter them with RUST_LOG; default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 pub fn run(a: &ServeArgs) -> Result<()> {
     if a.max_running == 0 || a.kv_tokens < 16 {
         anyhow::bail!("--max-running must be at least 1 and --kv-tokens at least 16");
     }
+    logging::init(a.log_format)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -75,12 +81,12 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         tokio::select! {
             r = serving => r,
             _ = drain_limit => {
-                eprintln!("everett serve: requests still open after {DRAIN_LIMIT:?}; closing them");
+                tracing::warn!("requests still open after {DRAIN_LIMIT:?}; closing them");
                 Ok(())
             }
         }
     });
-    eprintln!("everett serve: listening on http://{addr}, loading the model");
+    tracing::info!("listening on http://{addr}, loading the model");
     // One opening of the file; the template is compiled first, so a broken one fails before
     // the weights load.
     let file = open(&a.common)?;
@@ -95,6 +101,20 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     });
     let tok = Arc::new(tok);
     let context = model.config.context_length;
+    tracing::info!(
+        model = %name,
+        architecture = %model.config.arch_name,
+        layers = model.config.n_layer,
+        context,
+        vocab = model.config.vocab,
+        isa = ?Isa::detect().family(),
+        threads = model.threads(),
+        kv_tokens = a.kv_tokens,
+        kv_mb = model.kv_config(a.kv_tokens).bytes().unwrap_or(0) >> 20,
+        max_running = a.max_running,
+        max_waiting = a.max_waiting,
+        "model loaded"
+    );
     let cfg = EngineConfig {
         kv_tokens: a.kv_tokens,
         scheduler: SchedulerConfig {
@@ -115,7 +135,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         },
     );
     let _ = slot.set(app);
-    eprintln!("everett serve: model `{name}` ready on http://{addr}");
+    tracing::info!("model `{name}` ready on http://{addr}");
     rt.block_on(server)?.context("serving")?;
     handle.shutdown(SHUTDOWN_GRACE);
     let _ = engine_thread.join();

@@ -13,7 +13,13 @@ pub struct ApiError {
     pub message: String,
     pub kind: &'static str,
     pub param: Option<String>,
+    /// What the log says instead of `message` (an internal failure's real cause).
+    pub cause: Option<String>,
 }
+
+/// The text a refused or failed response leaves for the request log (`log_refusals`).
+#[derive(Clone, Debug)]
+pub struct LogNote(pub String);
 
 impl ApiError {
     /// A 400 that names the offending field.
@@ -23,6 +29,7 @@ impl ApiError {
             message: message.into(),
             kind: "invalid_request_error",
             param: Some(param.into()),
+            cause: None,
         }
     }
 
@@ -58,27 +65,27 @@ impl From<Error> for ApiError {
                 "rate_limit_error",
                 e.to_string(),
             ),
-            _ => {
-                // The cause stays in the log; the client learns only that it may retry.
-                tracing::error!(error = %e, "request failed inside the engine");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
-                    "the engine failed to run this request; retrying it may succeed".to_string(),
-                )
-            }
+            // The cause goes to the log; the client learns only that it may retry.
+            _ => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the engine failed to run this request; retrying it may succeed".to_string(),
+            ),
         };
+        let cause = (status == StatusCode::INTERNAL_SERVER_ERROR).then(|| e.to_string());
         Self {
             status,
             message,
             kind,
             param,
+            cause,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let note = LogNote(self.cause.unwrap_or_else(|| self.message.clone()));
         let body = json!({"error": {
             "message": self.message,
             "type": self.kind,
@@ -86,6 +93,7 @@ impl IntoResponse for ApiError {
             "code": null,
         }});
         let mut r = (self.status, axum::Json(body)).into_response();
+        r.extensions_mut().insert(note);
         if self.status == StatusCode::TOO_MANY_REQUESTS {
             // A waiting request is usually admitted within seconds.
             r.headers_mut()

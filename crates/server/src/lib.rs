@@ -79,7 +79,29 @@ pub fn router(engine: EngineHandle, cfg: ServerConfig) -> Router {
         .route("/", get(page::index))
         .merge(guarded)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(log_refusals))
         .with_state(state)
+}
+
+/// One log line for every request answered with an error status: a warning for the client's
+/// (4xx: refused), an error for the server's (5xx), with the reason the response carried.
+async fn log_refusals(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if status.is_client_error() || status.is_server_error() {
+        let reason = resp
+            .extensions()
+            .get::<error::LogNote>()
+            .map_or_else(|| status.to_string(), |n| n.0.clone());
+        let status = status.as_u16();
+        if status >= 500 {
+            tracing::error!(%method, route = %path, status, reason = %reason, "request failed");
+        } else {
+            tracing::warn!(%method, route = %path, status, reason = %reason, "request refused");
+        }
+    }
+    resp
 }
 
 /// Where the real router goes once the model is loaded.
@@ -107,6 +129,7 @@ pub fn loading() -> (Router, Slot) {
                         .into(),
                     kind: "unavailable",
                     param: None,
+                    cause: None,
                 }
                 .into_response(),
             }
@@ -133,6 +156,7 @@ async fn authorize(State(st): State<AppState>, req: Request, next: Next) -> Resp
         message: "missing or wrong API key (send `Authorization: Bearer <key>`)".into(),
         kind: "authentication_error",
         param: None,
+        cause: None,
     }
     .into_response()
 }

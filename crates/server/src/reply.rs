@@ -53,6 +53,8 @@ enum Item {
         index: usize,
         reason: FinishReason,
     },
+    /// The engine preempted one of the reply's requests (for the log line).
+    Preempted,
     Error(everett_engine::Error),
 }
 
@@ -107,6 +109,7 @@ fn renumbered(first: Event, events: Events, base: usize) -> BoxStream<'static, I
                     reason,
                 }),
                 Event::Error(e) => Some(Item::Error(e)),
+                Event::Preempted => Some(Item::Preempted),
                 _ => None,
             };
             Some((item, (rx, held)))
@@ -166,6 +169,38 @@ pub async fn submit(
         Some(include_usage) => stream_reply(meta, merged, include_usage).into_response(),
         None => axum::Json(collect(meta, merged).await?).into_response(),
     })
+}
+
+impl Meta {
+    fn route(&self) -> &'static str {
+        match self.shape {
+            Shape::Completion => "/v1/completions",
+            Shape::Chat => "/v1/chat/completions",
+        }
+    }
+
+    /// Records a reply that ended (every choice finished, or the client went away) in the
+    /// metrics and the log: info when it completed, a warning when a choice was aborted.
+    fn finished(&self, o: &Outcome, preempted: bool) {
+        self.metrics.record(o);
+        let aborted = o.reasons.contains(&"abort");
+        let reasons = o.reasons.join(",");
+        let ttft_ms = o.ttft.map(|t| (t * 1e3).round() as u64);
+        let total_ms = (o.e2e * 1e3).round() as u64;
+        let (id, route) = (self.id.as_str(), self.route());
+        if aborted {
+            tracing::warn!(id, route, prompt_tokens = o.prompt_tokens, output_tokens = o.generated,
+                ttft_ms, total_ms, finish = %reasons, preempted, "request aborted by its client");
+        } else {
+            tracing::info!(id, route, prompt_tokens = o.prompt_tokens, output_tokens = o.generated,
+                ttft_ms, total_ms, finish = %reasons, preempted, "request done");
+        }
+    }
+
+    /// Logs a reply that failed inside the engine after it was accepted.
+    fn log_failed(&self, e: &everett_engine::Error) {
+        tracing::error!(id = self.id.as_str(), route = self.route(), error = %e, "request failed");
+    }
 }
 
 fn piece(tok: &Tokenizer, id: u32) -> String {
@@ -229,6 +264,7 @@ async fn collect(m: Meta, mut events: Merged) -> Result<Value, ApiError> {
     let mut choices: Vec<Choice> = (0..m.n).map(|_| Choice::default()).collect();
     let mut first_at = None;
     let mut gaps = Gaps::default();
+    let mut preempted = false;
     while let Some(item) = events.next().await {
         match item {
             Item::Tokens { index, tokens } => {
@@ -240,7 +276,11 @@ async fn collect(m: Meta, mut events: Merged) -> Result<Value, ApiError> {
                 }
             }
             Item::Finished { index, reason } => choices[index].finish = Some(reason),
-            Item::Error(e) => return Err(e.into()),
+            Item::Preempted => preempted = true,
+            Item::Error(e) => {
+                m.log_failed(&e);
+                return Err(e.into());
+            }
         }
     }
     let completion: usize = choices.iter().map(|c| c.tokens.len()).sum();
@@ -248,13 +288,16 @@ async fn collect(m: Meta, mut events: Merged) -> Result<Value, ApiError> {
         .iter()
         .map(|c| c.finish.map_or("abort", FinishReason::as_str))
         .collect();
-    m.metrics.record(&Outcome {
-        prompt_tokens: m.prompt_tokens,
-        generated: completion,
-        ttft: first_at,
-        e2e: m.start.elapsed().as_secs_f64(),
-        reasons: &reasons,
-    });
+    m.finished(
+        &Outcome {
+            prompt_tokens: m.prompt_tokens,
+            generated: completion,
+            ttft: first_at,
+            e2e: m.start.elapsed().as_secs_f64(),
+            reasons: &reasons,
+        },
+        preempted,
+    );
     let choices: Vec<Value> = choices
         .iter()
         .enumerate()
@@ -304,6 +347,7 @@ impl Gaps {
 struct Streaming {
     m: Meta,
     gaps: Gaps,
+    preempted: bool,
     events: Merged,
     done: bool,
     include_usage: bool,
@@ -325,13 +369,16 @@ impl Streaming {
             return;
         }
         let reasons: Vec<&str> = self.reasons.iter().map(|r| r.unwrap_or("abort")).collect();
-        self.m.metrics.record(&Outcome {
-            prompt_tokens: self.m.prompt_tokens,
-            generated: self.completion,
-            ttft: self.first_at,
-            e2e: self.m.start.elapsed().as_secs_f64(),
-            reasons: &reasons,
-        });
+        self.m.finished(
+            &Outcome {
+                prompt_tokens: self.m.prompt_tokens,
+                generated: self.completion,
+                ttft: self.first_at,
+                e2e: self.m.start.elapsed().as_secs_f64(),
+                reasons: &reasons,
+            },
+            self.preempted,
+        );
     }
 }
 
@@ -398,7 +445,12 @@ impl Streaming {
                 let c = self.choice(index, "", Value::Null, Some(reason.as_str()));
                 self.chunk(json!([c]), None)
             }
+            Some(Item::Preempted) => {
+                self.preempted = true;
+                SseEvent::default().comment("preempted")
+            }
             Some(Item::Error(e)) => {
+                self.m.log_failed(&e);
                 // Nothing more of this reply: the next poll sends `[DONE]`, as vLLM does.
                 self.events = Merged::new();
                 self.include_usage = false;
@@ -430,6 +482,7 @@ fn stream_reply(
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let state = Streaming {
         gaps: Gaps::default(),
+        preempted: false,
         sent: vec![0; m.n],
         started: vec![false; m.n],
         reasons: vec![None; m.n],

@@ -377,6 +377,11 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
     pub fn step(&mut self) -> Result<StepReport> {
         let mut finished = self.reap();
         let plan = self.scheduler.schedule(&mut self.reqs, &mut self.kv);
+        for id in &plan.preempted {
+            if let Some(req) = self.reqs.get(id) {
+                req.send(Event::Preempted);
+            }
+        }
         #[cfg(feature = "fault-injection")]
         if let Some(i) = self
             .faults

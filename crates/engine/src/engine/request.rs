@@ -61,6 +61,9 @@ pub enum Event {
     CollapsePass(Box<crate::collapse::CollapsePass>),
     /// A finished exploration.
     Explored(Box<Exploration>),
+    /// The request gave up its KV cache to others; it waits to be readmitted and recomputes
+    /// what it had (its results are unchanged). Informational.
+    Preempted,
     /// The request failed or was cancelled; nothing follows.
     Error(Error),
 }
