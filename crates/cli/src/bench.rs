@@ -64,6 +64,7 @@ fn greedy(prompt_ids: Vec<u32>, new: usize) -> Task {
         ignore_eos: true,
         min_tokens: 0,
         collapse: None,
+        logit_bias: Vec::new(),
         ..Request::new(prompt_ids, SamplingParams::default(), new)
     })
 }

@@ -62,6 +62,7 @@ fn request(tok: &Tokenizer, prompt: &str, a: &GenerateArgs) -> Request {
         ignore_eos: false,
         min_tokens: 0,
         collapse: None,
+        logit_bias: Vec::new(),
     }
 }
 

@@ -15,7 +15,7 @@ use everett_engine::gguf::{GgufFile, Value};
 use everett_engine::kernels::matmul::Isa;
 use everett_engine::model::Model;
 use everett_engine::scheduler::SchedulerConfig;
-use everett_server::{loading, router, ChatTemplate, ServerConfig};
+use everett_server::{loading, router, ChatTemplate, Limits, ServerConfig};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,9 +37,17 @@ pub struct ServeArgs {
     /// Running sequences at most.
     #[arg(long, default_value_t = 64)]
     max_running: usize,
-    /// Requests waiting for admission before new ones get 429.
+    /// Sequences waiting for admission (a request counts its prompts × n) before new requests
+    /// get 429; a request bigger than this gets 400.
     #[arg(long, default_value_t = 1024)]
     max_waiting: usize,
+    /// Sequences one request may run (prompts × n, or an exploration's width); more is a 400.
+    #[arg(long, default_value_t = 256)]
+    max_seqs_per_request: usize,
+    /// Ignore request fields this server does not know (with a warning in the log) instead of
+    /// refusing them with 400, for old clients that send extra keys.
+    #[arg(long)]
+    lenient_fields: bool,
     /// KV cache capacity in tokens.
     #[arg(long, default_value_t = 16_384)]
     kv_tokens: usize,
@@ -52,8 +60,8 @@ pub struct ServeArgs {
 }
 
 pub fn run(a: &ServeArgs) -> Result<()> {
-    if a.max_running == 0 || a.kv_tokens < 16 {
-        anyhow::bail!("--max-running must be at least 1 and --kv-tokens at least 16");
+    if a.max_running == 0 || a.kv_tokens < 16 || a.max_waiting == 0 || a.max_seqs_per_request == 0 {
+        anyhow::bail!("--max-running, --max-waiting and --max-seqs-per-request must be at least 1 and --kv-tokens at least 16");
     }
     logging::init(a.log_format)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -132,6 +140,12 @@ pub fn run(a: &ServeArgs) -> Result<()> {
             context,
             api_key: a.api_key.clone(),
             chat_template,
+            limits: Limits {
+                max_seqs_per_request: a.max_seqs_per_request,
+                max_waiting: a.max_waiting,
+                lenient_fields: a.lenient_fields,
+                ..Limits::default()
+            },
         },
     );
     let _ = slot.set(app);

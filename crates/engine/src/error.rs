@@ -39,7 +39,7 @@ pub enum Error {
     #[error("request {0} was aborted")]
     Aborted(u64),
     /// Too many requests are already waiting; try again later.
-    #[error("the waiting queue is full ({0} requests)")]
+    #[error("the waiting queue is full ({0} sequences waiting)")]
     QueueFull(usize),
     /// The engine stopped admitting work, or stopped.
     #[error("the engine is shutting down")]

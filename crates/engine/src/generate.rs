@@ -35,6 +35,10 @@ pub struct Request {
     /// Collapse (lookahead) decoding instead of one token per pass: greedy, one sample, the
     /// same tokens and logprobs.
     pub collapse: Option<CollapseParams>,
+    /// Added to the logits of these token ids before every sampling step (OpenAI's
+    /// `logit_bias`; -100 bans a token, +100 all but forces it); ids are checked against the
+    /// vocabulary by the engine.
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Request {
@@ -50,6 +54,7 @@ impl Request {
             ignore_eos: false,
             min_tokens: 0,
             collapse: None,
+            logit_bias: Vec::new(),
         }
     }
 
@@ -88,6 +93,16 @@ impl Request {
         }
         if let Some(s) = self.stop_strings.iter().find(|s| s.is_empty()) {
             return Err(Error::param("stop", format!("stop string {s:?} is empty")));
+        }
+        if let Some(&(id, b)) = self
+            .logit_bias
+            .iter()
+            .find(|(_, b)| !(-100.0..=100.0).contains(b))
+        {
+            return Err(Error::param(
+                "logit_bias",
+                format!("the bias of token {id} is {b}; biases lie in -100..=100"),
+            ));
         }
         if let Some(c) = &self.collapse {
             c.validate(self)?;
@@ -213,11 +228,7 @@ impl GeneratePolicy {
             vec![s]
         };
         // Every sample read from one row has produced the same number of tokens.
-        if self.samples[who[0]].produced < self.req.min_tokens {
-            for &t in &self.stoppers {
-                row[t as usize] = f32::NEG_INFINITY;
-            }
-        }
+        self.shape_row(self.samples[who[0]].produced, row);
         let original = (who.len() > 1).then(|| row.to_vec());
         who.iter()
             .map(|&i| {
@@ -236,13 +247,22 @@ impl GeneratePolicy {
     /// Sample 0's choice from a row that follows `history`, had it produced `produced` tokens
     /// by then (a collapse policy reads rows ahead of what it has produced).
     pub fn choose_at(&self, history: &[u32], produced: usize, row: &mut [f32]) -> Choice {
+        self.shape_row(produced, row);
+        let mut rng = self.samples[0].rng.clone();
+        sample(row, &self.req.sampling, history, &mut rng)
+    }
+
+    /// What the request does to a row before sampling, for a sample that has produced
+    /// `produced` tokens: its logit biases, and no stopping before `min_tokens`.
+    fn shape_row(&self, produced: usize, row: &mut [f32]) {
+        for &(t, b) in &self.req.logit_bias {
+            row[t as usize] += b;
+        }
         if produced < self.req.min_tokens {
             for &t in &self.stoppers {
                 row[t as usize] = f32::NEG_INFINITY;
             }
         }
-        let mut rng = self.samples[0].rng.clone();
-        sample(row, &self.req.sampling, history, &mut rng)
     }
 
     /// Tokens sample 0 has produced.

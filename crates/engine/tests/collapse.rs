@@ -237,6 +237,7 @@ fn bad_collapse_parameters_and_sampling_are_refused_by_name() {
     let d = CollapseParams::default();
     let with = |c: CollapseParams| Request {
         collapse: Some(c),
+        logit_bias: Vec::new(),
         ..request(vec![5], 8)
     };
     let hot = SamplingParams {

@@ -237,6 +237,7 @@ fn one_branch_one_path_is_greedy_generation() {
                 ignore_eos: false,
                 min_tokens: 0,
                 collapse: None,
+                logit_bias: Vec::new(),
             }],
         )
         .unwrap();

@@ -3,18 +3,20 @@
 //! `tokenizer.chat_template` run by minijinja (with Python-style string methods, as Hugging Face
 //! templates expect); a model without one gets its architecture's known format (Gemma's turn
 //! markers for gemma3), and a model with neither is refused with a 400: messages are never
-//! silently concatenated.
+//! silently concatenated. Parsing, rendering and tokenizing run off the async executor, after
+//! the message count and the text's bytes are checked against the server's limits.
 
 use crate::error::ApiError;
 use crate::reply::{self, Shape};
 use crate::template::Template;
-use crate::wire::{count, parse, Common, MAX_LOGPROBS};
+use crate::wire::{count, off_executor, parse_fields, Common, MAX_LOGPROBS};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Response;
 use everett_engine::tokenizer::Tokenizer;
 use serde::Deserialize;
+use std::sync::atomic::Ordering;
 
 /// How messages become a prompt.
 pub enum ChatTemplate {
@@ -131,14 +133,44 @@ struct ChatRequest {
     common: Common,
 }
 
-/// (role, text) of each message, checked.
-fn flatten(msgs: &[Message]) -> Result<Vec<(String, String)>, ApiError> {
+/// The fields of a chat request besides `Common`'s.
+const FIELDS: &[&str] = &[
+    "messages",
+    "logprobs",
+    "top_logprobs",
+    "max_completion_tokens",
+];
+
+/// (role, text) of each message, checked, the count and the bytes first.
+fn flatten(st: &AppState, msgs: &[Message]) -> Result<Vec<(String, String)>, ApiError> {
     if msgs.is_empty() {
         return Err(ApiError::invalid(
             "messages",
             "`messages` must not be empty",
         ));
     }
+    let most = st.cfg.limits.max_messages;
+    if msgs.len() > most {
+        return Err(ApiError::invalid(
+            "messages",
+            format!(
+                "{} messages; this server takes at most {most} per request",
+                msgs.len()
+            ),
+        ));
+    }
+    let bytes: usize = msgs
+        .iter()
+        .map(|m| match &m.content {
+            Content::Text(t) => t.len(),
+            Content::Parts(p) => p
+                .iter()
+                .filter_map(|p| p.text.as_ref())
+                .map(String::len)
+                .sum(),
+        })
+        .sum();
+    st.cfg.limits.check_bytes(bytes, "messages")?;
     msgs.iter()
         .enumerate()
         .map(|(i, m)| {
@@ -176,43 +208,65 @@ pub async fn apply_template(
     State(st): State<AppState>,
     body: Bytes,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let req: ChatRequest = parse(&body, "chat request")?;
-    let msgs = flatten(&req.messages)?;
-    let Some(template) = &st.cfg.chat_template else {
-        return Err(ApiError::invalid(
-            "messages",
-            "this model has no chat template",
-        ));
-    };
-    let (prompt, _) = template
-        .prompt_text(&st.cfg.tokenizer, &msgs)
-        .map_err(|e| ApiError::invalid("messages", e))?;
-    Ok(axum::Json(serde_json::json!({ "prompt": prompt })))
+    off_executor(move || {
+        let req: ChatRequest = parse_fields(&st, &body, "chat request", FIELDS)?;
+        let msgs = flatten(&st, &req.messages)?;
+        let Some(template) = &st.cfg.chat_template else {
+            return Err(ApiError::invalid(
+                "messages",
+                "this model has no chat template",
+            ));
+        };
+        let (prompt, _) = template
+            .prompt_text(&st.cfg.tokenizer, &msgs)
+            .map_err(|e| ApiError::invalid("messages", e))?;
+        Ok(axum::Json(serde_json::json!({ "prompt": prompt })))
+    })
+    .await
 }
 
 pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let req: ChatRequest = parse(&body, "chat request")?;
-    req.common.check_model(&st)?;
-    let msgs = flatten(&req.messages)?;
-    let Some(template) = &st.cfg.chat_template else {
-        return Err(ApiError::invalid(
-            "messages",
-            "this model has no chat template; use /v1/completions",
-        ));
-    };
-    let ids = template
-        .prompt_ids(&st.cfg.tokenizer, &msgs)
-        .map_err(|e| ApiError::invalid("messages", e))?;
-    let top = if req.logprobs {
-        Some(count("top_logprobs", req.top_logprobs, 0, 0, MAX_LOGPROBS)?)
-    } else {
-        None
-    };
-    let engine_req = req
-        .common
-        .request(&st, ids, top, req.max_completion_tokens)?;
-    let stream = req.common.stream_mode();
-    reply::submit(&st, Shape::Chat, vec![engine_req], req.logprobs, stream).await
+    let state = st.clone();
+    let (req, engine_req) = off_executor(move || {
+        let st = state;
+        let req: ChatRequest = parse_fields(&st, &body, "chat request", FIELDS)?;
+        req.common.check_model(&st)?;
+        let n = count("n", req.common.n, 1, 1, i64::MAX)?;
+        st.cfg.limits.check_seqs(n, &format!("n={n}"))?;
+        let msgs = flatten(&st, &req.messages)?;
+        let Some(template) = &st.cfg.chat_template else {
+            return Err(ApiError::invalid(
+                "messages",
+                "this model has no chat template; use /v1/completions",
+            ));
+        };
+        let ids = template
+            .prompt_ids(&st.cfg.tokenizer, &msgs)
+            .map_err(|e| ApiError::invalid("messages", e))?;
+        let top = if req.logprobs {
+            Some(count("top_logprobs", req.top_logprobs, 0, 0, MAX_LOGPROBS)?)
+        } else {
+            None
+        };
+        let engine_req = req
+            .common
+            .request(&st, ids, top, req.max_completion_tokens)?;
+        Ok((req, engine_req))
+    })
+    .await?;
+    let group = st.groups.fetch_add(1, Ordering::Relaxed);
+    reply::submit(
+        &st,
+        reply::Submission {
+            shape: Shape::Chat,
+            reqs: vec![engine_req],
+            admission: req.common.admission(group),
+            logprobs: req.logprobs,
+            stream: req.common.stream_mode(),
+            echo: None,
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -8,13 +8,14 @@
 
 use crate::error::ApiError;
 use crate::reply::next_event;
-use crate::wire::{parse, prompt_ids, Stop};
+use crate::wire::{off_executor, parse, prompt_ids, Stop};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use everett_engine::engine::{Event, Events, ExploreRequest, Task};
+use everett_engine::scheduler::Admission;
 use everett_engine::superposition::{ExploreParams, Measure};
 use futures_util::stream;
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,8 @@ struct ExploreBody {
     stop: Option<Stop>,
     #[serde(default)]
     stream: bool,
+    /// Lower runs first (vLLM's meaning); 0 by default.
+    priority: Option<i64>,
 }
 
 impl ExploreBody {
@@ -73,6 +76,10 @@ impl ExploreBody {
             no_share: false,
         };
         params.validate()?;
+        st.cfg
+            .limits
+            .check_seqs(params.width, &format!("width={}", params.width))?;
+        st.cfg.limits.check_bytes(self.prompt.len(), "prompt")?;
         Ok(ExploreRequest {
             prompt: self.prompt.clone(),
             prompt_ids: prompt_ids(st, &self.prompt),
@@ -82,9 +89,18 @@ impl ExploreBody {
 }
 
 pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let body: ExploreBody = parse(&body, "exploration request")?;
-    let req = body.to_request(&st)?;
-    let (_, mut events) = st.engine.submit(Task::Explore(req));
+    let state = st.clone();
+    let (body, req) = off_executor(move || {
+        let body: ExploreBody = parse(&body, "exploration request")?;
+        let req = body.to_request(&state)?;
+        Ok((body, req))
+    })
+    .await?;
+    let adm = Admission {
+        priority: body.priority.unwrap_or(0),
+        group: None,
+    };
+    let (_, mut events) = st.engine.submit_with(Task::Explore(req), adm);
     let first = next_event(&mut events).await?;
     if body.stream {
         return Ok(Sse::new(stream::unfold(Some((Some(first), events)), next_sse)).into_response());

@@ -48,6 +48,69 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     /// How chat messages become a prompt (`None`: chat completions are refused).
     pub chat_template: Option<ChatTemplate>,
+    pub limits: Limits,
+}
+
+/// What one request may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Sequences one request may run (prompts × `n`, or an exploration's width).
+    pub max_seqs_per_request: usize,
+    /// The engine's waiting queue in sequences (`--max-waiting`): a request larger than this
+    /// could never be queued.
+    pub max_waiting: usize,
+    /// Chat messages per request.
+    pub max_messages: usize,
+    /// Bytes of prompt text per request (all prompts or messages together), checked before
+    /// any tokenizing or template rendering.
+    pub max_prompt_bytes: usize,
+    /// Ignore unknown request fields (with a warning) instead of refusing them.
+    pub lenient_fields: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_seqs_per_request: 256,
+            max_waiting: 1024,
+            max_messages: 2048,
+            max_prompt_bytes: 2 << 20,
+            lenient_fields: false,
+        }
+    }
+}
+
+impl Limits {
+    /// A 400 unless a request of `seqs` sequences (`what` says how they add up) may run.
+    pub(crate) fn check_seqs(&self, seqs: usize, what: &str) -> Result<(), ApiError> {
+        let cap = self.max_seqs_per_request.min(self.max_waiting);
+        if seqs > cap {
+            let flag = if cap == self.max_waiting {
+                "--max-waiting"
+            } else {
+                "--max-seqs-per-request"
+            };
+            return Err(ApiError::invalid(
+                "n",
+                format!("this request runs {seqs} sequences ({what}); this server takes at most {cap} per request ({flag})"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A 400 when `bytes` of prompt text are more than a request may send.
+    pub(crate) fn check_bytes(&self, bytes: usize, param: &str) -> Result<(), ApiError> {
+        if bytes > self.max_prompt_bytes {
+            return Err(ApiError::invalid(
+                param,
+                format!(
+                    "the prompt text is {bytes} bytes; this server takes at most {} per request",
+                    self.max_prompt_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone)]
@@ -55,6 +118,8 @@ pub(crate) struct AppState {
     pub engine: EngineHandle,
     pub cfg: Arc<ServerConfig>,
     pub metrics: Arc<Metrics>,
+    /// Numbers the HTTP requests, whose engine requests form one scheduling group each.
+    pub groups: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The whole HTTP API over one engine.
@@ -63,6 +128,7 @@ pub fn router(engine: EngineHandle, cfg: ServerConfig) -> Router {
         engine,
         metrics: Arc::new(Metrics::new(&cfg.model_name)),
         cfg: Arc::new(cfg),
+        groups: Arc::default(),
     };
     let guarded = Router::new()
         .route("/v1/models", get(models))

@@ -14,6 +14,7 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use everett_engine::engine::{Event, Events, Task};
 use everett_engine::generate::{FinishReason, Request, TokenInfo};
+use everett_engine::scheduler::Admission;
 use everett_engine::tokenizer::Tokenizer;
 use futures_util::stream::{self, BoxStream, SelectAll, Stream, StreamExt};
 use serde_json::{json, Value};
@@ -40,6 +41,9 @@ pub struct Meta {
     prompt_tokens: usize,
     n: usize,
     logprobs: bool,
+    /// Each prompt's text, put before its choices' text (`echo`), and choices per prompt.
+    echo: Option<Vec<String>>,
+    per_prompt: usize,
 }
 
 /// What a reply is made of: one request's events with choice indices made global, and the
@@ -119,22 +123,37 @@ fn renumbered(first: Event, events: Events, base: usize) -> BoxStream<'static, I
     .boxed()
 }
 
-/// Submits `reqs` (one per prompt, all with the same `n`) and answers with their one reply
-/// (streamed when `stream`).
-pub async fn submit(
-    st: &AppState,
-    shape: Shape,
-    reqs: Vec<Request>,
-    logprobs: bool,
-    stream: Option<bool>,
-) -> Result<Response, ApiError> {
+/// One reply's engine requests and how to answer them.
+pub struct Submission {
+    pub shape: Shape,
+    /// One per prompt, all with the same `n`.
+    pub reqs: Vec<Request>,
+    pub admission: Admission,
+    pub logprobs: bool,
+    /// `None`: one JSON reply; `Some(include_usage)`: a stream.
+    pub stream: Option<bool>,
+    /// Each prompt's text to put before its choices' text.
+    pub echo: Option<Vec<String>>,
+}
+
+/// Submits the requests and answers with their one reply.
+pub async fn submit(st: &AppState, sub: Submission) -> Result<Response, ApiError> {
+    let Submission {
+        shape,
+        reqs,
+        admission,
+        logprobs,
+        stream,
+        echo,
+    } = sub;
     let prompt_tokens = reqs.iter().map(|r| r.prompt_ids.len()).sum();
     let samples: Vec<usize> = reqs.iter().map(|r| r.n).collect();
     let n = samples.iter().sum();
+    let per_prompt = samples.first().copied().unwrap_or(1);
     let start = Instant::now();
     let mut submitted = Vec::with_capacity(reqs.len());
     for req in reqs {
-        submitted.push(st.engine.submit(Task::Generate(req)));
+        submitted.push(st.engine.submit_with(Task::Generate(req), admission));
     }
     let id = submitted.first().map_or(0, |(id, _)| id.0);
     let prefix = if shape == Shape::Chat {
@@ -155,6 +174,8 @@ pub async fn submit(
         prompt_tokens,
         n,
         logprobs,
+        echo,
+        per_prompt,
     };
     // The first event says whether the engine took a request; on any refusal, returning
     // drops the receivers, which cancels the requests it did take.
@@ -172,6 +193,14 @@ pub async fn submit(
 }
 
 impl Meta {
+    /// The echoed prompt text that choice `index` starts with ("" without `echo`).
+    fn echo_of(&self, index: usize) -> &str {
+        self.echo
+            .as_ref()
+            .and_then(|e| e.get(index / self.per_prompt.max(1)))
+            .map_or("", String::as_str)
+    }
+
     fn route(&self) -> &'static str {
         match self.shape {
             Shape::Completion => "/v1/completions",
@@ -261,7 +290,12 @@ struct Choice {
 }
 
 async fn collect(m: Meta, mut events: Merged) -> Result<Value, ApiError> {
-    let mut choices: Vec<Choice> = (0..m.n).map(|_| Choice::default()).collect();
+    let mut choices: Vec<Choice> = (0..m.n)
+        .map(|i| Choice {
+            text: m.echo_of(i).to_string(),
+            ..Choice::default()
+        })
+        .collect();
     let mut first_at = None;
     let mut gaps = Gaps::default();
     let mut preempted = false;
@@ -411,6 +445,10 @@ impl Streaming {
     fn choice(&self, index: usize, text: &str, logprobs: Value, finish: Option<&str>) -> Value {
         let mut v = json!({"index": index, "logprobs": logprobs, "finish_reason": finish});
         match self.m.shape {
+            // A completion choice's first piece starts with its echoed prompt.
+            Shape::Completion if !self.started[index] => {
+                v["text"] = json!(format!("{}{text}", self.m.echo_of(index)))
+            }
             Shape::Completion => v["text"] = json!(text),
             Shape::Chat if finish.is_some() => v["delta"] = json!({}),
             // The first piece of a chat choice names the role.
@@ -443,6 +481,7 @@ impl Streaming {
             Some(Item::Finished { index, reason }) => {
                 self.reasons[index] = Some(reason.as_str());
                 let c = self.choice(index, "", Value::Null, Some(reason.as_str()));
+                self.started[index] = true;
                 self.chunk(json!([c]), None)
             }
             Some(Item::Preempted) => {

@@ -3,7 +3,7 @@
 //! are a 400 naming the position.
 
 use crate::error::ApiError;
-use crate::wire::parse;
+use crate::wire::{off_executor, parse};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -27,21 +27,29 @@ struct DetokenizeRequest {
     tokens: Vec<u32>,
 }
 
+/// Tokenizing (up to the body limit of text) runs off the async executor.
 pub async fn tokenize(State(st): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let r: TokenizeRequest = parse(&body, "tokenize request")?;
-    let ids = st
-        .cfg
-        .tokenizer
-        .encode(&r.prompt, r.add_special_tokens, false);
-    Ok(Json(json!({
-        "tokens": ids,
-        "count": ids.len(),
-        "max_model_len": st.cfg.context,
-    })))
+    off_executor(move || {
+        let r: TokenizeRequest = parse(&body, "tokenize request")?;
+        let ids = st
+            .cfg
+            .tokenizer
+            .encode(&r.prompt, r.add_special_tokens, false);
+        Ok(Json(json!({
+            "tokens": ids,
+            "count": ids.len(),
+            "max_model_len": st.cfg.context,
+        })))
+    })
+    .await
 }
 
 pub async fn detokenize(State(st): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let r: DetokenizeRequest = parse(&body, "detokenize request")?;
+    off_executor(move || detokenized(&st, &body)).await
+}
+
+fn detokenized(st: &AppState, body: &[u8]) -> Result<Json<Value>, ApiError> {
+    let r: DetokenizeRequest = parse(body, "detokenize request")?;
     let vocab = st.cfg.tokenizer.vocab_size();
     if let Some((i, bad)) = r
         .tokens

@@ -1,18 +1,65 @@
 //! The request fields that completions and chat completions share, and their conversion into an
 //! engine `Request`: OpenAI's names and defaults (temperature 1, max_tokens 16), vLLM's
-//! extensions (`top_k`, `min_p`, `repetition_penalty`, `ignore_eos`, `min_tokens`), each range checked here or
-//! by the engine so that the error names the field.
+//! extensions (`top_k`, `min_p`, `repetition_penalty`, `ignore_eos`, `min_tokens`, `priority`),
+//! each range checked here or by the engine so that the error names the field.
+//!
+//! Every field is either implemented or refused: a body is checked against its route's list of
+//! fields before it is read, and an unknown key is a 400 that names it (`--lenient-fields`
+//! ignores unknown keys instead, with a warning in the log). Fields of OpenAI's API that this
+//! server does not implement yet are refused even then: ignoring `response_format` or `tools`
+//! would answer something other than what was asked.
 
 use crate::error::ApiError;
 use crate::AppState;
 use everett_engine::collapse::{CollapseParams, Mode, MAX_CANDIDATES, MAX_NGRAM, MAX_WINDOW};
 use everett_engine::generate::{Request, MAX_SAMPLES};
 use everett_engine::sample::SamplingParams;
+use everett_engine::scheduler::Admission;
 use serde::Deserialize;
 
 /// Most alternatives per token that `logprobs` / `top_logprobs` may ask for.
 pub const MAX_LOGPROBS: i64 = 20;
 
+/// The fields of `Common`, which both generation routes take.
+pub const COMMON_FIELDS: &[&str] = &[
+    "model",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "n",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "stream",
+    "stream_options",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "ignore_eos",
+    "min_tokens",
+    "lookahead",
+    "logit_bias",
+    "priority",
+    // An end-user id for the operator's abuse monitoring: accepted, nothing to do.
+    "user",
+];
+
+/// OpenAI fields refused even with `--lenient-fields` (structured outputs and tools are not
+/// implemented yet; answering without them would be a silent wrong answer).
+const NOT_IMPLEMENTED: &[&str] = &[
+    "response_format",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "functions",
+    "function_call",
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
+    "guided_grammar",
+    "structured_outputs",
+];
 #[derive(Deserialize)]
 #[serde(untagged)]
 pub enum Stop {
@@ -81,6 +128,12 @@ pub struct Common {
     /// everett's extension: collapse (lookahead) decoding, `true` or
     /// `{"window", "ngram", "candidates", "mode"}`.
     pub lookahead: Option<serde_json::Value>,
+    /// Token id (as a string, OpenAI's form) → bias in -100..=100.
+    pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Lower runs first (vLLM's meaning); 0 by default.
+    pub priority: Option<i64>,
+    #[allow(dead_code)] // accepted and ignored (see COMMON_FIELDS)
+    pub user: Option<String>,
 }
 
 /// The JSON body as `T`, or a 400 that quotes serde's account of what does not fit.
@@ -91,6 +144,57 @@ pub fn parse<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<T, Ap
             format!("the request body is not a valid {what}: {e}"),
         )
     })
+}
+
+/// The JSON object `body` as `T` once its keys are checked against `fields` (`COMMON_FIELDS`
+/// are always allowed): an unknown key is a 400 naming it, unless the server is lenient.
+pub fn parse_fields<T: serde::de::DeserializeOwned>(
+    st: &AppState,
+    body: &[u8],
+    what: &str,
+    fields: &[&str],
+) -> Result<T, ApiError> {
+    let mut v: serde_json::Value = parse(body, what)?;
+    let Some(obj) = v.as_object_mut() else {
+        return Err(ApiError::invalid(
+            "body",
+            format!("the request body must be a JSON object (a {what})"),
+        ));
+    };
+    let known = |k: &str| fields.contains(&k) || COMMON_FIELDS.contains(&k);
+    let unknown: Vec<String> = obj.keys().filter(|k| !known(k)).cloned().collect();
+    for k in unknown {
+        if NOT_IMPLEMENTED.contains(&k.as_str()) {
+            return Err(ApiError::invalid(
+                &k,
+                format!("`{k}` is not supported by this server yet"),
+            ));
+        }
+        if !st.cfg.limits.lenient_fields {
+            return Err(ApiError::invalid(
+                &k,
+                format!("unknown field `{k}` in the {what} (start the server with --lenient-fields to ignore unknown fields)"),
+            ));
+        }
+        tracing::warn!(field = %k, "ignoring an unknown request field (--lenient-fields)");
+        obj.remove(&k);
+    }
+    serde_json::from_value(v).map_err(|e| {
+        ApiError::invalid(
+            "body",
+            format!("the request body is not a valid {what}: {e}"),
+        )
+    })
+}
+
+/// Runs `f` on the blocking thread pool: JSON parsing of large bodies, template rendering and
+/// tokenization never hold up the async executor that serves every other connection.
+pub async fn off_executor<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::from(everett_engine::Error::Internal(e.to_string())))?
 }
 
 /// `v` (or `default`) when it lies in `lo..=hi`, else a 400 naming `param`.
@@ -169,7 +273,42 @@ impl Common {
             ignore_eos: self.ignore_eos,
             min_tokens: count("min_tokens", self.min_tokens, 0, 0, ctx)?,
             collapse,
+            logit_bias: self.logit_bias()?,
         })
+    }
+
+    /// How the engine queues this request's prompts: its priority, and one group for all of
+    /// them so that they take turns with other clients' requests.
+    pub fn admission(&self, group: u64) -> Admission {
+        Admission {
+            priority: self.priority.unwrap_or(0),
+            group: Some(group),
+        }
+    }
+
+    /// `logit_bias` as (id, bias); keys must be token ids, values numbers (the engine checks
+    /// the ids against the vocabulary and the range of the biases).
+    fn logit_bias(&self) -> Result<Vec<(u32, f32)>, ApiError> {
+        let Some(map) = &self.logit_bias else {
+            return Ok(Vec::new());
+        };
+        map.iter()
+            .map(|(k, v)| {
+                let id = k.parse::<u32>().map_err(|_| {
+                    ApiError::invalid(
+                        "logit_bias",
+                        format!("`logit_bias` keys are token ids; {k:?} is not one"),
+                    )
+                })?;
+                let bias = v.as_f64().ok_or_else(|| {
+                    ApiError::invalid(
+                        "logit_bias",
+                        format!("the bias of token {id} must be a number, not {v}"),
+                    )
+                })?;
+                Ok((id, bias as f32))
+            })
+            .collect()
     }
 }
 

@@ -10,7 +10,7 @@ use everett_engine::gguf::GgufFile;
 use everett_engine::model::Model;
 use everett_engine::testutil::{tiny_model, Slow, Tiny};
 use everett_engine::tokenizer::Tokenizer;
-use everett_server::{loading, router, ChatTemplate, ServerConfig};
+use everett_server::{loading, router, ChatTemplate, Limits, ServerConfig};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -41,11 +41,27 @@ fn app_with_faults(
     slow: Duration,
     faults: &[u64],
 ) -> (Router, EngineHandle) {
+    app_full(api_key, slow, faults, Limits::default())
+}
+
+/// The router with request limits of its own (the engine's waiting queue matching them).
+fn app_with_limits(limits: Limits) -> Router {
+    app_full(None, Duration::ZERO, &[], limits).0
+}
+
+fn app_full(
+    api_key: Option<&str>,
+    slow: Duration,
+    faults: &[u64],
+    limits: Limits,
+) -> (Router, EngineHandle) {
     let f = GgufFile::from_bytes(tiny_model(&Tiny::llama(), 42)).unwrap();
     let model = Model::from_gguf(&f, 1).unwrap();
     let tok = Arc::new(Tokenizer::from_gguf(&f).unwrap());
     let context = model.config.context_length;
-    let mut engine = Engine::new(Slow(model, slow), tok.clone(), EngineConfig::default());
+    let mut cfg = EngineConfig::default();
+    cfg.scheduler.max_waiting = limits.max_waiting;
+    let mut engine = Engine::new(Slow(model, slow), tok.clone(), cfg);
     engine.inject_faults(faults);
     let (handle, _thread) = spawn(engine);
     let app = router(
@@ -56,6 +72,7 @@ fn app_with_faults(
             context,
             api_key: api_key.map(str::to_string),
             chat_template: Some(ChatTemplate::jinja(TEMPLATE.into()).unwrap()),
+            limits,
         },
     );
     (app, handle)
@@ -304,6 +321,202 @@ async fn bad_input_gets_the_error_object_naming_the_field() {
     let resp = app.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert_still_serving(&app).await;
+}
+
+/// Every field is implemented or refused by name; sizes are refused before any work, naming
+/// the numbers and the flag that sets them.
+#[tokio::test(flavor = "multi_thread")]
+async fn fields_are_implemented_or_refused_by_name_and_sizes_are_bounded() {
+    let app = app_with_limits(Limits {
+        max_waiting: 300,
+        max_messages: 3,
+        max_prompt_bytes: 1000,
+        ..Limits::default()
+    });
+    let refused = [
+        (
+            "/v1/completions",
+            json!({"prompt": "a", "frobnicate": 1}),
+            "frobnicate",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "a", "response_format": {"type": "json_object"}}),
+            "response_format",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "a"}], "tools": []}),
+            "tools",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "a", "logit_bias": {"abc": 1}}),
+            "logit_bias",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "a", "logit_bias": {"-5": 1}}),
+            "logit_bias",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "a", "logit_bias": {"99999": 1}}),
+            "logit_bias",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "a", "logit_bias": {"5": 101}}),
+            "logit_bias",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "a", "logit_bias": {"5": "x"}}),
+            "logit_bias",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "a", "n": 2, "best_of": 3}),
+            "best_of",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "a", "suffix": "end"}),
+            "suffix",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "a", "echo": true, "logprobs": 1}),
+            "echo",
+        ),
+        // 256 prompts × n=128: over the per-request cap, named with its numbers.
+        (
+            "/v1/completions",
+            json!({"prompt": vec!["a"; 256], "n": 128}),
+            "n",
+        ),
+        // Fits the per-request cap (256) but never the waiting queue (300): 400, not 429.
+        (
+            "/v1/completions",
+            json!({"prompt": vec!["a"; 151], "n": 2}),
+            "n",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x".repeat(1001)}),
+            "prompt",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": vec![json!({"role": "user", "content": "a"}); 4]}),
+            "messages",
+        ),
+    ];
+    for (route, req, param) in refused {
+        let (s, body) = call(&app, "POST", route, Some(req.clone())).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{req}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["param"], param, "{req}: {body}");
+    }
+    let (_, body) = call(
+        &app,
+        "POST",
+        "/v1/completions",
+        Some(json!({"prompt": vec!["a"; 256], "n": 128})),
+    )
+    .await;
+    assert!(
+        body.contains("32768 sequences") && body.contains("256"),
+        "{body}"
+    );
+    let (_, body) = call(
+        &app,
+        "POST",
+        "/v1/completions",
+        Some(json!({"prompt": "a", "frobnicate": 1})),
+    )
+    .await;
+    assert!(body.contains("--lenient-fields"), "{body}");
+    // best_of equal to n, a user id and an empty suffix are fine.
+    let ok =
+        json!({"prompt": "a", "n": 2, "best_of": 2, "user": "u1", "suffix": "", "max_tokens": 2});
+    let (s, body) = call(&app, "POST", "/v1/completions", Some(ok)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    // A lenient server ignores unknown keys, but still refuses what it does not implement.
+    let lenient = app_with_limits(Limits {
+        lenient_fields: true,
+        ..Limits::default()
+    });
+    let (s, body) = call(
+        &lenient,
+        "POST",
+        "/v1/completions",
+        Some(json!({"prompt": "a", "max_tokens": 2, "frobnicate": 1})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (s, _) = call(
+        &lenient,
+        "POST",
+        "/v1/completions",
+        Some(json!({"prompt": "a", "response_format": {"type": "text"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+/// `logit_bias` moves the sampled token; `echo` puts the prompt before the text, streamed or not.
+#[tokio::test(flavor = "multi_thread")]
+async fn logit_bias_and_echo_are_implemented() {
+    let app = app();
+    let greedy =
+        json!({"prompt": "once upon", "max_tokens": 4, "temperature": 0, "ignore_eos": true});
+    let (_, plain) = call(&app, "POST", "/v1/completions", Some(greedy.clone())).await;
+    // A bias of +100 on one token makes greedy choose it every time.
+    let mut biased = greedy.clone();
+    biased["logit_bias"] = json!({"77": 100});
+    let (s, body) = call(&app, "POST", "/v1/completions", Some(biased)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let tok = |b: &str| {
+        let v: Value = serde_json::from_str(b).unwrap();
+        v["choices"][0]["text"].as_str().unwrap().to_string()
+    };
+    let (_, detok) = call(
+        &app,
+        "POST",
+        "/detokenize",
+        Some(json!({"tokens": [77, 77, 77, 77]})),
+    )
+    .await;
+    let v: Value = serde_json::from_str(&detok).unwrap();
+    assert_eq!(tok(&body), v["prompt"].as_str().unwrap());
+    // A bias of -100 bans the greedy first token.
+    let (_, first) = call(
+        &app,
+        "POST",
+        "/tokenize",
+        Some(json!({"prompt": tok(&plain), "add_special_tokens": false})),
+    )
+    .await;
+    let first_id = serde_json::from_str::<Value>(&first).unwrap()["tokens"][0]
+        .as_u64()
+        .unwrap();
+    let mut banned = greedy.clone();
+    banned["logit_bias"] = json!({ first_id.to_string(): -100 });
+    let (_, body) = call(&app, "POST", "/v1/completions", Some(banned)).await;
+    assert_ne!(tok(&body), tok(&plain));
+    // echo: the prompt, then the same completion.
+    let mut echoed = greedy.clone();
+    echoed["echo"] = json!(true);
+    let (_, body) = call(&app, "POST", "/v1/completions", Some(echoed.clone())).await;
+    assert_eq!(tok(&body), format!("once upon{}", tok(&plain)));
+    echoed["stream"] = json!(true);
+    let (_, body) = call(&app, "POST", "/v1/completions", Some(echoed)).await;
+    let text: String = sse_chunks(&body)
+        .iter()
+        .map(|c| c["choices"][0]["text"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(text, format!("once upon{}", tok(&plain)));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -16,6 +16,7 @@
 use super::request::{Event, EventSender, Events, RequestId, Task};
 use super::{Engine, EngineStats, Runner};
 use crate::error::{Error, Result};
+use crate::scheduler::Admission;
 use crate::tokenizer::Tokenizer;
 use std::any::Any;
 use std::ops::Deref;
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 enum Command {
-    Submit(RequestId, Task, EventSender),
+    Submit(RequestId, Box<Task>, Admission, EventSender),
     Abort(RequestId, mpsc::Sender<Result<()>>),
     Stats(mpsc::Sender<EngineStats>),
     Shutdown(Duration),
@@ -54,10 +55,15 @@ pub struct EngineHandle {
 impl EngineHandle {
     /// Queues `task`; validation errors arrive as the stream's only event.
     pub fn submit(&self, task: Task) -> (RequestId, Events) {
+        self.submit_with(task, Admission::default())
+    }
+
+    /// As `submit`, queued with a priority and a group (see `scheduler`).
+    pub fn submit_with(&self, task: Task, adm: Admission) -> (RequestId, Events) {
         let id = RequestId(self.ids.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = unbounded_channel();
-        if let Err(tokio::sync::mpsc::error::SendError(Command::Submit(_, _, tx))) =
-            self.tx.send(Command::Submit(id, task, tx))
+        if let Err(tokio::sync::mpsc::error::SendError(Command::Submit(_, _, _, tx))) =
+            self.tx.send(Command::Submit(id, Box::new(task), adm, tx))
         {
             let _ = tx.send(Event::Error(Error::ShuttingDown));
         }
@@ -215,8 +221,8 @@ fn handle_command<M: Runner, T: Deref<Target = Tokenizer>>(
     cmd: Command,
 ) -> Option<Duration> {
     match cmd {
-        Command::Submit(id, task, tx) => {
-            if let Err(e) = engine.submit_as(id, task, tx.clone()) {
+        Command::Submit(id, task, adm, tx) => {
+            if let Err(e) = engine.submit_as(id, *task, adm, tx.clone()) {
                 let _ = tx.send(Event::Error(e));
             }
         }

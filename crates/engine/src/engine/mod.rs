@@ -20,7 +20,7 @@ use crate::generate::GeneratePolicy;
 use crate::kernels::pool::ThreadPool;
 use crate::kv::{KvCache, KvConfig, PrefixStats};
 use crate::model::Model;
-use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerOutput, SchedulerStats};
+use crate::scheduler::{Admission, Scheduler, SchedulerConfig, SchedulerOutput, SchedulerStats};
 use crate::tokenizer::Tokenizer;
 use policy::{Ctx, Policy, Read, ScorePolicy};
 pub use request::{Event, Events, ExploreRequest, RequestId, ScoreRequest, Task};
@@ -193,7 +193,11 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
     /// `Error::Internal`; requests still waiting with no KV (never admitted, or preempted) keep
     /// their place in the queue and run again, recomputing what they had. Returns the failed ids.
     pub fn recover(&mut self, cause: &str) -> Vec<RequestId> {
-        let order: Vec<RequestId> = self.scheduler.waiting_ids().collect();
+        let order: Vec<(RequestId, Admission)> = self
+            .scheduler
+            .waiting_ids()
+            .filter_map(|id| Some((id, self.scheduler.admission(id)?)))
+            .collect();
         let running = self.scheduler.running().to_vec();
         let mut scheduler = Scheduler::new(self.cfg.scheduler);
         scheduler.stats = self.scheduler.stats;
@@ -204,7 +208,7 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
             .values()
             .filter(|r| {
                 running.contains(&r.id)
-                    || !order.contains(&r.id)
+                    || !order.iter().any(|o| o.0 == r.id)
                     || r.seqs.iter().any(|s| s.kv.is_some())
             })
             .map(|r| r.id)
@@ -218,10 +222,11 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
                 ))));
             }
         }
-        for id in order {
+        for (id, adm) in order {
             if let Some(req) = self.reqs.get_mut(&id) {
                 req.seqs.iter_mut().for_each(|s| s.cached = 0);
-                self.scheduler.add(id);
+                let weight = req.live();
+                self.scheduler.add(id, adm, weight);
             }
         }
         self.stats.restarts += 1;
@@ -243,24 +248,45 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
 
     /// Validates `task` and queues it; returns its id and event stream.
     pub fn submit(&mut self, task: Task) -> Result<(RequestId, Events)> {
+        self.submit_with(task, Admission::default())
+    }
+
+    /// As `submit`, queued with a priority and a group (see `scheduler`).
+    pub fn submit_with(&mut self, task: Task, adm: Admission) -> Result<(RequestId, Events)> {
         let id = RequestId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        self.submit_as(id, task, tx)?;
+        self.submit_as(id, task, adm, tx)?;
         Ok((id, rx))
     }
 
-    /// Queues `task` under an id issued by `ids()` (the engine thread's path).
-    pub(crate) fn submit_as(&mut self, id: RequestId, task: Task, tx: EventSender) -> Result<()> {
+    /// Queues `task` under an id issued by `ids()` (the engine thread's path). A request counts
+    /// in the waiting queue as the sequences it will run (`n` samples, an exploration's width):
+    /// one that could never fit the queue is refused as too large, one that does not fit now
+    /// gets `QueueFull`.
+    pub(crate) fn submit_as(
+        &mut self,
+        id: RequestId,
+        task: Task,
+        adm: Admission,
+        tx: EventSender,
+    ) -> Result<()> {
         if !self.accepting {
             return Err(Error::ShuttingDown);
-        }
-        if self.scheduler.waiting() >= self.scheduler.cfg.max_waiting {
-            return Err(Error::QueueFull(self.scheduler.waiting()));
         }
         if self.reqs.contains_key(&id) {
             return Err(Error::Internal(format!("request id {id} issued twice")));
         }
+        let weight = task.sequences();
         let (policy, seqs, cacheable) = self.policy_for(task)?;
+        let max_waiting = self.scheduler.cfg.max_waiting;
+        if weight > max_waiting {
+            return Err(Error::TooLarge(format!(
+                "the request runs {weight} sequences; the waiting queue holds {max_waiting}"
+            )));
+        }
+        if self.scheduler.waiting_weight() + weight > max_waiting {
+            return Err(Error::QueueFull(self.scheduler.waiting_weight()));
+        }
         let req = Req {
             id,
             policy,
@@ -269,7 +295,7 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
             cacheable,
         };
         self.reqs.insert(id, req);
-        self.scheduler.add(id);
+        self.scheduler.add(id, adm, weight);
         Ok(())
     }
 

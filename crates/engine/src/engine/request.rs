@@ -45,6 +45,18 @@ pub enum Task {
     Explore(ExploreRequest),
 }
 
+impl Task {
+    /// Sequences the task runs at most: what it counts for in the waiting queue.
+    pub fn sequences(&self) -> usize {
+        match self {
+            Task::Generate(r) if r.collapse.is_some() => 1,
+            Task::Generate(r) => r.n.max(1),
+            Task::Score(_) => 1,
+            Task::Explore(r) => r.params.width.max(1),
+        }
+    }
+}
+
 /// What a request's stream carries. The stream ends (the channel closes) after the request's
 /// last event.
 #[derive(Debug)]

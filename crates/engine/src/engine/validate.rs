@@ -61,6 +61,15 @@ impl Limits {
                 format!("{bad} is outside the vocabulary of {} tokens", self.vocab),
             ));
         }
+        if let Some(&(bad, _)) = r.logit_bias.iter().find(|(t, _)| *t as usize >= self.vocab) {
+            return Err(Error::param(
+                "logit_bias",
+                format!(
+                    "token {bad} is outside the vocabulary of {} tokens",
+                    self.vocab
+                ),
+            ));
+        }
         self.kv(r.max_tokens_held())
     }
 

@@ -8,10 +8,15 @@
 //! 2. **Then prompt chunks.** Running sequences with more to compute (a prompt being prefilled,
 //!    or a preempted request recomputing) get chunks of what budget is left, in admission order:
 //!    a long prompt is spread over steps and never stalls the decodes of others (chunked prefill).
-//! 3. **Then admission, first come first served.** Waiting requests are admitted in order while
-//!    the token budget, the sequence cap and the KV cache allow (free blocks for the whole
-//!    remaining prompt, after prefix hits, plus 1 % to spare); the head of the queue is never
-//!    skipped (no starvation). An admitted sequence starts on its longest cached prefix.
+//! 3. **Then admission.** Waiting requests are admitted in queue order while the token budget,
+//!    the sequence cap and the KV cache allow (free blocks for the whole remaining prompt, after
+//!    prefix hits, plus 1 % to spare); the head of the queue is never skipped (no starvation).
+//!    An admitted sequence starts on its longest cached prefix. The queue is ordered by
+//!    `priority` (lower first, vLLM's meaning; all 0 by default), then preempted requests
+//!    first, then round-robin over groups (the engine requests of one HTTP request form a
+//!    group: a 256-prompt request takes turns with a 1-prompt request that came after it
+//!    instead of going all before it), then arrival. With one request per group and equal
+//!    priorities that is first come, first served.
 //!
 //! 4. **Then drafts, with what is left.** A collapse request's guessed future tokens (`Seq::draft`)
 //!    extend its sequence's run only while the step's token and logit-row budgets have room after
@@ -22,8 +27,9 @@
 //! rows whose logits are kept (a vocabulary row is a megabyte for large vocabularies).
 //!
 //! **Preemption.** When a running request needs a KV block and none is free (after evicting idle
-//! prefix-cache blocks), the most recently admitted running request that has nothing scheduled
-//! this step gives up all its blocks and goes back to the front of the waiting queue, keeping
+//! prefix-cache blocks), the running request of the lowest priority (the highest `priority`
+//! value; among equals the most recently admitted) that has nothing scheduled this step, and is
+//! not more important than the needy one, gives up all its blocks and goes back to the front of the waiting queue, keeping
 //! its generated tokens; on readmission it recomputes them (a prefill, usually helped by the
 //! prefix cache). If no such request exists the needy request itself steps back, unless it runs
 //! alone: then it can never fit and fails with `TooLarge` (the engine refuses such requests up
@@ -48,7 +54,8 @@ pub struct SchedulerConfig {
     pub max_seqs: usize,
     /// Logit rows per forward pass.
     pub max_logit_rows: usize,
-    /// Requests waiting for admission before new ones are turned away (`Error::QueueFull`).
+    /// Sequences waiting for admission (a request counts its samples or paths) before new
+    /// requests are turned away (`Error::QueueFull`).
     pub max_waiting: usize,
 }
 
@@ -98,12 +105,46 @@ pub struct SchedulerStats {
     pub admitted: u64,
 }
 
+/// How a request is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Admission {
+    /// Lower runs first and is preempted last (vLLM's `priority`); 0 by default.
+    pub priority: i64,
+    /// The requests of one group (one HTTP request's prompts) take turns with other groups;
+    /// `None`: a group of its own.
+    pub group: Option<u64>,
+}
+
+/// What the scheduler knows of a request besides its sequences.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    priority: i64,
+    group: u64,
+    arrival: u64,
+    /// Sequences it will run at most (its samples or paths): what it counts for in the queue.
+    weight: usize,
+    preempted: bool,
+}
+
 pub struct Scheduler {
     pub cfg: SchedulerConfig,
+    /// In admission order once `order_waiting` ran (see the module header).
     waiting: VecDeque<RequestId>,
-    /// Admission order.
+    /// By priority, then admission order.
     running: Vec<RequestId>,
+    entries: HashMap<RequestId, Entry>,
+    arrivals: u64,
+    /// Sum of the waiting requests' weights.
+    waiting_weight: usize,
+    /// Per group with requests left: how many it has and how many were admitted.
+    groups: HashMap<u64, Group>,
     pub stats: SchedulerStats,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    members: usize,
+    admitted: usize,
 }
 
 /// Per-step bookkeeping while building a `SchedulerOutput`.
@@ -120,23 +161,84 @@ impl Scheduler {
             cfg,
             waiting: VecDeque::new(),
             running: Vec::new(),
+            entries: HashMap::new(),
+            arrivals: 0,
+            waiting_weight: 0,
+            groups: HashMap::new(),
             stats: SchedulerStats::default(),
         }
     }
 
-    /// Queues a new request (FCFS).
-    pub fn add(&mut self, id: RequestId) {
+    /// Queues a new request that will run at most `weight` sequences.
+    pub fn add(&mut self, id: RequestId, adm: Admission, weight: usize) {
+        self.arrivals += 1;
+        let e = Entry {
+            priority: adm.priority,
+            group: adm.group.unwrap_or(u64::MAX - id.0),
+            arrival: self.arrivals,
+            weight,
+            preempted: false,
+        };
+        self.entries.insert(id, e);
+        self.groups.entry(e.group).or_default().members += 1;
         self.waiting.push_back(id);
+        self.waiting_weight += weight;
     }
 
     /// Forgets a request (finished or aborted); its KV is the caller's to free.
     pub fn remove(&mut self, id: RequestId) {
-        self.waiting.retain(|&r| r != id);
+        if let Some(at) = self.waiting.iter().position(|&r| r == id) {
+            self.waiting.remove(at);
+            self.waiting_weight -= self.entries[&id].weight;
+        }
         self.running.retain(|&r| r != id);
+        if let Some(e) = self.entries.remove(&id) {
+            if let Some(g) = self.groups.get_mut(&e.group) {
+                g.members -= 1;
+                if g.members == 0 {
+                    self.groups.remove(&e.group);
+                }
+            }
+        }
     }
 
     pub fn waiting(&self) -> usize {
         self.waiting.len()
+    }
+
+    /// Sequences the waiting requests will run (what `max_waiting` bounds).
+    pub fn waiting_weight(&self) -> usize {
+        self.waiting_weight
+    }
+
+    /// How `id` was queued (`None` for an unknown id).
+    pub fn admission(&self, id: RequestId) -> Option<Admission> {
+        self.entries.get(&id).map(|e| Admission {
+            priority: e.priority,
+            group: Some(e.group),
+        })
+    }
+
+    /// Sorts the waiting queue into admission order (see the module header).
+    fn order_waiting(&mut self) {
+        let mut by_arrival: Vec<RequestId> = self.waiting.iter().copied().collect();
+        by_arrival.sort_by_key(|id| self.entries[id].arrival);
+        // A group's turns start after those it has had: the group admitted least goes next.
+        let mut turns: HashMap<u64, usize> = HashMap::new();
+        let mut rank: HashMap<RequestId, usize> = HashMap::new();
+        for id in by_arrival {
+            let g = self.entries[&id].group;
+            let t = turns
+                .entry(g)
+                .or_insert_with(|| self.groups.get(&g).map_or(0, |g| g.admitted));
+            rank.insert(id, *t);
+            *t += 1;
+        }
+        let entries = &self.entries;
+        self.waiting.make_contiguous().sort_by_key(|id| {
+            let e = &entries[id];
+            (e.priority, !e.preempted, rank[id], e.arrival)
+        });
     }
 
     /// The waiting queue, front first.
@@ -222,13 +324,16 @@ impl Scheduler {
         true
     }
 
-    /// The most recently admitted running request other than `needy` with nothing scheduled.
+    /// The running request to preempt for `needy`: of the lowest priority, among equals the
+    /// most recently admitted, with nothing scheduled, and not more important than `needy`.
     fn victim(&self, needy: RequestId, st: &Step) -> Option<RequestId> {
+        let priority = |r: &RequestId| self.entries[r].priority;
         self.running
             .iter()
-            .rev()
+            .filter(|&&r| r != needy && !st.busy.contains(&r))
+            .max_by_key(|r| (priority(r), self.entries[r].arrival))
+            .filter(|r| priority(r) >= priority(&needy))
             .copied()
-            .find(|&r| r != needy && !st.busy.contains(&r))
     }
 
     fn preempt(
@@ -239,13 +344,11 @@ impl Scheduler {
         st: &mut Step,
     ) {
         self.drop_request(id, reqs, kv);
-        // Preempted requests keep their order among themselves at the front of the queue.
-        let at = self
-            .waiting
-            .iter()
-            .take_while(|w| st.out.preempted.contains(w))
-            .count();
-        self.waiting.insert(at.min(self.waiting.len()), id);
+        // `order_waiting` puts it back before the requests of its priority that never ran.
+        let e = self.entries.get_mut(&id).expect("running request is known");
+        e.preempted = true;
+        self.waiting_weight += e.weight;
+        self.waiting.push_back(id);
         st.out.preempted.push(id);
         self.stats.preemptions += 1;
     }
@@ -263,13 +366,21 @@ impl Scheduler {
 
     /// Admits waiting requests in order while they fit.
     fn admit(&mut self, reqs: &mut HashMap<RequestId, Req>, kv: &mut KvCache, st: &mut Step) {
+        self.order_waiting();
         while let Some(&id) = self.waiting.front() {
             if st.budget == 0 || st.out.preempted.contains(&id) {
                 return;
             }
             let running_seqs: usize = self.running.iter().map(|r| reqs[r].live()).sum();
             let req = reqs.get_mut(&id).expect("waiting request is known");
-            if !self.running.is_empty() && running_seqs + req.live() > self.cfg.max_seqs {
+            // A request that has not run yet counts the samples or paths it will fork into.
+            let e = self.entries[&id];
+            let weight = if e.preempted {
+                req.live()
+            } else {
+                req.live().max(e.weight)
+            };
+            if !self.running.is_empty() && running_seqs + weight > self.cfg.max_seqs {
                 return;
             }
             for seq in req.seqs.iter_mut().filter(|s| !s.done) {
@@ -309,7 +420,18 @@ impl Scheduler {
                 }
             }
             self.waiting.pop_front();
-            self.running.push(id);
+            let e = self.entries[&id];
+            self.waiting_weight -= e.weight;
+            if !e.preempted {
+                self.groups.entry(e.group).or_default().admitted += 1;
+            }
+            // Running requests stay ordered by priority, then admission.
+            let at = self
+                .running
+                .iter()
+                .position(|r| self.entries[r].priority > e.priority)
+                .unwrap_or(self.running.len());
+            self.running.insert(at, id);
             self.stats.admitted += 1;
         }
     }

@@ -570,3 +570,113 @@ fn drafts_run_only_on_budget_left_over_and_are_taken_back() {
     assert_eq!(tokens(&mut b).unwrap(), expected(&prompt(200, 2), 5));
     assert_empty(&mut e);
 }
+
+/// The order in which requests were first scheduled (their prompt's first run).
+fn first_runs<T: std::ops::Deref<Target = Tokenizer>>(
+    e: &mut Engine<Fake, T>,
+) -> Vec<crate::engine::RequestId> {
+    let mut order = Vec::new();
+    while e.has_work() {
+        for id in e.step().unwrap().ran {
+            if !order.contains(&id) {
+                order.push(id);
+            }
+        }
+    }
+    order
+}
+
+#[test]
+fn lower_priority_values_are_admitted_first_and_fcfs_holds_among_equals() {
+    let tok = tokenizer();
+    // One sequence at a time: admission order is the order of the first runs.
+    let mut e = engine(&tok, 4096, cfg(64, 1));
+    let adm = |priority| super::Admission {
+        priority,
+        group: None,
+    };
+    let (a, _sa) = e.submit_with(gen(prompt(8, 1), 2), adm(0)).unwrap();
+    e.step().unwrap(); // a runs
+    let (b, _sb) = e.submit_with(gen(prompt(8, 2), 2), adm(5)).unwrap();
+    let (c, _sc) = e.submit_with(gen(prompt(8, 3), 2), adm(0)).unwrap();
+    let (d, _sd) = e.submit_with(gen(prompt(8, 4), 2), adm(-3)).unwrap();
+    let (f, _sf) = e.submit_with(gen(prompt(8, 5), 2), adm(0)).unwrap();
+    let order = first_runs(&mut e);
+    assert_eq!(order, [a, d, c, f, b]);
+    assert_empty(&mut e);
+}
+
+#[test]
+fn a_big_group_takes_turns_with_a_small_one_that_came_after_it() {
+    let tok = tokenizer();
+    let mut e = engine(&tok, 4096, cfg(64, 1));
+    let in_group = |group| super::Admission {
+        priority: 0,
+        group: Some(group),
+    };
+    let big: Vec<_> = (0..5)
+        .map(|i| e.submit_with(gen(prompt(8, i), 2), in_group(1)).unwrap())
+        .collect();
+    let (small, _s) = e.submit_with(gen(prompt(8, 9), 2), in_group(2)).unwrap();
+    let order = first_runs(&mut e);
+    assert_eq!(order[..2], [big[0].0, small], "{order:?}");
+    assert_eq!(order.len(), 6);
+    assert_empty(&mut e);
+}
+
+#[test]
+fn under_kv_pressure_the_lowest_priority_is_preempted_first() {
+    let tok = tokenizer();
+    // 11 blocks of 16: three requests that each grow to 4 blocks cannot all stay.
+    let mut e = engine(&tok, 11 * 16, cfg(512, 8));
+    let adm = |priority| super::Admission {
+        priority,
+        group: None,
+    };
+    let (hi, mut s_hi) = e.submit_with(gen(prompt(40, 1), 24), adm(-1)).unwrap();
+    let (lo, mut s_lo) = e.submit_with(gen(prompt(40, 2), 24), adm(9)).unwrap();
+    let (mid, mut s_mid) = e.submit_with(gen(prompt(40, 3), 24), adm(0)).unwrap();
+    let mut preempted = Vec::new();
+    while e.has_work() {
+        preempted.extend(e.step().unwrap().preempted);
+    }
+    assert!(!preempted.is_empty(), "the cache was meant to run out");
+    assert_eq!(preempted[0], lo, "{preempted:?}");
+    assert!(
+        !preempted.contains(&hi),
+        "{preempted:?} (hi {hi}, mid {mid})"
+    );
+    assert_eq!(tokens(&mut s_hi).unwrap(), expected(&prompt(40, 1), 24));
+    assert_eq!(tokens(&mut s_lo).unwrap(), expected(&prompt(40, 2), 24));
+    assert_eq!(tokens(&mut s_mid).unwrap(), expected(&prompt(40, 3), 24));
+    assert_empty(&mut e);
+}
+
+#[test]
+fn the_waiting_queue_counts_sequences_not_requests() {
+    let tok = tokenizer();
+    let mut e = engine(
+        &tok,
+        4096,
+        SchedulerConfig {
+            max_waiting: 8,
+            ..cfg(64, 4)
+        },
+    );
+    let with_n = |n| {
+        Task::Generate(Request {
+            n,
+            ..Request::new(prompt(8, 1), SamplingParams::default(), 2)
+        })
+    };
+    // Bigger than the whole queue: it could never wait, so it is too large, not "busy".
+    let err = e.submit(with_n(9)).unwrap_err();
+    assert!(matches!(err, Error::TooLarge(_)), "{err}");
+    assert!(err.to_string().contains("9 sequences"), "{err}");
+    let _a = e.submit(with_n(6)).unwrap();
+    let err = e.submit(with_n(3)).unwrap_err();
+    assert!(matches!(err, Error::QueueFull(6)), "{err}");
+    let _b = e.submit(with_n(2)).unwrap();
+    e.run_until_idle().unwrap();
+    assert_empty(&mut e);
+}
