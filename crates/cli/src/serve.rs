@@ -15,6 +15,7 @@ use everett_engine::gguf::{GgufFile, Value};
 use everett_engine::kernels::matmul::Isa;
 use everett_engine::model::Model;
 use everett_engine::scheduler::SchedulerConfig;
+use everett_server::listen::{self, ConnLimits};
 use everett_server::{loading, router, ChatTemplate, Limits, ServerConfig};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,13 @@ pub struct ServeArgs {
     /// Sequences one request may run (prompts × n, or an exploration's width); more is a 400.
     #[arg(long, default_value_t = 256)]
     max_seqs_per_request: usize,
+    /// Connections open at once; more wait in the kernel's backlog until one closes.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's headers; keep-alive connections idle this long
+    /// are closed.
+    #[arg(long, default_value_t = 10.0)]
+    header_timeout: f64,
     /// Ignore request fields this server does not know (with a warning in the log) instead of
     /// refusing them with 400, for old clients that send extra keys.
     #[arg(long)]
@@ -51,7 +59,8 @@ pub struct ServeArgs {
     /// KV cache capacity in tokens.
     #[arg(long, default_value_t = 16_384)]
     kv_tokens: usize,
-    /// Require `Authorization: Bearer KEY` on every route but /health.
+    /// Require `Authorization: Bearer KEY` on every route but /health and / (the page, which
+    /// asks for the key).
     #[arg(long)]
     api_key: Option<String>,
     /// How log lines look on stderr (filter them with RUST_LOG; default `info`).
@@ -60,6 +69,11 @@ pub struct ServeArgs {
 }
 
 pub fn run(a: &ServeArgs) -> Result<()> {
+    if !(a.header_timeout > 0.0 && a.header_timeout <= 3600.0) || a.max_connections == 0 {
+        anyhow::bail!(
+            "--header-timeout must be in (0, 3600] seconds and --max-connections at least 1"
+        );
+    }
     if a.max_running == 0 || a.kv_tokens < 16 || a.max_waiting == 0 || a.max_seqs_per_request == 0 {
         anyhow::bail!("--max-running, --max-waiting and --max-seqs-per-request must be at least 1 and --kv-tokens at least 16");
     }
@@ -77,8 +91,12 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     let (gate, slot) = loading();
     let stopping = Arc::new(tokio::sync::Notify::new());
     let notify = stopping.clone();
+    let conn_limits = ConnLimits {
+        max_connections: a.max_connections,
+        header_timeout: Duration::from_secs_f64(a.header_timeout),
+    };
     let server = rt.spawn(async move {
-        let serving = axum::serve(listener, gate).with_graceful_shutdown(async move {
+        let serving = listen::serve(listener, gate, conn_limits, async move {
             stop_signal().await;
             notify.notify_one();
         });
@@ -87,10 +105,9 @@ pub fn run(a: &ServeArgs) -> Result<()> {
             tokio::time::sleep(DRAIN_LIMIT).await;
         };
         tokio::select! {
-            r = serving => r,
-            _ = drain_limit => {
+            () = serving => {}
+            () = drain_limit => {
                 tracing::warn!("requests still open after {DRAIN_LIMIT:?}; closing them");
-                Ok(())
             }
         }
     });
@@ -150,7 +167,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     );
     let _ = slot.set(app);
     tracing::info!("model `{name}` ready on http://{addr}");
-    rt.block_on(server)?.context("serving")?;
+    rt.block_on(server).context("serving")?;
     handle.shutdown(SHUTDOWN_GRACE);
     let _ = engine_thread.join();
     Ok(())

@@ -51,6 +51,25 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// At most `max_chars` of `s`, printable: control characters are escaped and a longer text is
+/// cut with a note of its length. Errors quote input (a GGUF's key, a request's field) only
+/// through this, so that corrupt or hostile input cannot flood a log or a reply.
+pub fn excerpt(s: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == max_chars {
+            out.push_str(&format!("… ({} bytes in all)", s.len()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl Error {
     /// Whether the caller's input caused this error (an HTTP front end answers 4xx) rather than
     /// the engine, the model file or the machine.
@@ -76,7 +95,7 @@ impl Error {
     }
     pub(crate) fn tensor(name: &str, problem: impl Into<String>) -> Self {
         Error::Tensor {
-            name: name.to_string(),
+            name: excerpt(name, 80),
             problem: problem.into(),
         }
     }

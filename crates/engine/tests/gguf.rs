@@ -43,6 +43,34 @@ fn every_truncation_is_an_error() {
     assert!(e.contains("truncated") || e.contains("cannot fit"), "{e}");
 }
 
+/// A corrupt key of 66 000 raw bytes followed by a bad value type: the error names the key by a
+/// short, printable excerpt, never the whole blob.
+#[test]
+fn errors_quote_a_corrupt_key_by_a_short_excerpt() {
+    let mut w = GgufWriter::new();
+    let key: String = (0..66_000u32)
+        .map(|i| char::from(b"\x01\x02ab\n"[i as usize % 5]))
+        .collect();
+    w.meta(&key, Value::U32(7));
+    let mut bytes = w.to_bytes();
+    // The value type follows the key: make it unknown.
+    let at = bytes
+        .windows(4)
+        .rposition(|x| x == 4u32.to_le_bytes())
+        .expect("the u32 type id");
+    bytes[at..at + 4].copy_from_slice(&99u32.to_le_bytes());
+    let e = GgufFile::from_bytes(bytes)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("unknown value type 99"), "{e}");
+    assert!(e.len() < 400, "{} bytes: {e}", e.len());
+    assert!(
+        e.contains("66000 bytes in all") && !e.contains('\u{1}'),
+        "{e}"
+    );
+}
+
 #[test]
 fn unsupported_type_is_named() {
     let mut bytes = small_file();

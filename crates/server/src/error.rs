@@ -4,8 +4,12 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use everett_engine::error::excerpt;
 use everett_engine::Error;
 use serde_json::json;
+
+/// Longest error message a client gets back, in characters.
+const MESSAGE_CHARS: usize = 400;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -22,13 +26,14 @@ pub struct ApiError {
 pub struct LogNote(pub String);
 
 impl ApiError {
-    /// A 400 that names the offending field.
+    /// A 400 that names the offending field. The message and the name are cut to a short,
+    /// printable excerpt: they may quote what the client sent.
     pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
-            message: message.into(),
+            message: excerpt(&message.into(), MESSAGE_CHARS),
             kind: "invalid_request_error",
-            param: Some(param.into()),
+            param: Some(excerpt(&param.into(), 64)),
             cause: None,
         }
     }
@@ -53,7 +58,7 @@ impl From<Error> for ApiError {
             _ if e.is_client_error() => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
-                e.to_string(),
+                excerpt(&e.to_string(), MESSAGE_CHARS),
             ),
             Error::ShuttingDown => (
                 StatusCode::SERVICE_UNAVAILABLE,

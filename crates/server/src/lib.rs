@@ -5,13 +5,14 @@
 //! `/v1/models`, `/v1/completions` and `/v1/chat/completions` (JSON and SSE), `/v1/explore`
 //! (superposition, JSON or SSE per level), `/tokenize`, `/detokenize`, `/metrics`. `loading`
 //! answers 503 on every route until the model is loaded. With an API key set, every route but
-//! `/health` and `/` (the page asks for the key) wants `Authorization: Bearer KEY` (401
-//! otherwise); bodies over `BODY_LIMIT` get 413.
+//! those in `OPEN_ROUTES` wants `Authorization: Bearer KEY` (the scheme in any case; 401 with
+//! `WWW-Authenticate: Bearer` otherwise); bodies over `BODY_LIMIT` get 413.
 
 mod chat;
 mod completions;
 pub mod error;
 mod explore;
+pub mod listen;
 mod metrics;
 mod page;
 mod reply;
@@ -33,6 +34,10 @@ use metrics::Metrics;
 use serde_json::{json, Value};
 use std::sync::{Arc, OnceLock};
 use tower::ServiceExt;
+
+/// The routes open without the API key: the health check (for supervisors and load
+/// balancers) and the page (which asks for the key itself).
+pub const OPEN_ROUTES: &[&str] = &["/health", "/"];
 
 /// Largest request body accepted (bigger ones get 413).
 pub const BODY_LIMIT: usize = 4 << 20;
@@ -140,10 +145,10 @@ pub fn router(engine: EngineHandle, cfg: ServerConfig) -> Router {
         .route("/tokenize", post(tokens::tokenize))
         .route("/detokenize", post(tokens::detokenize))
         .layer(middleware::from_fn_with_state(state.clone(), authorize));
-    Router::new()
-        .route("/health", get(health))
-        .route("/", get(page::index))
-        .merge(guarded)
+    let open = Router::new()
+        .route(OPEN_ROUTES[0], get(health))
+        .route(OPEN_ROUTES[1], get(page::index));
+    open.merge(guarded)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(log_refusals))
         .with_state(state)
@@ -209,22 +214,30 @@ async fn authorize(State(st): State<AppState>, req: Request, next: Next) -> Resp
     let Some(key) = &st.cfg.api_key else {
         return next.run(req).await;
     };
+    // RFC 9110: the scheme is case-insensitive (`bearer`, `BEARER`).
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     if given == Some(key.as_str()) {
         return next.run(req).await;
     }
-    ApiError {
+    let mut refused = ApiError {
         status: StatusCode::UNAUTHORIZED,
         message: "missing or wrong API key (send `Authorization: Bearer <key>`)".into(),
         kind: "authentication_error",
         param: None,
         cause: None,
     }
-    .into_response()
+    .into_response();
+    refused.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    refused
 }
 
 /// 200 while the engine takes work; 503 with the reason while it is rebuilt after a fault, or

@@ -566,19 +566,28 @@ async fn api_key_and_body_limit() {
         serde_json::from_str::<Value>(&body).unwrap()["error"]["type"],
         "authentication_error"
     );
-    for auth in ["Bearer wrong", "sekrit", "Bearer sekrit"] {
+    // The scheme is case-insensitive; a refusal says which scheme to use.
+    let good = ["Bearer sekrit", "bearer sekrit", "BEARER sekrit"];
+    for auth in ["Bearer wrong", "sekrit", "Basic sekrit"]
+        .iter()
+        .chain(&good)
+    {
         let req = Request::builder()
             .uri("/v1/models")
-            .header("authorization", auth)
+            .header("authorization", *auth)
             .body(Body::empty())
             .unwrap();
-        let status = app.clone().oneshot(req).await.unwrap().status();
-        let want = if auth == "Bearer sekrit" {
-            StatusCode::OK
+        let resp = app.clone().oneshot(req).await.unwrap();
+        if good.contains(auth) {
+            assert_eq!(resp.status(), StatusCode::OK, "{auth}");
         } else {
-            StatusCode::UNAUTHORIZED
-        };
-        assert_eq!(status, want, "{auth}");
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{auth}");
+            assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+        }
+    }
+    for open in everett_server::OPEN_ROUTES {
+        let (s, _) = call(&app, "GET", open, None).await;
+        assert_eq!(s, StatusCode::OK, "{open} is open");
     }
     let big = "a".repeat(everett_server::BODY_LIMIT + 1);
     let req = Request::builder()

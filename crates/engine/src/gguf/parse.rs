@@ -188,7 +188,7 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header> {
     for _ in 0..n_kv {
         let key = c.string("metadata key")?;
         let ty = c.u32("metadata value type")?;
-        let value = read_value(&mut c, ty, &key, 0)?;
+        let value = read_value(&mut c, ty, &crate::error::excerpt(&key, 80), 0)?;
         metadata.insert(key, value);
     }
     let mut tensors = Vec::with_capacity(n_tensors);
