@@ -1,6 +1,8 @@
 //! The `everett` command line: generate, explore, tokenize, perplexity, inspect, pull, bench.
 //! Parsing flags and printing live here; everything else is `everett-engine`.
 
+#![forbid(unsafe_code)]
+
 mod bench;
 mod bench_collapse;
 mod bench_engine;

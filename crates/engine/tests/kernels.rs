@@ -51,7 +51,7 @@ fn check_type(ty: GgmlType, n: usize, k: usize, rows: usize, pool: &ThreadPool) 
             let xr: Vec<f64> = (0..k)
                 .map(|i| {
                     if quantized {
-                        acts.codes[r * k + i] as f64 * acts.scales[(r * k + i) / 32] as f64
+                        acts.codes()[r * k + i] as f64 * acts.scales()[(r * k + i) / 32] as f64
                     } else {
                         x[r * k + i] as f64
                     }
@@ -187,7 +187,7 @@ fn maximal_six_bit_codes_do_not_overflow_paired_i16_sums() {
         let x = vec![sign; rows * k];
         let mut acts = QuantActs::default();
         acts.quantize(&x, rows, k);
-        assert!(acts.codes.iter().all(|c| c.unsigned_abs() == 127));
+        assert!(acts.codes().iter().all(|c| c.unsigned_abs() == 127));
         let mut want = vec![0f32; rows * n];
         matmul(&pool, Isa::SCALAR, &packed, &x, &acts, rows, &mut want);
         // Each weight is -1 · (63 - 32) = -31; each activation ±1.
@@ -201,6 +201,34 @@ fn maximal_six_bit_codes_do_not_overflow_paired_i16_sums() {
             let mut got = vec![0f32; rows * n];
             matmul(&pool, isa, &packed, &x, &acts, rows, &mut got);
             assert_eq!(got, want, "{isa:?} differs from scalar");
+        }
+    }
+}
+
+/// Activations quantized for other rows or another width are refused by every kernel family
+/// with the same check, before any SIMD code reads them (a `QuantActs` can only be made by
+/// `quantize`, so its buffers always match its shape).
+#[test]
+fn activations_of_the_wrong_shape_are_refused_on_every_isa() {
+    let pool = ThreadPool::new(2);
+    let mut rng = Rng::new(5);
+    let (n, k) = (32, 256);
+    let raw = random_blocks(&mut rng, GgmlType::Q4_K, n * k);
+    let packed = PackedMatrix::pack("w", GgmlType::Q4_K, &raw, n, k).unwrap();
+    let x = rand_f32(&mut rng, 4 * k, 1.0);
+    for isa in Isa::available() {
+        for (rows_quantized, k_quantized) in [(1, k), (4, k / 2)] {
+            let mut acts = QuantActs::default();
+            acts.quantize(
+                &x[..rows_quantized * k_quantized],
+                rows_quantized,
+                k_quantized,
+            );
+            let mut out = vec![0f32; 4 * n];
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                matmul(&pool, isa, &packed, &x, &acts, 4, &mut out)
+            }));
+            assert!(run.is_err(), "{isa:?} ran on mismatched activations");
         }
     }
 }

@@ -8,6 +8,8 @@
 //! those in `OPEN_ROUTES` wants `Authorization: Bearer KEY` (the scheme in any case; 401 with
 //! `WWW-Authenticate: Bearer` otherwise); bodies over `BODY_LIMIT` get 413.
 
+#![forbid(unsafe_code)]
+
 mod chat;
 mod completions;
 pub mod error;

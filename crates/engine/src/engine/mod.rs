@@ -237,7 +237,9 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
         &self.model
     }
 
-    pub fn model_mut(&mut self) -> &mut M {
+    /// For the engine's own tests (a fake model's switches).
+    #[cfg(test)]
+    pub(crate) fn model_mut(&mut self) -> &mut M {
         &mut self.model
     }
 

@@ -5,22 +5,42 @@
 use super::disjoint::Disjoint;
 use super::pool::{split, ThreadPool, PAR_ROWS};
 
-/// Activation rows `[rows, k]` as int8 codes with per-32 scales.
+/// Activation rows `[rows, k]` as int8 codes with per-32 scales. Only `quantize` sets them, so
+/// the buffers always have the lengths `rows` and `k` say (the SIMD tiles rely on it); outside
+/// the kernels they are read through the accessors.
 #[derive(Default)]
 pub struct QuantActs {
-    pub rows: usize,
-    pub k: usize,
+    pub(super) rows: usize,
+    pub(super) k: usize,
     /// `[rows, k]`.
-    pub codes: Vec<i8>,
+    pub(super) codes: Vec<i8>,
     /// `[rows, k/32]`.
-    pub scales: Vec<f32>,
+    pub(super) scales: Vec<f32>,
     /// `[rows, k/16]`: sum of the codes of each 16-value sub-block.
-    pub sums16: Vec<i32>,
+    pub(super) sums16: Vec<i32>,
     /// `[rows, k/32]`.
-    pub sums32: Vec<i32>,
+    pub(super) sums32: Vec<i32>,
 }
 
 impl QuantActs {
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// `[rows, k]`.
+    pub fn codes(&self) -> &[i8] {
+        &self.codes
+    }
+
+    /// `[rows, k/32]`.
+    pub fn scales(&self) -> &[f32] {
+        &self.scales
+    }
+
     /// Quantizes `x` (`[rows, k]`, k a multiple of 32). Each row's result depends on that row only.
     pub fn quantize(&mut self, x: &[f32], rows: usize, k: usize) {
         self.resize(rows, k);
@@ -59,7 +79,7 @@ impl QuantActs {
     }
 
     fn resize(&mut self, rows: usize, k: usize) {
-        debug_assert!(k.is_multiple_of(32));
+        assert!(k.is_multiple_of(32), "k = {k} is not a multiple of 32");
         self.rows = rows;
         self.k = k;
         self.codes.resize(rows * k, 0);

@@ -18,22 +18,18 @@
 
 use super::act::QuantActs;
 use super::disjoint::Disjoint;
-use super::matmul::ROW_TILE;
+use super::matmul::{Tile, ROW_TILE};
 use super::pack::{mask_at, pair_bytes, CodeMatrix, GROUP};
 use std::arch::x86_64::*;
 
 /// # Safety
 /// CPU must have avx2 and fma; caller owns the output cells of group `g`, rows `r0..r0+r`.
 /// `codes`: group `g` in the plain layout.
-pub(crate) unsafe fn code_tile(
-    m: &CodeMatrix,
-    codes: &[u8],
-    g: usize,
-    acts: &QuantActs,
-    r0: usize,
-    r: usize,
-    out: Disjoint<'_, f32>,
-) {
+pub(crate) unsafe fn code_tile(t: &Tile, out: Disjoint<'_, f32>) {
+    let Tile {
+        m, codes, g, acts, ..
+    } = *t;
+    let (r0, r) = (t.rows.start, t.rows.len());
     let signed = m.layout.zero == 128;
     assert!(codes.len() >= m.k * GROUP);
     let c = codes.as_ptr();
@@ -57,7 +53,7 @@ pub(crate) unsafe fn code_tile(
             (32, true, false) => rows!(tile, 32, true),
             (16, false, false) => rows!(tile, 16, false),
             (16, true, false) => rows!(tile, 16, true),
-            _ => super::matmul::code_tile_scalar(m, codes, g, acts, r0, r, out),
+            _ => super::matmul::code_tile_scalar(t, out),
         }
     }
 }

@@ -34,6 +34,14 @@ impl<'a> KvRows<'a> {
     }
 }
 
+/// `n` cached rows of one KV head, `stride` elements apart (the first `d` of each are read).
+#[derive(Clone, Copy)]
+pub struct Run<'a> {
+    pub rows: KvRows<'a>,
+    pub stride: usize,
+    pub n: usize,
+}
+
 /// An element of a cached row, widened to f32 exactly.
 trait Elem: Copy {
     fn f32(self) -> f32;
@@ -67,18 +75,13 @@ macro_rules! by_heads {
 }
 
 /// `out[j * out_stride + i] = dot(q[j*d..(j+1)*d], keys[i*stride..][..d]) * scale` for heads
-/// `j < q.len() / d` and rows `i < n`.
-#[allow(clippy::too_many_arguments)]
-pub fn scores(
-    q: &[f32],
-    d: usize,
-    keys: KvRows,
-    stride: usize,
-    n: usize,
-    scale: f32,
-    out: &mut [f32],
-    out_stride: usize,
-) {
+/// `j < q.len() / d` and rows `i < n` of `keys`.
+pub fn scores(q: &[f32], d: usize, keys: Run, scale: f32, out: &mut [f32], out_stride: usize) {
+    let Run {
+        rows: keys,
+        stride,
+        n,
+    } = keys;
     let heads = q.len() / d;
     assert!((1..=MAX_HEADS).contains(&heads) && q.len() == heads * d);
     assert!(n == 0 || (n - 1) * stride + d <= keys.len());
@@ -160,17 +163,13 @@ fn finish<E: Elem>(lanes: &[f32; 8], q_tail: &[f32], key_tail: &[E]) -> f32 {
 }
 
 /// `out[j*d..(j+1)*d] += Σ_i w[j * w_stride + i] · values[i*stride..][..d]` for heads
-/// `j < out.len() / d` and rows `i < n`, each element accumulated in row order.
-#[allow(clippy::too_many_arguments)]
-pub fn weighted_sum(
-    out: &mut [f32],
-    d: usize,
-    w: &[f32],
-    w_stride: usize,
-    values: KvRows,
-    stride: usize,
-    n: usize,
-) {
+/// `j < out.len() / d` and rows `i < n` of `values`, each element accumulated in row order.
+pub fn weighted_sum(out: &mut [f32], d: usize, w: &[f32], w_stride: usize, values: Run) {
+    let Run {
+        rows: values,
+        stride,
+        n,
+    } = values;
     let heads = out.len() / d;
     assert!((1..=MAX_HEADS).contains(&heads) && out.len() == heads * d);
     assert!(n == 0 || (n - 1) * stride + d <= values.len());
@@ -242,21 +241,17 @@ fn weighted_h<const H: usize, E: Elem>((out, d, w, w_stride, values, stride, n):
             out[j * d + c..j * d + c + CHUNK].copy_from_slice(a);
         }
     }
-    weighted_tail(out, d, full, w, w_stride, values, stride, n, H);
+    weighted_tail((out, d, full), w, w_stride, (values, stride, n), H);
 }
 
-/// Columns `from..d` of `weighted_sum`, one element at a time.
-#[allow(clippy::too_many_arguments)]
+/// Columns `from..d` of `weighted_sum` for `heads` heads, one element at a time; `cached` is
+/// (values, stride, rows).
 #[inline(always)]
 fn weighted_tail<E: Elem>(
-    out: &mut [f32],
-    d: usize,
-    from: usize,
+    (out, d, from): (&mut [f32], usize, usize),
     w: &[f32],
     w_stride: usize,
-    values: &[E],
-    stride: usize,
-    n: usize,
+    (values, stride, n): (&[E], usize, usize),
     heads: usize,
 ) {
     for c in from..d {
@@ -351,7 +346,7 @@ mod x86 {
                 }
             }
         }
-        weighted_tail(out, d, full, w, w_stride, values, stride, n, H);
+        weighted_tail((out, d, full), w, w_stride, (values, stride, n), H);
     }
 }
 
@@ -378,10 +373,15 @@ mod tests {
             let rows = data(n * stride + d, 2);
             let (ws, scale) = (n + 3, 0.125);
             let mut sc = vec![0f32; heads * ws];
-            scores(&q, d, KvRows::F32(&rows), stride, n, scale, &mut sc, ws);
+            let run = Run {
+                rows: KvRows::F32(&rows),
+                stride,
+                n,
+            };
+            scores(&q, d, run, scale, &mut sc, ws);
             let mut out = data(heads * d, 3);
             let mut expect = out.clone();
-            weighted_sum(&mut out, d, &sc, ws, KvRows::F32(&rows), stride, n);
+            weighted_sum(&mut out, d, &sc, ws, run);
             for j in 0..heads {
                 for i in 0..n {
                     let key = &rows[i * stride..i * stride + d];
@@ -409,9 +409,10 @@ mod tests {
             let ws = n;
             let run = |rows: KvRows| {
                 let mut sc = vec![0f32; heads * ws];
-                scores(&q, d, rows, stride, n, 0.5, &mut sc, ws);
+                let run = Run { rows, stride, n };
+                scores(&q, d, run, 0.5, &mut sc, ws);
                 let mut out = data(heads * d, 6);
-                weighted_sum(&mut out, d, &sc, ws, rows, stride, n);
+                weighted_sum(&mut out, d, &sc, ws, run);
                 (sc, out)
             };
             let generic = {

@@ -6,7 +6,7 @@
 use super::act::QuantActs;
 use super::disjoint::Disjoint;
 use super::ops::dot;
-use super::pack::{CodeMatrix, PackedMatrix, GROUP};
+use super::pack::{pair_bytes, CodeMatrix, PackedMatrix, GROUP};
 use super::pool::{split, Shares, ThreadPool};
 
 /// The kernel families.
@@ -114,9 +114,17 @@ pub fn matmul(
                     let mut r0 = 0;
                     while r0 < rows {
                         let r = (rows - r0).min(ROW_TILE);
+                        let tile = Tile {
+                            m,
+                            codes,
+                            bits,
+                            g,
+                            acts,
+                            rows: r0..r0 + r,
+                        };
                         // SAFETY: group g is handed to exactly one thread, which alone
                         // writes its columns.
-                        unsafe { code_tile(isa, m, codes, bits, g, acts, r0, r, ptr) };
+                        unsafe { code_tile(isa, &tile, ptr) };
                         r0 += r;
                     }
                 }
@@ -184,52 +192,65 @@ fn unpack_group(isa: Isa, m: &CodeMatrix, g: usize, out: &mut [u8]) {
     m.unpack_group(g, out)
 }
 
-/// Computes columns of group `g` for rows `r0..r0+r` from `codes`, the group stored with
-/// `bits`-bit codes (8: the plain layout; fewer only where `direct_kernel` holds).
+/// One micro-kernel call: the columns of group `g` of `m`, from `codes` (the group stored with
+/// `bits`-bit codes: 8 is the plain layout; fewer only where `direct_kernel` holds), for the
+/// activation rows `rows` of `acts`.
+pub(crate) struct Tile<'a> {
+    pub m: &'a CodeMatrix,
+    pub codes: &'a [u8],
+    pub bits: u32,
+    pub g: usize,
+    pub acts: &'a QuantActs,
+    pub rows: std::ops::Range<usize>,
+}
+
+impl Tile<'_> {
+    /// The bounds every kernel family relies on, checked once for all of them.
+    fn check(&self) {
+        let (m, a, k) = (self.m, self.acts, self.m.k);
+        let end = self.rows.end;
+        assert!(
+            (1..=ROW_TILE).contains(&self.rows.len()) && end <= a.rows && a.k == k,
+            "a tile of rows {:?} against {} activation rows of {} (weights of {k})",
+            self.rows,
+            a.rows,
+            a.k
+        );
+        assert!(self.g < m.n.div_ceil(GROUP) && self.codes.len() >= k / 8 * pair_bytes(self.bits));
+        assert!(a.codes.len() >= end * k && a.scales.len() >= end * k / 32);
+        assert!(a.sums16.len() >= end * k / 16 && a.sums32.len() >= end * k / 32);
+    }
+}
+
+/// Computes one tile's output cells.
 ///
 /// # Safety
-/// The caller must own those output cells; `r <= ROW_TILE`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn code_tile(
-    isa: Isa,
-    m: &CodeMatrix,
-    codes: &[u8],
-    bits: u32,
-    g: usize,
-    acts: &QuantActs,
-    r0: usize,
-    r: usize,
-    out: Disjoint<'_, f32>,
-) {
+/// The caller must own those output cells.
+unsafe fn code_tile(isa: Isa, t: &Tile, out: Disjoint<'_, f32>) {
+    t.check();
     match isa.family() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: an `Isa` of this family exists only when the CPU has AVX-512 VNNI; the
         // output cells are the caller's (this function's contract).
-        Family::Avx512Vnni => unsafe {
-            super::vnni::code_tile(m, codes, bits, g, acts, r0, r, out)
-        },
+        Family::Avx512Vnni => unsafe { super::vnni::code_tile(t, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: an `Isa` of this family exists only when the CPU has AVX2 and FMA; the output
         // cells are the caller's.
-        Family::Avx2 => unsafe { super::avx2::code_tile(m, codes, g, acts, r0, r, out) },
+        Family::Avx2 => unsafe { super::avx2::code_tile(t, out) },
         // SAFETY: the output cells are the caller's.
-        _ => unsafe { code_tile_scalar(m, codes, g, acts, r0, r, out) },
+        _ => unsafe { code_tile_scalar(t, out) },
     }
 }
 
-/// The reference micro-kernel.
+/// The reference micro-kernel (plain codes).
 ///
 /// # Safety
 /// As `code_tile`.
-pub(crate) unsafe fn code_tile_scalar(
-    m: &CodeMatrix,
-    codes: &[u8],
-    g: usize,
-    acts: &QuantActs,
-    r0: usize,
-    r: usize,
-    out: Disjoint<'_, f32>,
-) {
+pub(crate) unsafe fn code_tile_scalar(t: &Tile, out: Disjoint<'_, f32>) {
+    let Tile {
+        m, codes, g, acts, ..
+    } = *t;
+    let (r0, r) = (t.rows.start, t.rows.len());
     let (k, bs) = (m.k, m.layout.sub_block);
     let n_sub = k / bs;
     let codes = &codes[..k * GROUP];

@@ -16,16 +16,18 @@ pub const GROUP: usize = 16;
 
 /// Codes plus affine parameters: `w[n][k] = scale[n][b] * (code[n][k] - zero) + offset[n][b]`.
 pub struct CodeMatrix {
-    pub n: usize,
-    pub k: usize,
-    pub layout: CodeLayout,
+    // Private to the kernels: the SIMD tiles rely on these lengths matching `n`, `k` and
+    // `layout`, which only `pack` sets; readers outside use the accessors.
+    pub(super) n: usize,
+    pub(super) k: usize,
+    pub(super) layout: CodeLayout,
     /// `[n_groups][k/8][pair_bytes(bits)]` (see the module comment); for 8-bit codes that is
     /// the plain `[n_groups][k/4][GROUP][4]`.
     codes: Vec<u8>,
     /// `[n_groups][k/sub_block][GROUP]`.
-    pub scales: Vec<f32>,
+    pub(super) scales: Vec<f32>,
     /// Same shape as `scales`; empty when the type has no offsets.
-    pub offsets: Vec<f32>,
+    pub(super) offsets: Vec<f32>,
 }
 
 /// Stored bytes of 8 inputs × 16 columns (two VNNI operands) of `bits`-bit codes.
@@ -50,6 +52,30 @@ fn mask(pair: &[u8], e: usize, half: usize) -> u64 {
 }
 
 impl CodeMatrix {
+    /// Outputs (rows of `W`).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Inputs per output.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    pub fn layout(&self) -> CodeLayout {
+        self.layout
+    }
+
+    /// `[n_groups][k/sub_block][GROUP]`.
+    pub fn scales(&self) -> &[f32] {
+        &self.scales
+    }
+
+    /// Same shape as `scales`; empty when the type has no offsets.
+    pub fn offsets(&self) -> &[f32] {
+        &self.offsets
+    }
+
     /// Stored bytes of one column group.
     pub fn group_bytes(&self) -> usize {
         self.k / 8 * pair_bytes(self.layout.bits)
@@ -80,6 +106,22 @@ impl CodeMatrix {
             code |= (((mask(pair, e, half) >> i) & 1) as u8) << (4 + e);
         }
         code
+    }
+
+    /// Row `n` of `W` back in f32 (`k` values): exactly the values the matmul uses.
+    pub fn decode_row(&self, n: usize, out: &mut [f32]) {
+        let (g, col, bs) = (n / GROUP, n % GROUP, self.layout.sub_block);
+        let n_sub = self.k / bs;
+        for (kk, o) in out.iter_mut().enumerate() {
+            let code = self.code(g, kk, col) as i32;
+            let at = (g * n_sub + kk / bs) * GROUP + col;
+            let off = if self.layout.has_offset {
+                self.offsets[at]
+            } else {
+                0.0
+            };
+            *o = self.scales[at] * (code - self.layout.zero) as f32 + off;
+        }
     }
 
     /// Writes group `g` in the plain layout `[k/4][GROUP][4]` into `out` (`k * GROUP` bytes).

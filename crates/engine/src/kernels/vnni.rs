@@ -6,7 +6,7 @@
 
 use super::act::QuantActs;
 use super::disjoint::Disjoint;
-use super::matmul::{block_sums, ROW_TILE};
+use super::matmul::{block_sums, Tile, ROW_TILE};
 use super::pack::{mask_at, pair_bytes, CodeMatrix, GROUP};
 use super::quant::CodeLayout;
 use std::arch::x86_64::*;
@@ -25,18 +25,16 @@ pub(crate) fn has_direct(l: CodeLayout) -> bool {
 /// # Safety
 /// CPU must have avx512f/bw/vnni; caller owns the output cells of group `g`, rows `r0..r0+r`;
 /// `codes` holds the whole group.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn code_tile(
-    m: &CodeMatrix,
-    codes: &[u8],
-    bits: u32,
-    g: usize,
-    acts: &QuantActs,
-    r0: usize,
-    r: usize,
-    out: Disjoint<'_, f32>,
-) {
-    debug_assert!(codes.len() >= m.k / 8 * pair_bytes(bits));
+pub(crate) unsafe fn code_tile(t: &Tile, out: Disjoint<'_, f32>) {
+    let Tile {
+        m,
+        codes,
+        bits,
+        g,
+        acts,
+        ..
+    } = *t;
+    let (r0, r) = (t.rows.start, t.rows.len());
     let c = codes.as_ptr();
     macro_rules! rows {
         ($bs:literal, $off:literal, $bits:literal) => {
@@ -65,7 +63,7 @@ pub(crate) unsafe fn code_tile(
                     bits >= 8,
                     "compact codes need a direct kernel (see has_direct)"
                 );
-                super::matmul::code_tile_scalar(m, codes, g, acts, r0, r, out)
+                super::matmul::code_tile_scalar(t, out)
             }
         }
     }

@@ -6,7 +6,7 @@
 
 use crate::batch::Batch;
 use crate::kernels::disjoint::Disjoint;
-use crate::kernels::heads::{self, MAX_HEADS};
+use crate::kernels::heads::{self, Run, MAX_HEADS};
 use crate::kernels::pool::{split, ThreadPool};
 use crate::kv::KvCache;
 
@@ -19,20 +19,28 @@ pub struct AttnShape {
     pub softcap: Option<f32>,
 }
 
+/// The KV cache as one layer reads it.
+#[derive(Clone, Copy)]
+pub struct LayerKv<'a> {
+    pub kv: &'a KvCache,
+    pub layer: usize,
+}
+
 /// `out[t, h*hd..]` = softmax(q·K^T·scale) V for every row t and head h.
 /// `q`: `[rows, n_head*head_dim]`; `scores`: per-thread scratch of
-/// `threads * n_head * (max_len + 1)`.
+/// `threads * n_head * (max_len + 1)`, `max_len` the batch's largest position plus one.
 pub fn attend(
     pool: &ThreadPool,
-    kv: &KvCache,
-    layer: usize,
+    cache: LayerKv,
     batch: &Batch,
     shape: &AttnShape,
     q: &[f32],
     out: &mut [f32],
     scores: &mut [f32],
-    max_len: usize,
 ) {
+    let LayerKv { kv, layer } = cache;
+    let max_len = batch.positions.iter().max().map_or(1, |p| p + 1);
+    assert!(scores.len() >= pool.threads() * shape.n_head * (max_len + 1));
     let (nh, hd) = (shape.n_head, shape.head_dim);
     let group = nh / shape.n_head_kv;
     // Heads that share a KV head are computed together, so each cached key and value row is
@@ -64,7 +72,12 @@ pub fn attend(
                     let hn = MAX_HEADS.min(per - hc);
                     let (q_part, keys) = (&qs[hc * hd..(hc + hn) * hd], keys.skip(kvh * hd));
                     let out = &mut sc[hc * len + i0..];
-                    heads::scores(q_part, hd, keys, stride, count, shape.scale, out, len);
+                    let run = Run {
+                        rows: keys,
+                        stride,
+                        n: count,
+                    };
+                    heads::scores(q_part, hd, run, shape.scale, out, len);
                 }
                 i0 += count;
             }
@@ -90,7 +103,12 @@ pub fn attend(
                     let hn = MAX_HEADS.min(per - hc);
                     let (o_part, values) = (&mut o[hc * hd..(hc + hn) * hd], values.skip(kvh * hd));
                     let w = &sc[hc * len + i0..];
-                    heads::weighted_sum(o_part, hd, w, len, values, stride, count);
+                    let run = Run {
+                        rows: values,
+                        stride,
+                        n: count,
+                    };
+                    heads::weighted_sum(o_part, hd, w, len, run);
                 }
                 i0 += count;
             }

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
-use crate::kernels::pack::{PackedMatrix, GROUP};
+use crate::kernels::pack::PackedMatrix;
 use crate::kernels::quant::dequantize;
 
 /// Reads tensors from a GGUF file by name, checking shapes.
@@ -225,19 +225,6 @@ impl Embedding {
 pub fn packed_row(m: &PackedMatrix, n: usize, out: &mut [f32]) {
     match m {
         PackedMatrix::Float { k, data, .. } => out.copy_from_slice(&data[n * k..(n + 1) * k]),
-        PackedMatrix::Codes(c) => {
-            let (g, col, bs) = (n / GROUP, n % GROUP, c.layout.sub_block);
-            let n_sub = c.k / bs;
-            for (kk, o) in out.iter_mut().enumerate() {
-                let code = c.code(g, kk, col) as i32;
-                let at = (g * n_sub + kk / bs) * GROUP + col;
-                let off = if c.layout.has_offset {
-                    c.offsets[at]
-                } else {
-                    0.0
-                };
-                *o = c.scales[at] * (code - c.layout.zero) as f32 + off;
-            }
-        }
+        PackedMatrix::Codes(c) => c.decode_row(n, out),
     }
 }

@@ -3,7 +3,7 @@
 //! residual → norm → MLP → (post-norm) → residual, then the final norm and logits for the rows
 //! that want them. Every linear layer runs once over all rows of the batch.
 
-use super::attention::{attend, AttnShape};
+use super::attention::{attend, AttnShape, LayerKv};
 use super::ffn::{self, quantize, FfnScratch};
 use super::layers::Linear;
 use super::{Model, Qkv};
@@ -142,14 +142,12 @@ impl Model {
             }
             attend(
                 pool,
-                kv,
-                il,
+                LayerKv { kv, layer: il },
                 batch,
                 &shape,
                 &s.q[..t * qn],
                 &mut s.att[..t * qn],
                 &mut s.scores,
-                max_len,
             );
             quantize(pool, &mut s.acts, &s.att, t, qn);
             lin(pool, isa, &blk.o, &s.att, &s.acts, &mut s.o[..t * d]);
