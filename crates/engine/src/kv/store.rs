@@ -11,11 +11,20 @@ pub(super) enum Store {
     F16(Vec<u16>),
 }
 
+/// `len` zeros, written (not the lazily mapped pages of a zeroed allocation): the cache's memory
+/// is taken when the engine starts, so a machine without it fails then, not in the middle of
+/// serving, and the server's resident size does not creep up as blocks are first used.
+fn committed<T: Copy>(len: usize, zero: T) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    v.resize(len, zero);
+    v
+}
+
 impl Store {
     pub(super) fn new(ty: KvType, len: usize) -> Self {
         match ty {
-            KvType::F32 => Self::F32(vec![0.0; len]),
-            KvType::F16 => Self::F16(vec![0; len]),
+            KvType::F32 => Self::F32(committed(len, 0.0)),
+            KvType::F16 => Self::F16(committed(len, 0)),
         }
     }
     pub(super) fn write(&mut self, at: usize, x: &[f32]) {

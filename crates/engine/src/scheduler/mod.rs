@@ -12,11 +12,14 @@
 //!    the sequence cap and the KV cache allow (free blocks for the whole remaining prompt, after
 //!    prefix hits, plus 1 % to spare); the head of the queue is never skipped (no starvation).
 //!    An admitted sequence starts on its longest cached prefix. The queue is ordered by
-//!    `priority` (lower first, vLLM's meaning; all 0 by default), then preempted requests
-//!    first, then round-robin over groups (the engine requests of one HTTP request form a
-//!    group: a 256-prompt request takes turns with a 1-prompt request that came after it
-//!    instead of going all before it), then arrival. With one request per group and equal
-//!    priorities that is first come, first served.
+//!    `priority` (lower first, vLLM's meaning; all 0 by default), then round-robin over groups
+//!    (the engine requests of one HTTP request form a group: a 256-prompt request takes turns
+//!    with a 1-prompt request that came after it instead of going all before it; a preempted
+//!    request keeps its turn), then preempted requests first, then arrival. With one request
+//!    per group and equal priorities that is first come, first served, preempted ones first.
+//!    When the sequence cap holds back a request whose group has nothing running, the group
+//!    running the most requests gives one up (`make_room_for_a_new_group`), so a small request
+//!    beside a huge one starts within a step.
 //!
 //! 4. **Then drafts, with what is left.** A collapse request's guessed future tokens (`Seq::draft`)
 //!    extend its sequence's run only while the step's token and logit-row budgets have room after
@@ -237,7 +240,7 @@ impl Scheduler {
         let entries = &self.entries;
         self.waiting.make_contiguous().sort_by_key(|id| {
             let e = &entries[id];
-            (e.priority, !e.preempted, rank[id], e.arrival)
+            (e.priority, rank[id], !e.preempted, e.arrival)
         });
     }
 
@@ -264,6 +267,7 @@ impl Scheduler {
             rows_left: self.cfg.max_logit_rows,
             busy: HashSet::new(),
         };
+        self.make_room_for_a_new_group(reqs, kv, &mut st);
         for decode in [true, false] {
             let mut i = 0;
             while i < self.running.len() {
@@ -278,6 +282,53 @@ impl Scheduler {
         st.out.tokens = self.cfg.max_batch_tokens - st.budget;
         st.out.logit_rows = self.cfg.max_logit_rows - st.rows_left;
         st.out
+    }
+
+    /// Fair share of the running slots: when the next request to admit belongs to a group with
+    /// nothing running and the sequence cap holds it back, the group running the most requests
+    /// (at least two, none more important than the newcomer) gives up its most recent one, which
+    /// waits to be readmitted at its group's turn. So a big request (hundreds of prompts) does not
+    /// keep a one-prompt request waiting until its prompts finish.
+    fn make_room_for_a_new_group(
+        &mut self,
+        reqs: &mut HashMap<RequestId, Req>,
+        kv: &mut KvCache,
+        st: &mut Step,
+    ) {
+        self.order_waiting();
+        let Some(&head) = self.waiting.front() else {
+            return;
+        };
+        let newcomer = self.entries[&head];
+        if self
+            .running
+            .iter()
+            .any(|r| self.entries[r].group == newcomer.group)
+        {
+            return;
+        }
+        let need = reqs[&head].live().max(newcomer.weight);
+        loop {
+            let running_seqs: usize = self.running.iter().map(|r| reqs[r].live()).sum();
+            if self.running.is_empty() || running_seqs + need <= self.cfg.max_seqs {
+                return;
+            }
+            let mut per_group: HashMap<u64, usize> = HashMap::new();
+            for r in &self.running {
+                *per_group.entry(self.entries[r].group).or_insert(0) += 1;
+            }
+            let Some((&group, &count)) = per_group.iter().max_by_key(|(g, c)| (**c, **g)) else {
+                return;
+            };
+            let victim = self.running.iter().rev().copied().find(|r| {
+                let e = &self.entries[r];
+                e.group == group && e.priority >= newcomer.priority
+            });
+            match victim {
+                Some(v) if count >= 2 => self.preempt(v, reqs, kv, st),
+                _ => return,
+            }
+        }
     }
 
     /// Schedules the decode (or the chunked) sequences of running request `id`. False when `id`
@@ -348,6 +399,10 @@ impl Scheduler {
         let e = self.entries.get_mut(&id).expect("running request is known");
         e.preempted = true;
         self.waiting_weight += e.weight;
+        // Its turn is given back: it waits at the place it had in its group's turns.
+        if let Some(g) = self.groups.get_mut(&e.group) {
+            g.admitted = g.admitted.saturating_sub(1);
+        }
         self.waiting.push_back(id);
         st.out.preempted.push(id);
         self.stats.preemptions += 1;
@@ -422,9 +477,7 @@ impl Scheduler {
             self.waiting.pop_front();
             let e = self.entries[&id];
             self.waiting_weight -= e.weight;
-            if !e.preempted {
-                self.groups.entry(e.group).or_default().admitted += 1;
-            }
+            self.groups.entry(e.group).or_default().admitted += 1;
             // Running requests stay ordered by priority, then admission.
             let at = self
                 .running

@@ -680,3 +680,32 @@ fn the_waiting_queue_counts_sequences_not_requests() {
     e.run_until_idle().unwrap();
     assert_empty(&mut e);
 }
+
+#[test]
+fn a_new_group_gets_a_running_slot_from_the_group_that_holds_the_most() {
+    let tok = tokenizer();
+    let mut e = engine(&tok, 4096, cfg(64, 2));
+    let in_group = |group| super::Admission {
+        priority: 0,
+        group: Some(group),
+    };
+    let mut big: Vec<_> = (0..4)
+        .map(|i| e.submit_with(gen(prompt(8, i), 20), in_group(1)).unwrap())
+        .collect();
+    let first = e.step().unwrap();
+    assert_eq!(first.ran, [big[0].0, big[1].0]);
+    let (small, mut s) = e.submit_with(gen(prompt(8, 9), 3), in_group(2)).unwrap();
+    let second = e.step().unwrap();
+    assert_eq!(
+        second.preempted,
+        [big[1].0],
+        "the big group's newest gives way"
+    );
+    assert!(second.ran.contains(&small), "{:?}", second.ran);
+    e.run_until_idle().unwrap();
+    assert_eq!(tokens(&mut s).unwrap(), expected(&prompt(8, 9), 3));
+    for (i, (_, events)) in big.iter_mut().enumerate() {
+        assert_eq!(tokens(events).unwrap(), expected(&prompt(8, i as u32), 20));
+    }
+    assert_empty(&mut e);
+}
