@@ -17,6 +17,9 @@ KV cache, and RSS grew less than 5 % between 20 % of the run and its end (minute
 10 of the ten-minute benchmark). Prints one JSON summary; exits 1 when a check fails.
 
   tools/soak/soak.py --everett target/release/everett --model M.gguf --duration 600
+
+With --functional (CI's short run, beside other tests on a shared machine) the timing and memory
+figures are reported but not checked: speed and memory are benchmarks, never test assertions.
 """
 
 import argparse
@@ -40,6 +43,8 @@ def parse_args():
     p.add_argument("--workers", type=int, default=12)
     p.add_argument("--max-waiting", type=int, default=256)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--functional", action="store_true",
+                   help="check behaviour only; report RSS growth and fairness timing")
     return p.parse_args()
 
 
@@ -291,6 +296,10 @@ def main():
         "huge_refused_400": fair["huge_status"] == 400 and fair["huge_names_numbers"],
         "bursts_got_429": any(k == "burst:429" for k in stats.counts),
     }
+    if a.functional:
+        for timed in ("rss_growth_under_5pct", "small_beside_big_under_2s", "bursts_got_429"):
+            checks.pop(timed)
+        checks["small_beside_big_answered"] = fair["small_status"] == 200
     summary = {
         "duration_s": a.duration, "workers": a.workers, "max_waiting": a.max_waiting,
         "requests": sum(stats.counts.values()), "by_kind_status": dict(sorted(stats.counts.items())),

@@ -7,10 +7,11 @@ use crate::commands::load;
 use crate::Common;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use everett_engine::collapse::{collapse, html, CollapseParams, Collapsed, Mode};
+use everett_engine::collapse::{collapse, CollapseParams, Collapsed, Mode};
 use everett_engine::engine::Event;
 use everett_engine::generate::Request;
 use everett_engine::sample::SamplingParams;
+use everett_server::pages::collapse as html;
 use std::io::Write;
 use std::path::PathBuf;
 

@@ -7,7 +7,8 @@ use crate::Common;
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use everett_engine::kv::KvType;
-use everett_engine::superposition::{explore, html, render, ExploreParams, Measure};
+use everett_engine::superposition::{explore, render, ExploreParams, Measure};
+use everett_server::pages::explore as html;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 

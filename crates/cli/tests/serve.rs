@@ -193,3 +193,28 @@ fn bench_serve_measures_a_live_server() {
         "{err}"
     );
 }
+
+/// The soak's short version: mixed load (streams, n > 1, lookahead, explorations, dropped
+/// clients, malformed requests, bursts over --max-waiting) for 40 s, then no 5xx, every malformed
+/// request a 4xx, the metrics settled (nothing running or waiting, no KV block held), a small
+/// request answered beside a 256-prompt one and the 32 768-sequence one refused by its numbers.
+/// The ten-minute run with its timing and memory checks is a benchmark (BENCHMARKS.md).
+#[test]
+fn a_short_soak_of_mixed_load_settles_with_no_server_errors() {
+    let Some(model) = default_model() else { return };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/soak/soak.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(["--everett", env!("CARGO_BIN_EXE_everett"), "--model"])
+        .arg(&model)
+        .args(["--duration", "40", "--workers", "6", "--functional"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "soak failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -17,6 +17,7 @@ mod explore;
 pub mod listen;
 mod metrics;
 mod page;
+pub mod pages;
 mod reply;
 pub mod template;
 mod tokens;

@@ -2,8 +2,8 @@
 //! and chat, and the explorer, which draws the tree as `/v1/explore` streams it with the HTML
 //! export's own style and drawing code, so both show a tree alike.
 
+use crate::pages::explore::{STYLE, VIEW_SCRIPT};
 use axum::response::Html;
-use everett_engine::superposition::html::{STYLE, VIEW_SCRIPT};
 use std::sync::LazyLock;
 
 static PAGE: LazyLock<String> = LazyLock::new(|| {

@@ -16,7 +16,6 @@
 //! step; `temperature > 0` is refused.
 
 pub(crate) mod draft;
-pub mod html;
 pub(crate) mod policy;
 mod run;
 

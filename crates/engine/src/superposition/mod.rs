@@ -12,11 +12,11 @@
 //! renormalise scores. Ties break deterministically: higher score, then lower token id, then
 //! lower parent id.
 //!
-//! This module does not render anything itself except through `render` (terminal text) and
-//! `html` (one offline page); the CLI and the server choose which to show.
+//! This module renders nothing itself except through `render` (terminal text); the offline
+//! HTML page is `everett_server::pages::explore`, and the CLI and the server choose which to
+//! show.
 
 mod analysis;
-pub mod html;
 pub mod render;
 pub(crate) mod search;
 

@@ -5,9 +5,9 @@
 //! ramping up over the future); and the text with each pass's tokens grouped. The run's JSON is
 //! embedded and drawn by a small inline script: no CDN, no network, no external file.
 
-use super::Collapsed;
-use crate::superposition::html::{escape, STYLE};
-use crate::tokenizer::Tokenizer;
+use super::explore::{escape, STYLE};
+use everett_engine::collapse::Collapsed;
+use everett_engine::tokenizer::Tokenizer;
 
 /// The page for `run` of `prompt`.
 pub fn page(run: &Collapsed, tok: &Tokenizer, prompt: &str) -> String {

@@ -3,7 +3,7 @@
 //! bifurcations highlighted and the measured path emphasised. The exploration's JSON is embedded
 //! and drawn by a small inline script: no CDN, no network, no external file.
 
-use super::Exploration;
+use everett_engine::superposition::Exploration;
 
 /// The page for `e`.
 pub fn page(e: &Exploration) -> String {
@@ -24,7 +24,7 @@ pub fn page(e: &Exploration) -> String {
     )
 }
 
-pub(crate) fn escape(s: &str) -> String {
+pub(super) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
