@@ -8,10 +8,11 @@
 
 use crate::bench::{median, round2};
 use anyhow::{bail, Result};
-use everett_engine::collapse::{collapse, CollapseParams};
+use everett_engine::collapse::CollapseParams;
 use everett_engine::engine::{Engine, EngineConfig, Event, Task};
-use everett_engine::generate::{generate_batch, Request};
+use everett_engine::generate::Request;
 use everett_engine::model::Model;
+use everett_engine::oneshot::{collapse, generate_batch};
 use everett_engine::sample::SamplingParams;
 use everett_engine::tokenizer::Tokenizer;
 use serde_json::{json, Map, Value};

@@ -3,17 +3,17 @@
 use crate::pull::resolve;
 use crate::{Common, GenerateArgs};
 use anyhow::{bail, Context, Result};
-use everett_engine::engine::{Engine, EngineConfig, Event, ScoreRequest, Task};
-use everett_engine::generate::{generate_batch, kv_tokens_for, Output, Request};
+use everett_engine::engine::{EngineConfig, Event, ScoreRequest, Task};
+use everett_engine::generate::{kv_tokens_for, Output, Request};
 use everett_engine::gguf::GgufFile;
 use everett_engine::model::Model;
+use everett_engine::oneshot::{self, generate_batch};
 use everett_engine::sample::SamplingParams;
 use everett_engine::scheduler::SchedulerConfig;
 use everett_engine::tokenizer::Tokenizer;
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
-use tokio::sync::mpsc::error::TryRecvError;
 
 pub fn load(common: &Common) -> Result<(Model, Tokenizer)> {
     load_from(common, &open(common)?)
@@ -130,20 +130,22 @@ pub fn generate(common: &Common, a: &GenerateArgs) -> Result<()> {
         kv_tokens: kv_tokens_for(std::slice::from_ref(&req), model.config.context_length),
         ..EngineConfig::for_seqs(1)
     };
-    let mut engine = Engine::new(&mut model, &tok, cfg);
-    let (_, mut events) = engine.submit(Task::Generate(req))?;
     let mut stdout = std::io::stdout().lock();
-    while engine.has_work() {
-        engine.step()?;
-        while let Ok(e) = events.try_recv() {
-            match e {
-                Event::Token { token, .. } => write!(stdout, "{}", token.text)?,
-                Event::Error(e) => return Err(e.into()),
-                _ => {}
+    // A write that fails (stdout closed) stops the run; its error is the one reported.
+    let mut write_error = None;
+    let ran = oneshot::run(&mut model, &tok, cfg, vec![Task::Generate(req)], |_, e| {
+        if let Event::Token { token, .. } = e {
+            if let Err(err) = write!(stdout, "{}", token.text).and_then(|()| stdout.flush()) {
+                write_error = Some(err);
+                return Err(everett_engine::Error::Internal("stdout is closed".into()));
             }
         }
-        stdout.flush()?;
+        Ok(())
+    });
+    if let Some(err) = write_error {
+        return Err(err.into());
     }
+    ran?;
     writeln!(stdout)?;
     Ok(())
 }
@@ -200,45 +202,42 @@ pub fn perplexity(common: &Common, file: &Path, ctx: usize) -> Result<()> {
             ..SchedulerConfig::default()
         },
     };
-    let mut engine = Engine::new(&mut model, &tok, cfg);
-    let mut streams = Vec::with_capacity(n_chunks);
-    for c in 0..n_chunks {
-        let mut chunk = tokens[c * ctx..(c + 1) * ctx].to_vec();
-        if let Some(bos) = tok.bos.filter(|_| tok.add_bos) {
-            chunk[0] = bos;
-        }
-        let task = Task::Score(ScoreRequest {
-            ids: chunk,
-            from: ctx / 2,
-        });
-        streams.push(engine.submit(task)?.1);
-    }
-    let (mut nll, mut scored) = (0f64, 0usize);
-    for (c, events) in streams.iter_mut().enumerate() {
-        let values = loop {
-            match events.try_recv() {
-                Ok(Event::Scored(v)) => break v,
-                Ok(Event::Error(e)) => return Err(e.into()),
-                Ok(_) => {}
-                Err(TryRecvError::Empty) => {
-                    engine.step()?;
-                }
-                Err(TryRecvError::Disconnected) => bail!("chunk {c} ended without a score"),
+    let tasks = (0..n_chunks)
+        .map(|c| {
+            let mut chunk = tokens[c * ctx..(c + 1) * ctx].to_vec();
+            if let Some(bos) = tok.bos.filter(|_| tok.add_bos) {
+                chunk[0] = bos;
             }
-        };
-        // In position order, as llama.cpp sums them.
-        for v in values {
-            nll += v as f64;
-            scored += 1;
+            Task::Score(ScoreRequest {
+                ids: chunk,
+                from: ctx / 2,
+            })
+        })
+        .collect();
+    // Chunks are summed in position order, as llama.cpp sums them, whatever order they end in.
+    let mut scores: Vec<Option<Vec<f32>>> = vec![None; n_chunks];
+    let (mut nll, mut scored, mut next) = (0f64, 0usize, 0);
+    oneshot::run(&mut model, &tok, cfg, tasks, |c, e| {
+        if let Event::Scored(v) = e {
+            scores[c] = Some(v);
         }
-        if !common.json {
-            eprintln!(
-                "[{}/{}] ppl so far {:.4}",
-                c + 1,
-                n_chunks,
-                (nll / scored as f64).exp()
-            );
+        while let Some(values) = scores.get_mut(next).and_then(Option::take) {
+            for v in values {
+                nll += v as f64;
+                scored += 1;
+            }
+            next += 1;
+            if !common.json {
+                eprintln!(
+                    "[{next}/{n_chunks}] ppl so far {:.4}",
+                    (nll / scored as f64).exp()
+                );
+            }
         }
+        Ok(())
+    })?;
+    if next < n_chunks {
+        bail!("chunk {next} ended without a score");
     }
     let ppl = (nll / scored as f64).exp();
     if common.json {

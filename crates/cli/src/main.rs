@@ -188,6 +188,14 @@ enum BenchTarget {
 fn main() {
     quiet_on_closed_pipe();
     if let Err(e) = run() {
+        // Output into a closed pipe (`everett generate … | head`) is the reader's choice.
+        let closed_pipe = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if closed_pipe {
+            std::process::exit(0);
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

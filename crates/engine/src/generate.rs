@@ -6,13 +6,11 @@
 
 use crate::collapse::CollapseParams;
 use crate::engine::policy::{Ctx, Read};
-use crate::engine::request::{Event, Seq, Task};
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::request::{Event, Seq};
 use crate::error::{Error, Result};
-use crate::model::{Model, KV_BLOCK_SIZE};
+use crate::model::KV_BLOCK_SIZE;
 use crate::sample::{sample, Choice, Rng, SamplingParams};
 use crate::tokenizer::stream::Detokenizer;
-use crate::tokenizer::Tokenizer;
 
 /// Largest accepted `n` (samples of one prompt).
 pub const MAX_SAMPLES: usize = 128;
@@ -391,44 +389,6 @@ pub fn kv_tokens_for(reqs: &[Request], context: usize) -> usize {
     reqs.iter()
         .fold(0usize, |acc, r| acc.saturating_add(per(r)))
         .max(1)
-}
-
-/// Runs every request to completion on one engine; outputs in input order, one per sample
-/// (request 0's samples first). The KV cache is sized so that nothing is preempted.
-pub fn generate_batch(
-    model: &mut Model,
-    tok: &Tokenizer,
-    reqs: Vec<Request>,
-) -> Result<Vec<Output>> {
-    let seqs: usize = reqs.iter().map(|r| r.n).sum();
-    let cfg = EngineConfig {
-        kv_tokens: kv_tokens_for(&reqs, model.config.context_length),
-        ..EngineConfig::for_seqs(seqs.max(1))
-    };
-    let mut engine = Engine::new(model, tok, cfg);
-    let mut streams = Vec::new();
-    for r in reqs {
-        let (n, prompt) = (r.n, r.prompt_ids.clone());
-        let (_, events) = engine.submit(Task::Generate(r))?;
-        streams.push((n, prompt, events));
-    }
-    engine.run_until_idle()?;
-    let mut outs = Vec::new();
-    for (n, prompt, mut events) in streams {
-        let mut mine: Vec<Output> = (0..n).map(|_| Output::new(prompt.clone())).collect();
-        while let Ok(e) = events.try_recv() {
-            if let Event::Error(err) = e {
-                return Err(err);
-            }
-            let index = match &e {
-                Event::Token { index, .. } | Event::Finished { index, .. } => *index,
-                _ => continue,
-            };
-            mine[index].absorb(&e, index);
-        }
-        outs.extend(mine);
-    }
-    Ok(outs)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod gguf;
 pub mod kernels;
 pub mod kv;
 pub mod model;
+pub mod oneshot;
 pub mod sample;
 pub mod scheduler;
 pub mod superposition;

@@ -3,11 +3,12 @@
 //! unless EVERETT_REQUIRE_MODEL is set (CI sets it after `everett pull`); the reference files are
 //! part of the repository, so a missing one is a failure, never a skip.
 
-use everett_engine::generate::{generate_batch, Request};
+use everett_engine::generate::Request;
 use everett_engine::gguf::GgufFile;
 use everett_engine::model::Model;
+use everett_engine::oneshot::{explore, generate_batch};
 use everett_engine::sample::SamplingParams;
-use everett_engine::superposition::{explore, ExploreParams};
+use everett_engine::superposition::ExploreParams;
 use everett_engine::testutil::default_model;
 use everett_engine::tokenizer::Tokenizer;
 use serde_json::Value;

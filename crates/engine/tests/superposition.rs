@@ -3,14 +3,13 @@
 //! generation, same seed → same tree, forks share blocks, and bad parameters are refused.
 
 use everett_engine::batch::Batch;
-use everett_engine::generate::{generate_batch, Request};
+use everett_engine::generate::Request;
 use everett_engine::gguf::GgufFile;
 use everett_engine::kv::KvCache;
 use everett_engine::model::Model;
+use everett_engine::oneshot::{explore, generate_batch};
 use everett_engine::sample::SamplingParams;
-use everett_engine::superposition::{
-    explore, Exploration, ExploreParams, FinishReason, Measure, Status,
-};
+use everett_engine::superposition::{Exploration, ExploreParams, FinishReason, Measure, Status};
 use everett_engine::testutil::{tiny_model, Tiny};
 use everett_engine::tokenizer::Tokenizer;
 

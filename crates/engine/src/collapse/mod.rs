@@ -19,7 +19,7 @@ pub(crate) mod draft;
 pub(crate) mod policy;
 mod run;
 
-pub use run::{collapse, Collapsed};
+pub use run::Collapsed;
 
 use crate::error::{Error, Result};
 use crate::generate::Request;

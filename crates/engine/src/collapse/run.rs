@@ -1,14 +1,10 @@
-//! Running one collapse request to completion on a private engine, and its record: the output
-//! (identical to greedy generation's) and what each pass did.
+//! The record of one collapse run (`oneshot::collapse` makes it): the output (identical to
+//! greedy generation's) and what each pass did.
 
 use super::{CollapseParams, CollapsePass};
-use crate::engine::{Engine, EngineConfig, Event, Task};
-use crate::error::{Error, Result};
-use crate::generate::{kv_tokens_for, FinishReason, Output, Request};
-use crate::model::Model;
+use crate::generate::{FinishReason, Output};
 use crate::tokenizer::Tokenizer;
 use serde_json::{json, Value};
-use std::time::Instant;
 
 /// A finished collapse run.
 #[derive(Debug, Clone)]
@@ -44,48 +40,4 @@ impl Collapsed {
             "wall_ms": self.wall_ms,
         })
     }
-}
-
-/// Runs `req` (its `collapse` set, or the defaults) alone on `model`; `on_event` sees every
-/// event as it comes (to stream the text).
-pub fn collapse(
-    model: &mut Model,
-    tok: &Tokenizer,
-    mut req: Request,
-    mut on_event: impl FnMut(&Event),
-) -> Result<Collapsed> {
-    let params = *req.collapse.get_or_insert_with(CollapseParams::default);
-    let cfg = EngineConfig {
-        kv_tokens: kv_tokens_for(std::slice::from_ref(&req), model.config.context_length),
-        ..EngineConfig::for_seqs(params.candidates)
-    };
-    let mut out = Output::new(req.prompt_ids.clone());
-    let mut passes = Vec::new();
-    let start = Instant::now();
-    let mut engine = Engine::new(model, tok, cfg);
-    let (_, mut events) = engine.submit(Task::Generate(req))?;
-    while engine.has_work() {
-        engine.step()?;
-        while let Ok(e) = events.try_recv() {
-            on_event(&e);
-            match e {
-                Event::CollapsePass(p) => passes.push(*p),
-                Event::Error(e) => return Err(e),
-                e => {
-                    out.absorb(&e, 0);
-                }
-            }
-        }
-    }
-    if out.finish_reason.is_none() {
-        return Err(Error::Internal(
-            "the collapse request ended unfinished".into(),
-        ));
-    }
-    Ok(Collapsed {
-        params,
-        output: out,
-        passes,
-        wall_ms: start.elapsed().as_secs_f64() * 1e3,
-    })
 }

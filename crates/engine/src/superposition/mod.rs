@@ -20,10 +20,7 @@ mod analysis;
 pub mod render;
 pub(crate) mod search;
 
-use crate::engine::{Engine, EngineConfig, Event, ExploreRequest, Task};
 use crate::error::{check_range, Error, Result};
-use crate::model::Model;
-use crate::tokenizer::Tokenizer;
 use serde::Serialize;
 
 pub use analysis::Verdict;
@@ -301,38 +298,4 @@ pub(crate) fn path_ids(nodes: &[Node], id: usize) -> Vec<u32> {
     }
     out.reverse();
     out
-}
-
-/// Explores the futures of `prompt` (its ids include BOS when the model adds one) on a private
-/// engine sized for the search. To explore beside other work, submit a `Task::Explore` to a
-/// shared `Engine` instead.
-pub fn explore(
-    model: &mut Model,
-    tok: &Tokenizer,
-    prompt: &str,
-    prompt_ids: &[u32],
-    params: &ExploreParams,
-) -> Result<Exploration> {
-    let req = ExploreRequest {
-        prompt: prompt.to_string(),
-        prompt_ids: prompt_ids.to_vec(),
-        params: params.clone(),
-    };
-    let cfg = EngineConfig {
-        kv_tokens: search::kv_tokens(&req),
-        ..EngineConfig::for_seqs(2 * params.width + 2)
-    };
-    let mut engine = Engine::new(model, tok, cfg);
-    let (_, mut events) = engine.submit(Task::Explore(req))?;
-    engine.run_until_idle()?;
-    while let Ok(e) = events.try_recv() {
-        match e {
-            Event::Explored(x) => return Ok(*x),
-            Event::Error(e) => return Err(e),
-            _ => {}
-        }
-    }
-    Err(Error::Internal(
-        "the exploration ended without a result".into(),
-    ))
 }
