@@ -11,15 +11,20 @@
 //! `new_seq_cached` starts a sequence on the longest cached prefix of its prompt. A cached block
 //! is never written in place: a sequence that continues inside one copies it first, like a fork.
 
+mod config;
 pub mod pool;
 pub mod prefix;
 mod store;
+#[cfg(test)]
+mod tests;
+mod view;
 
-use crate::kernels::heads::KvRows;
+pub use config::{KvConfig, KvType};
 use pool::{BlockId, BlockPool};
 pub use prefix::PrefixStats;
 use prefix::{block_hash, PrefixIndex, ROOT};
 use store::Store;
+pub use view::SeqView;
 
 /// Handle of a sequence in the cache.
 pub type SeqId = usize;
@@ -28,25 +33,8 @@ pub type SeqId = usize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvFull;
 
+/// A table entry for a block that fell behind a sliding window (released, never read).
 const DROPPED: BlockId = BlockId::MAX;
-
-/// How cached keys and values are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum KvType {
-    #[default]
-    F16,
-    F32,
-}
-
-impl KvType {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "f16" => Some(Self::F16),
-            "f32" => Some(Self::F32),
-            _ => None,
-        }
-    }
-}
 
 struct Group {
     window: Option<usize>,
@@ -67,42 +55,6 @@ struct Seq {
     cacheable: bool,
     /// Tokens that `truncate` may take back: sliding windows keep this many more positions.
     slack: usize,
-}
-
-/// How to build a cache: per layer its window (`None` = global), and sizes.
-pub struct KvConfig {
-    pub layer_windows: Vec<Option<usize>>,
-    pub row: usize,
-    pub block_size: usize,
-    /// Tokens of capacity for global layers (sliding groups get what their windows need).
-    pub capacity_tokens: usize,
-    pub dtype: KvType,
-}
-
-impl KvConfig {
-    /// Blocks in each group's pool: `capacity_tokens` rounded up to whole blocks, nothing
-    /// more (`--kv-tokens N` holds N tokens). A whole prompt is written before the window drops
-    /// anything, so sliding groups get the same capacity as global ones; dropping frees their
-    /// blocks for other sequences.
-    fn blocks_per_group(&self) -> Option<usize> {
-        let blocks = self.capacity_tokens.div_ceil(self.block_size);
-        // Bounded here so that `bytes` can refuse it before anything is allocated.
-        (blocks < u32::MAX as usize).then_some(blocks)
-    }
-
-    /// Bytes of keys and values the cache will allocate; `None` when that overflows.
-    pub fn bytes(&self) -> Option<usize> {
-        let per_value = match self.dtype {
-            KvType::F16 => 2,
-            KvType::F32 => 4,
-        };
-        let per_layer = self
-            .blocks_per_group()?
-            .checked_mul(self.block_size)?
-            .checked_mul(self.row)?
-            .checked_mul(2 * per_value)?;
-        per_layer.checked_mul(self.layer_windows.len())
-    }
 }
 
 pub struct KvCache {
@@ -552,55 +504,5 @@ impl Group {
         let (f, t) = (from as usize * n, to as usize * n);
         self.k.copy_within(f..f + n, t);
         self.v.copy_within(f..f + n, t);
-    }
-}
-
-/// Read access to one layer of one sequence's cache.
-pub struct SeqView<'a> {
-    table: &'a [BlockId],
-    k: &'a Store,
-    v: &'a Store,
-    layer: usize,
-    layers: usize,
-    bs: usize,
-    row: usize,
-    pub window: Option<usize>,
-}
-
-impl SeqView<'_> {
-    fn at(&self, pos: usize) -> usize {
-        let block = self.table[pos / self.bs];
-        debug_assert!(
-            block != DROPPED,
-            "read of a dropped block at position {pos}"
-        );
-        ((block as usize * self.layers + self.layer) * self.bs + pos % self.bs) * self.row
-    }
-    /// Floats per cached row (all KV heads).
-    pub fn row(&self) -> usize {
-        self.row
-    }
-    /// Positions `from..to` as runs that lie contiguously in memory: (first position, count,
-    /// keys, values), each slice starting at the run's first row with rows `row()` apart.
-    pub fn runs(
-        &self,
-        from: usize,
-        to: usize,
-    ) -> impl Iterator<Item = (usize, usize, KvRows<'_>, KvRows<'_>)> + '_ {
-        let mut p = from;
-        std::iter::from_fn(move || {
-            if p >= to {
-                return None;
-            }
-            let count = (self.bs - p % self.bs).min(to - p);
-            let (a, len) = (self.at(p), count * self.row);
-            let run = (p, count, self.k.rows(a..a + len), self.v.rows(a..a + len));
-            p += count;
-            Some(run)
-        })
-    }
-    /// First position a query at `pos` may attend to.
-    pub fn first_visible(&self, pos: usize) -> usize {
-        self.window.map_or(0, |w| (pos + 1).saturating_sub(w))
     }
 }
