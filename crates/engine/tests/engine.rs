@@ -401,6 +401,29 @@ fn a_panic_in_a_step_fails_what_ran_and_the_rebuilt_engine_serves_as_a_fresh_one
     join.join().unwrap();
 }
 
+/// A panic while the engine takes a submission answers that submission with an internal error
+/// (not a silently closed stream), and the rebuilt engine serves the next one.
+#[test]
+fn a_panic_while_taking_a_submission_answers_it_and_serving_goes_on() {
+    let (m, tok) = load_tiny(&Tiny::llama());
+    let mut engine = Engine::new(m, Arc::new(tok), EngineConfig::default());
+    engine.inject_submit_faults(&[1]);
+    let (handle, join) = spawn(engine);
+    let (_, mut first) = handle.submit(greedy(vec![2, 40, 41], 4));
+    match first.blocking_recv() {
+        Some(Event::Error(Error::Internal(msg))) => {
+            assert!(msg.contains("injected fault at submission 1"), "{msg}")
+        }
+        other => panic!("expected an internal error, got {other:?}"),
+    }
+    let (_, mut second) = handle.submit(greedy(vec![2, 40, 41], 4));
+    assert_eq!(trace_blocking(&mut second).len(), 4);
+    let stats = handle.stats().unwrap();
+    assert_eq!((stats.restarts, stats.used_blocks), (1, 0));
+    handle.shutdown(Duration::ZERO);
+    join.join().unwrap();
+}
+
 #[test]
 fn a_gguf_with_nan_scales_loads_and_every_sampler_survives_its_logits() {
     let mut bytes = tiny_model(&Tiny::gemma3(), 42);

@@ -156,6 +156,11 @@ fn run<M: Runner, T: Deref<Target = Tokenizer>>(
         };
         let mut next = first;
         while let Some(cmd) = next {
+            // A submission that panics still gets its answer: an internal error.
+            let submitter = match &cmd {
+                Command::Submit(id, _, _, tx) => Some((*id, tx.clone())),
+                _ => None,
+            };
             match catch_unwind(AssertUnwindSafe(|| handle_command(&mut engine, cmd))) {
                 Ok(Some(grace)) => {
                     engine.stop_accepting();
@@ -164,6 +169,11 @@ fn run<M: Runner, T: Deref<Target = Tokenizer>>(
                 }
                 Ok(None) => {}
                 Err(p) => {
+                    if let Some((id, tx)) = submitter {
+                        let cause = panic_message(&*p);
+                        let e = format!("the engine failed taking request {id} ({cause})");
+                        let _ = tx.send(Event::Error(Error::Internal(e)));
+                    }
                     if !rebuild(&mut engine, &*p, health) {
                         return;
                     }

@@ -151,9 +151,12 @@ pub struct Engine<M: Runner, T: Deref<Target = Tokenizer>> {
     logits: Vec<f32>,
     stats: EngineStats,
     cfg: EngineConfig,
-    /// Steps at which to panic (test builds only; see `inject_faults`).
+    /// Steps at which to panic, and submissions (counted from 1) at which to panic (test builds
+    /// only; see `inject_faults`).
     #[cfg(feature = "fault-injection")]
     faults: Vec<u64>,
+    #[cfg(feature = "fault-injection")]
+    submit_faults: (u64, Vec<u64>),
 }
 
 impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
@@ -177,7 +180,16 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
             cfg,
             #[cfg(feature = "fault-injection")]
             faults: Vec::new(),
+            #[cfg(feature = "fault-injection")]
+            submit_faults: (0, Vec::new()),
         }
+    }
+
+    /// Makes the engine panic while it takes the submissions numbered `nth` (counted from 1):
+    /// after validation, before the request is queued.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_submit_faults(&mut self, nth: &[u64]) {
+        self.submit_faults.1.extend_from_slice(nth);
     }
 
     /// Makes the engine panic inside the steps numbered `steps` (counted from 1 over its
@@ -280,6 +292,14 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
         }
         let weight = task.sequences();
         let (policy, seqs, cacheable) = self.policy_for(task)?;
+        #[cfg(feature = "fault-injection")]
+        {
+            self.submit_faults.0 += 1;
+            let n = self.submit_faults.0;
+            if self.submit_faults.1.contains(&n) {
+                panic!("injected fault at submission {n}");
+            }
+        }
         let max_waiting = self.scheduler.cfg.max_waiting;
         if weight > max_waiting {
             return Err(Error::TooLarge(format!(
