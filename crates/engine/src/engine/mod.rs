@@ -210,7 +210,7 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
             .waiting_ids()
             .filter_map(|id| Some((id, self.scheduler.admission(id)?)))
             .collect();
-        let running = self.scheduler.running().to_vec();
+        let waiting: std::collections::HashSet<RequestId> = order.iter().map(|o| o.0).collect();
         let mut scheduler = Scheduler::new(self.cfg.scheduler);
         scheduler.stats = self.scheduler.stats;
         self.scheduler = scheduler;
@@ -218,11 +218,7 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
         let mut failed: Vec<RequestId> = self
             .reqs
             .values()
-            .filter(|r| {
-                running.contains(&r.id)
-                    || !order.iter().any(|o| o.0 == r.id)
-                    || r.seqs.iter().any(|s| s.kv.is_some())
-            })
+            .filter(|r| !waiting.contains(&r.id) || r.seqs.iter().any(|s| s.kv.is_some()))
             .map(|r| r.id)
             .collect();
         failed.sort();

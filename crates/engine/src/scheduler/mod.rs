@@ -137,8 +137,6 @@ pub struct Scheduler {
     running: Vec<RequestId>,
     entries: HashMap<RequestId, Entry>,
     arrivals: u64,
-    /// Sum of the waiting requests' weights.
-    waiting_weight: usize,
     /// Per group with requests left: how many it has and how many were admitted.
     groups: HashMap<u64, Group>,
     pub stats: SchedulerStats,
@@ -166,7 +164,6 @@ impl Scheduler {
             running: Vec::new(),
             entries: HashMap::new(),
             arrivals: 0,
-            waiting_weight: 0,
             groups: HashMap::new(),
             stats: SchedulerStats::default(),
         }
@@ -185,15 +182,11 @@ impl Scheduler {
         self.entries.insert(id, e);
         self.groups.entry(e.group).or_default().members += 1;
         self.waiting.push_back(id);
-        self.waiting_weight += weight;
     }
 
     /// Forgets a request (finished or aborted); its KV is the caller's to free.
     pub fn remove(&mut self, id: RequestId) {
-        if let Some(at) = self.waiting.iter().position(|&r| r == id) {
-            self.waiting.remove(at);
-            self.waiting_weight -= self.entries[&id].weight;
-        }
+        self.waiting.retain(|&r| r != id);
         self.running.retain(|&r| r != id);
         if let Some(e) = self.entries.remove(&id) {
             if let Some(g) = self.groups.get_mut(&e.group) {
@@ -211,7 +204,7 @@ impl Scheduler {
 
     /// Sequences the waiting requests will run (what `max_waiting` bounds).
     pub fn waiting_weight(&self) -> usize {
-        self.waiting_weight
+        self.waiting.iter().map(|id| self.entries[id].weight).sum()
     }
 
     /// How `id` was queued (`None` for an unknown id).
@@ -224,6 +217,9 @@ impl Scheduler {
 
     /// Sorts the waiting queue into admission order (see the module header).
     fn order_waiting(&mut self) {
+        if self.waiting.len() < 2 {
+            return;
+        }
         let mut by_arrival: Vec<RequestId> = self.waiting.iter().copied().collect();
         by_arrival.sort_by_key(|id| self.entries[id].arrival);
         // A group's turns start after those it has had: the group admitted least goes next.
@@ -398,7 +394,6 @@ impl Scheduler {
         // `order_waiting` puts it back before the requests of its priority that never ran.
         let e = self.entries.get_mut(&id).expect("running request is known");
         e.preempted = true;
-        self.waiting_weight += e.weight;
         // Its turn is given back: it waits at the place it had in its group's turns.
         if let Some(g) = self.groups.get_mut(&e.group) {
             g.admitted = g.admitted.saturating_sub(1);
@@ -421,7 +416,10 @@ impl Scheduler {
 
     /// Admits waiting requests in order while they fit.
     fn admit(&mut self, reqs: &mut HashMap<RequestId, Req>, kv: &mut KvCache, st: &mut Step) {
-        self.order_waiting();
+        // `make_room_for_a_new_group` ordered the queue; only this step's preemptions join it since.
+        if !st.out.preempted.is_empty() {
+            self.order_waiting();
+        }
         while let Some(&id) = self.waiting.front() {
             if st.budget == 0 || st.out.preempted.contains(&id) {
                 return;
@@ -476,7 +474,6 @@ impl Scheduler {
             }
             self.waiting.pop_front();
             let e = self.entries[&id];
-            self.waiting_weight -= e.weight;
             self.groups.entry(e.group).or_default().admitted += 1;
             // Running requests stay ordered by priority, then admission.
             let at = self
