@@ -214,6 +214,8 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
         let mut scheduler = Scheduler::new(self.cfg.scheduler);
         scheduler.stats = self.scheduler.stats;
         self.scheduler = scheduler;
+        // The old cache goes before the new one is taken: never both in memory at once.
+        self.kv = KvCache::new(&self.model.kv_config(0));
         self.kv = KvCache::new(&self.model.kv_config(self.cfg.kv_tokens));
         let mut failed: Vec<RequestId> = self
             .reqs
