@@ -1,8 +1,10 @@
 //! The one contract between the scheduler and the model: a flat list of tokens from any number
 //! of sequences (prompt chunks and single decode tokens mixed, no padding), each with its
-//! position and sequence, and a flag for the rows whose logits are wanted.
+//! position and sequence, and a flag for the rows whose logits are wanted. The forward pass
+//! writes each row's K/V into the slot its sequence reserved; `commit_to` then records the rows
+//! in the cache's block tables (the scheduler's `update` does it in the engine loop).
 
-use crate::kv::SeqId;
+use crate::kv::{KvCache, SeqId};
 
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
@@ -68,5 +70,13 @@ impl Batch {
             }
         }
         out
+    }
+
+    /// Records in `kv` that this batch's rows were written (after the forward pass): each
+    /// sequence grows by its rows, full blocks join the prefix cache.
+    pub fn commit_to(&self, kv: &mut KvCache) {
+        for (seq, first, n) in self.spans() {
+            kv.commit(seq, &self.tokens[first..first + n]);
+        }
     }
 }

@@ -11,6 +11,8 @@ pub mod kernels;
 pub mod kv;
 pub mod model;
 pub mod oneshot;
+pub(crate) mod policies;
+pub mod request;
 pub mod sample;
 pub mod scheduler;
 pub mod superposition;

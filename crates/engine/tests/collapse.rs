@@ -5,13 +5,15 @@
 //! preemption, and on the real model over prose, code, lists, JSON and other languages. Bad
 //! parameters are refused.
 
-use everett_engine::collapse::{CollapseParams, Collapsed, Mode};
+use everett_engine::collapse::{CollapseParams, Mode};
 use everett_engine::engine::{Engine, EngineConfig, Event, Task};
 use everett_engine::error::Error;
-use everett_engine::generate::{FinishReason, Output, Request};
+use everett_engine::generate::{FinishReason, Request};
 use everett_engine::gguf::GgufFile;
 use everett_engine::model::Model;
+use everett_engine::oneshot::Collapsed;
 use everett_engine::oneshot::{collapse, generate_batch};
+use everett_engine::request::Output;
 use everett_engine::sample::{Rng, SamplingParams};
 use everett_engine::scheduler::SchedulerConfig;
 use everett_engine::testutil::{default_model, tiny_model, Tiny};

@@ -34,6 +34,7 @@ fn prefill(m: &mut Model, tokens: &[u32]) -> Vec<f32> {
     b.want_logits.iter_mut().for_each(|w| *w = true);
     let mut logits = Vec::new();
     m.forward(&b, &mut kv, &mut logits).unwrap();
+    b.commit_to(&mut kv);
     logits
 }
 
@@ -274,6 +275,7 @@ fn prefill_equals_token_by_token_decode() {
             b.push_seq(s, p, &[tok], true);
             kv.reserve(s, 1).unwrap();
             m.forward(&b, &mut kv, &mut logits).unwrap();
+            b.commit_to(&mut kv);
             assert_eq!(logits, all[p * v..(p + 1) * v], "{} position {p}", t.arch);
         }
     }
@@ -304,6 +306,7 @@ fn logits_are_batch_invariant() {
     }
     let mut logits = Vec::new();
     m.forward(&b, &mut kv, &mut logits).unwrap();
+    b.commit_to(&mut kv);
     let row = b.spans().iter().position(|sp| sp.0 == target_seq).unwrap();
     assert_eq!(
         logits[row * v..(row + 1) * v],
@@ -323,6 +326,7 @@ fn forked_sequence_continues_like_a_fresh_one() {
     let (mut b, mut logits) = (Batch::default(), Vec::new());
     b.push_seq(s, 0, &base, true);
     m.forward(&b, &mut kv, &mut logits).unwrap();
+    b.commit_to(&mut kv);
     let used = kv.used_blocks();
     let f = kv.fork(s);
     assert_eq!(kv.used_blocks(), used, "fork copies nothing");
@@ -333,6 +337,7 @@ fn forked_sequence_continues_like_a_fresh_one() {
     b.push_seq(s, base.len(), &[50], true);
     b.push_seq(f, base.len(), &[60], true);
     m.forward(&b, &mut kv, &mut logits).unwrap();
+    b.commit_to(&mut kv);
     for (row, tok) in [(0, 50), (1, 60)] {
         let mut full = base.clone();
         full.push(tok);

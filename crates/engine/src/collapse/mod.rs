@@ -12,17 +12,15 @@
 //! since a row's logits do not depend on what else is in the batch. The guesses' KV is taken
 //! back (`KvCache::truncate`) and losing chains are dropped.
 //!
+//! This module holds the parameters, what a pass reports and the drafting; the policy that runs
+//! it is `policies::collapse`, and `oneshot::collapse` runs one request alone.
+//!
 //! What it does not do: sample. Verification that preserves a sampling distribution is a later
 //! step; `temperature > 0` is refused.
 
 pub(crate) mod draft;
-pub(crate) mod policy;
-mod run;
-
-pub use run::Collapsed;
 
 use crate::error::{Error, Result};
-use crate::generate::Request;
 use serde::Serialize;
 
 /// Most guessed tokens per chain.
@@ -77,8 +75,9 @@ impl CollapseParams {
         }
     }
 
-    /// Checks the parameters and that `req` can be collapsed.
-    pub fn validate(&self, req: &Request) -> Result<()> {
+    /// Checks the parameters and that a request of `temperature` and `n` samples can be
+    /// collapsed.
+    pub fn validate(&self, temperature: f32, n: usize) -> Result<()> {
         let range = |name: &'static str, v: usize, lo: usize, hi: usize| {
             if (lo..=hi).contains(&v) {
                 Ok(())
@@ -89,13 +88,13 @@ impl CollapseParams {
         range("window", self.window, 1, MAX_WINDOW)?;
         range("ngram", self.ngram, 2, MAX_NGRAM)?;
         range("candidates", self.candidates, 1, MAX_CANDIDATES)?;
-        if req.sampling.temperature > 0.0 {
+        if temperature > 0.0 {
             return Err(Error::param(
                 "temperature",
                 "collapse (lookahead) decoding is greedy only: use temperature 0",
             ));
         }
-        if req.n != 1 {
+        if n != 1 {
             return Err(Error::param(
                 "n",
                 "collapse (lookahead) decoding makes one sample: use n = 1",

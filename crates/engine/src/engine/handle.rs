@@ -13,9 +13,9 @@
 //! `ShuttingDown`), queued and running requests keep stepping for at most `grace`, and whatever
 //! is left then ends with `Error::ShuttingDown`; the thread exits within `grace` plus one step.
 
-use super::request::{Event, EventSender, Events, RequestId, Task};
 use super::{Engine, EngineStats, Runner};
 use crate::error::{Error, Result};
+use crate::request::{Event, EventSender, Events, RequestId, Task};
 use crate::scheduler::Admission;
 use crate::tokenizer::Tokenizer;
 use std::any::Any;

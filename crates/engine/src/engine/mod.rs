@@ -6,26 +6,23 @@
 //! `handle` runs an engine on its own thread behind a cloneable `EngineHandle`.
 //!
 //! It deliberately knows nothing of HTTP or the command line, and nothing of how a policy
-//! samples, scores or branches (`policy`).
+//! samples, scores or branches: `policies::build` makes a task's policy, and the engine holds
+//! it as a `DynPolicy`. Requests and the KV cache belong to the scheduler; the engine moves
+//! between its calls (`schedule`, then the forward pass, the policies' reads, `update`).
 
 pub mod handle;
-pub(crate) mod policy;
-pub mod request;
-mod validate;
 
 use crate::batch::Batch;
-use crate::collapse::policy::CollapsePolicy;
 use crate::error::{Error, Result};
-use crate::generate::GeneratePolicy;
 use crate::kernels::pool::ThreadPool;
 use crate::kv::{KvCache, KvConfig, PrefixStats};
 use crate::model::Model;
+use crate::policies::{self, Limits};
+use crate::request::policy::AnyRead;
+pub use crate::request::{Event, Events, ExploreRequest, RequestId, ScoreRequest, Task};
+use crate::request::{EventSender, Req};
 use crate::scheduler::{Admission, Scheduler, SchedulerConfig, SchedulerOutput, SchedulerStats};
 use crate::tokenizer::Tokenizer;
-use policy::{Ctx, Policy, Read, ScorePolicy};
-pub use request::{Event, Events, ExploreRequest, RequestId, ScoreRequest, Task};
-use request::{EventSender, Req};
-use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -36,7 +33,8 @@ pub trait Runner {
     fn vocab(&self) -> usize;
     fn context_length(&self) -> usize;
     fn kv_config(&self, capacity_tokens: usize) -> KvConfig;
-    /// Runs `batch` (KV reserved), commits its rows, fills `[logit rows, vocab]`.
+    /// Runs `batch` (KV reserved): writes its rows' K/V into their slots (the scheduler commits
+    /// them) and fills `[logit rows, vocab]`.
     fn forward(&mut self, batch: &Batch, kv: &mut KvCache, logits: &mut Vec<f32>) -> Result<()>;
     /// Threads for work beside the forward pass (reading many logit rows).
     fn pool(&self) -> &ThreadPool;
@@ -142,9 +140,8 @@ pub struct EngineStats {
 pub struct Engine<M: Runner, T: Deref<Target = Tokenizer>> {
     model: M,
     tok: T,
-    kv: KvCache,
+    /// Owns the requests and the KV cache.
     scheduler: Scheduler,
-    reqs: HashMap<RequestId, Req>,
     next_id: Arc<AtomicU64>,
     accepting: bool,
     batch: Batch,
@@ -169,9 +166,7 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
         Self {
             model,
             tok,
-            kv,
-            scheduler: Scheduler::new(cfg.scheduler),
-            reqs: HashMap::new(),
+            scheduler: Scheduler::new(cfg.scheduler, kv),
             next_id: Arc::new(AtomicU64::new(1)),
             accepting: true,
             batch: Batch::default(),
@@ -211,21 +206,24 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
             .filter_map(|id| Some((id, self.scheduler.admission(id)?)))
             .collect();
         let waiting: std::collections::HashSet<RequestId> = order.iter().map(|o| o.0).collect();
-        let mut scheduler = Scheduler::new(self.cfg.scheduler);
-        scheduler.stats = self.scheduler.stats;
-        self.scheduler = scheduler;
         // The old cache goes before the new one is taken: never both in memory at once.
-        self.kv = KvCache::new(&self.model.kv_config(0));
-        self.kv = KvCache::new(&self.model.kv_config(self.cfg.kv_tokens));
-        let mut failed: Vec<RequestId> = self
-            .reqs
+        let empty = KvCache::new(&self.model.kv_config(0));
+        let old = std::mem::replace(
+            &mut self.scheduler,
+            Scheduler::new(self.cfg.scheduler, empty),
+        );
+        let (mut reqs, stats) = old.into_parts();
+        let kv = KvCache::new(&self.model.kv_config(self.cfg.kv_tokens));
+        self.scheduler = Scheduler::new(self.cfg.scheduler, kv);
+        self.scheduler.set_stats(stats);
+        let mut failed: Vec<RequestId> = reqs
             .values()
             .filter(|r| !waiting.contains(&r.id) || r.seqs.iter().any(|s| s.kv.is_some()))
             .map(|r| r.id)
             .collect();
         failed.sort();
         for &id in &failed {
-            if let Some(req) = self.reqs.remove(&id) {
+            if let Some(req) = reqs.remove(&id) {
                 req.send(Event::Error(Error::Internal(format!(
                     "the engine failed while running request {id} ({cause}); it was rebuilt, \
                      retry the request"
@@ -233,10 +231,10 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
             }
         }
         for (id, adm) in order {
-            if let Some(req) = self.reqs.get_mut(&id) {
+            if let Some(mut req) = reqs.remove(&id) {
                 req.seqs.iter_mut().for_each(|s| s.cached = 0);
                 let weight = req.live();
-                self.scheduler.add(id, adm, weight);
+                self.scheduler.add(req, adm, weight);
             }
         }
         self.stats.restarts += 1;
@@ -255,7 +253,7 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
 
     /// Idle prefix-cache blocks (kept for reuse, evicted when blocks run out).
     pub fn kv_idle_blocks(&self) -> usize {
-        self.kv.idle_blocks()
+        self.scheduler.kv().idle_blocks()
     }
 
     /// Validates `task` and queues it; returns its id and event stream.
@@ -285,11 +283,16 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
         if !self.accepting {
             return Err(Error::ShuttingDown);
         }
-        if self.reqs.contains_key(&id) {
+        if self.scheduler.get(id).is_some() {
             return Err(Error::Internal(format!("request id {id} issued twice")));
         }
         let weight = task.sequences();
-        let (policy, seqs, cacheable) = self.policy_for(task)?;
+        let limits = Limits {
+            vocab: self.model.vocab(),
+            context: self.model.context_length(),
+            kv_tokens: self.scheduler.kv().capacity_tokens(),
+        };
+        let built = policies::build(task, &self.tok, &limits)?;
         #[cfg(feature = "fault-injection")]
         {
             self.submit_faults.0 += 1;
@@ -298,7 +301,7 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
                 panic!("injected fault at submission {n}");
             }
         }
-        let max_waiting = self.scheduler.cfg.max_waiting;
+        let max_waiting = self.scheduler.cfg().max_waiting;
         if weight > max_waiting {
             return Err(Error::TooLarge(format!(
                 "the request runs {weight} sequences; the waiting queue holds {max_waiting}"
@@ -309,13 +312,12 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
         }
         let req = Req {
             id,
-            policy,
-            seqs,
+            policy: built.policy,
+            seqs: built.seqs,
             events: tx,
-            cacheable,
+            cacheable: built.cacheable,
         };
-        self.reqs.insert(id, req);
-        self.scheduler.add(id, adm, weight);
+        self.scheduler.add(req, adm, weight);
         Ok(())
     }
 
@@ -324,48 +326,9 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
         self.next_id.clone()
     }
 
-    fn policy_for(&self, task: Task) -> Result<(Policy, Vec<request::Seq>, bool)> {
-        let limits = validate::Limits {
-            vocab: self.model.vocab(),
-            context: self.model.context_length(),
-            kv_tokens: self.kv.capacity_tokens(),
-        };
-        Ok(match task {
-            Task::Generate(r) if r.collapse.is_some() => {
-                limits.generate(&r)?;
-                let ctx = self.model.context_length();
-                let mut p = CollapsePolicy::new(r, &self.tok.eog, ctx);
-                let seqs = p.seqs();
-                (Policy::Collapse(Box::new(p)), seqs, true)
-            }
-            Task::Generate(r) => {
-                limits.generate(&r)?;
-                let p = GeneratePolicy::new(r, &self.tok.eog);
-                let seqs = p.seqs();
-                (Policy::Generate(Box::new(p)), seqs, true)
-            }
-            Task::Score(r) => {
-                limits.score(&r)?;
-                let p = ScorePolicy {
-                    from: r.from,
-                    nll: Vec::new(),
-                    done: false,
-                };
-                (Policy::Score(p), vec![request::Seq::new(r.ids)], true)
-            }
-            Task::Explore(r) => {
-                limits.explore(&r)?;
-                let shared = !r.params.no_share;
-                let p = crate::superposition::search::ExplorePolicy::new(r);
-                let seqs = p.seqs();
-                (Policy::Explore(Box::new(p)), seqs, shared)
-            }
-        })
-    }
-
     /// Cancels a request: its blocks are freed now and its stream ends with `Error::Aborted`.
     pub fn abort(&mut self, id: RequestId) -> Result<()> {
-        if !self.reqs.contains_key(&id) {
+        if self.scheduler.get(id).is_none() {
             return Err(Error::UnknownRequest(id.0));
         }
         self.end(id, Some(Error::Aborted(id.0)));
@@ -379,7 +342,7 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
 
     /// Ends every request with `err`.
     pub fn abort_all(&mut self, err: impl Fn() -> Error) {
-        let ids: Vec<RequestId> = self.reqs.keys().copied().collect();
+        let ids: Vec<RequestId> = self.scheduler.reqs().keys().copied().collect();
         for id in ids {
             self.end(id, Some(err()));
         }
@@ -387,14 +350,15 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
 
     /// True while some request is waiting or running.
     pub fn has_work(&self) -> bool {
-        !self.reqs.is_empty()
+        !self.scheduler.is_empty()
     }
 
     pub fn stats(&self) -> EngineStats {
+        let kv = self.scheduler.kv();
         EngineStats {
-            scheduler: self.scheduler.stats,
-            prefix: self.kv.prefix_stats(),
-            used_blocks: self.kv.used_blocks(),
+            scheduler: self.scheduler.stats(),
+            prefix: kv.prefix_stats(),
+            used_blocks: kv.used_blocks(),
             running: self.scheduler.running().len(),
             waiting: self.scheduler.waiting(),
             ..self.stats
@@ -403,12 +367,12 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
 
     /// Blocks referenced by sequences (idle prefix-cache blocks excluded).
     pub fn used_blocks(&self) -> usize {
-        self.kv.used_blocks()
+        self.scheduler.kv().used_blocks()
     }
 
     /// Drops every idle prefix-cache block.
     pub fn clear_prefix_cache(&mut self) {
-        self.kv.clear_prefix_cache();
+        self.scheduler.clear_prefix_cache();
     }
 
     /// Steps until no request is left.
@@ -422,9 +386,9 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
     /// One engine step: schedule → forward → read logits → update.
     pub fn step(&mut self) -> Result<StepReport> {
         let mut finished = self.reap();
-        let plan = self.scheduler.schedule(&mut self.reqs, &mut self.kv);
+        let plan = self.scheduler.schedule();
         for id in &plan.preempted {
-            if let Some(req) = self.reqs.get(id) {
+            if let Some(req) = self.scheduler.get(*id) {
                 req.send(Event::Preempted);
             }
         }
@@ -432,10 +396,10 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
         if let Some(i) = self
             .faults
             .iter()
-            .position(|&s| s == self.scheduler.stats.steps)
+            .position(|&s| s == self.scheduler.stats().steps)
         {
             self.faults.swap_remove(i);
-            panic!("injected fault at step {}", self.scheduler.stats.steps);
+            panic!("injected fault at step {}", self.scheduler.stats().steps);
         }
         self.refuse(&plan, &mut finished);
         if plan.runs.is_empty() {
@@ -445,7 +409,11 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
             return Err(e);
         }
         let reads = self.read(&plan);
-        let ran = self.update(&plan, reads, &mut finished);
+        let (ran, done) = self.scheduler.update(&plan, &self.batch, reads, &self.tok);
+        for id in done {
+            self.end(id, None);
+            finished.push(id);
+        }
         Ok(StepReport {
             tokens: plan.tokens,
             logit_rows: plan.logit_rows,
@@ -458,7 +426,8 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
     /// Cancels requests whose event stream was dropped.
     fn reap(&mut self) -> Vec<RequestId> {
         let gone: Vec<RequestId> = self
-            .reqs
+            .scheduler
+            .reqs()
             .values()
             .filter(|r| r.events.is_closed())
             .map(|r| r.id)
@@ -474,7 +443,7 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
         for &id in &plan.refused {
             let e = Error::TooLarge(format!(
                 "request {id} does not fit in the KV cache ({} tokens) even alone",
-                self.kv.capacity_tokens()
+                self.scheduler.kv().capacity_tokens()
             ));
             self.end(id, Some(e));
             finished.push(id);
@@ -487,7 +456,13 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
         if !self.has_work() || !plan.preempted.is_empty() || !plan.refused.is_empty() {
             return;
         }
-        let oldest = self.reqs.keys().min().copied().expect("has work");
+        let oldest = self
+            .scheduler
+            .reqs()
+            .keys()
+            .min()
+            .copied()
+            .expect("has work");
         let e = Error::Internal(format!("request {oldest} could not be scheduled"));
         self.end(oldest, Some(e));
         finished.push(oldest);
@@ -495,22 +470,24 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
 
     fn forward(&mut self, plan: &SchedulerOutput) -> Result<()> {
         self.batch.clear();
+        let reqs = self.scheduler.reqs();
         for r in &plan.runs {
-            let ids = &self.reqs[&r.req].seqs[r.seq].ids;
+            let ids = &reqs[&r.req].seqs[r.seq].ids;
             let tokens = &ids[r.start..r.start + r.len];
             self.batch
                 .push_rows(r.kv, r.start, tokens, r.logits.clone());
         }
-        self.model
-            .forward(&self.batch, &mut self.kv, &mut self.logits)?;
+        let kv = self.scheduler.kv_for_forward();
+        self.model.forward(&self.batch, kv, &mut self.logits)?;
         self.stats.forward_tokens += self.batch.len() as u64;
-        self.stats.peak_used_blocks = self.stats.peak_used_blocks.max(self.kv.used_blocks());
+        let used = self.scheduler.kv().used_blocks();
+        self.stats.peak_used_blocks = self.stats.peak_used_blocks.max(used);
         Ok(())
     }
 
     fn fail_runs(&mut self, plan: &SchedulerOutput, e: &Error, finished: &mut Vec<RequestId>) {
         for r in &plan.runs {
-            if self.reqs.contains_key(&r.req) {
+            if self.scheduler.get(r.req).is_some() {
                 self.end(r.req, Some(Error::Internal(e.to_string())));
                 finished.push(r.req);
             }
@@ -519,7 +496,7 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
 
     /// Every logit row read by its request's policy, on the compute threads; returns, per row,
     /// what the policy took from it.
-    fn read(&mut self, plan: &SchedulerOutput) -> Vec<Read> {
+    fn read(&mut self, plan: &SchedulerOutput) -> Vec<AnyRead> {
         let vocab = self.model.vocab();
         let rows: Vec<(RequestId, usize, usize)> = plan
             .runs
@@ -529,8 +506,8 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
         if rows.is_empty() {
             return Vec::new();
         }
-        let slots: Vec<OnceLock<Read>> = rows.iter().map(|_| OnceLock::new()).collect();
-        let reqs = &self.reqs;
+        let slots: Vec<OnceLock<AnyRead>> = rows.iter().map(|_| OnceLock::new()).collect();
+        let reqs = self.scheduler.reqs();
         let logits = &mut self.logits[..rows.len() * vocab];
         self.model.pool().for_rows(logits, vocab, &|i, row| {
             let (id, s, pos) = rows[i];
@@ -543,60 +520,11 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
             .collect()
     }
 
-    /// Hands each request that ran its reads; ends the requests that are done. Returns the
-    /// requests that ran, in batch order.
-    fn update(
-        &mut self,
-        plan: &SchedulerOutput,
-        reads: Vec<Read>,
-        finished: &mut Vec<RequestId>,
-    ) -> Vec<RequestId> {
-        // Per request that ran: (id, token rows run, its reads in batch order).
-        type Share = (RequestId, usize, Vec<(usize, Read)>);
-        let mut per_req: Vec<Share> = Vec::new();
-        let mut reads = reads.into_iter();
-        for r in &plan.runs {
-            let mine: Vec<(usize, Read)> = r
-                .logits
-                .clone()
-                .map(|_| (r.seq, reads.next().expect("one read per row")))
-                .collect();
-            match per_req.iter_mut().find(|p| p.0 == r.req) {
-                Some(p) => {
-                    p.1 += r.len;
-                    p.2.extend(mine);
-                }
-                None => per_req.push((r.req, r.len, mine)),
-            }
-        }
-        let ran = per_req.iter().map(|p| p.0).collect();
-        for (id, tokens_run, reads) in per_req {
-            let Some(req) = self.reqs.get_mut(&id) else {
-                continue;
-            };
-            let mut ctx = Ctx {
-                seqs: &mut req.seqs,
-                kv: &mut self.kv,
-                tok: &self.tok,
-                events: &req.events,
-                tokens_run,
-            };
-            req.policy.apply(&mut ctx, reads);
-            if req.policy.is_done() {
-                self.end(id, None);
-                finished.push(id);
-            }
-        }
-        ran
-    }
-
     /// Removes a request, frees its KV and, with `err`, tells its stream why.
     fn end(&mut self, id: RequestId, err: Option<Error>) {
-        let Some(mut req) = self.reqs.remove(&id) else {
+        let Some(req) = self.scheduler.remove(id) else {
             return;
         };
-        self.scheduler.remove(id);
-        req.release(&mut self.kv);
         if let Some(e) = err {
             req.send(Event::Error(e));
         }

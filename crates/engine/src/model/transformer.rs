@@ -36,8 +36,9 @@ fn grow(v: &mut Vec<f32>, n: usize) {
 }
 
 impl Model {
-    /// Runs one step. KV space for every row must have been reserved (`KvCache::reserve`); the
-    /// rows are committed to the cache afterwards. `logits` receives `[logit_rows, vocab]`.
+    /// Runs one step. KV space for every row must have been reserved (`KvCache::reserve`); each
+    /// row's K/V is written into its slot, and the caller commits the rows afterwards
+    /// (`Batch::commit_to`). `logits` receives `[logit_rows, vocab]`.
     pub fn forward(
         &mut self,
         batch: &Batch,
@@ -186,9 +187,6 @@ impl Model {
             pool.for_rows(logits, c.vocab, &|_, r| {
                 r.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh())
             });
-        }
-        for (seq, first, n) in batch.spans() {
-            kv.commit(seq, &batch.tokens[first..first + n]);
         }
         Ok(())
     }

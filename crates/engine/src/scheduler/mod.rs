@@ -38,13 +38,23 @@
 //! alone: then it can never fit and fails with `TooLarge` (the engine refuses such requests up
 //! front, so this is a last guard against livelock, not a normal path).
 //!
-//! What it does not do: sample, detokenize or touch the model; it only reserves KV space.
+//! **Ownership.** The scheduler owns the requests (`Req`: sequences and policy) and the KV
+//! cache, so every change to a block table happens in its two calls of a step: `schedule`
+//! (admission, reservation, preemption) before the forward pass, and `update` after it
+//! (committing the rows the pass wrote, then each policy's forks, truncations and frees through
+//! `Ctx`, then freeing the requests that ended). The forward pass only writes K/V rows into
+//! slots `schedule` reserved; the engine reads the policies' logit rows and handles events.
+//!
+//! What it does not do: sample, detokenize or touch the model.
 
 #[cfg(test)]
 mod tests;
 
-use crate::engine::request::{Req, RequestId};
+use crate::batch::Batch;
 use crate::kv::{KvCache, SeqId};
+use crate::request::policy::{AnyRead, Ctx};
+use crate::request::{Req, RequestId};
+use crate::tokenizer::Tokenizer;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Range;
 
@@ -129,8 +139,17 @@ struct Entry {
     preempted: bool,
 }
 
+/// The scheduler: the one owner of the requests and the KV cache (see the module header).
 pub struct Scheduler {
-    pub cfg: SchedulerConfig,
+    /// Every request the engine holds, waiting or running.
+    reqs: HashMap<RequestId, Req>,
+    kv: KvCache,
+    q: Queues,
+}
+
+/// The order of things: who waits, who runs, by which turn.
+struct Queues {
+    cfg: SchedulerConfig,
     /// In admission order once `order_waiting` ran (see the module header).
     waiting: VecDeque<RequestId>,
     /// By priority, then admission order.
@@ -139,7 +158,7 @@ pub struct Scheduler {
     arrivals: u64,
     /// Per group with requests left: how many it has and how many were admitted.
     groups: HashMap<u64, Group>,
-    pub stats: SchedulerStats,
+    stats: SchedulerStats,
 }
 
 #[derive(Debug, Default)]
@@ -157,20 +176,166 @@ struct Step {
 }
 
 impl Scheduler {
-    pub fn new(cfg: SchedulerConfig) -> Self {
+    pub(crate) fn new(cfg: SchedulerConfig, kv: KvCache) -> Self {
         Self {
-            cfg,
-            waiting: VecDeque::new(),
-            running: Vec::new(),
-            entries: HashMap::new(),
-            arrivals: 0,
-            groups: HashMap::new(),
-            stats: SchedulerStats::default(),
+            reqs: HashMap::new(),
+            kv,
+            q: Queues {
+                cfg,
+                waiting: VecDeque::new(),
+                running: Vec::new(),
+                entries: HashMap::new(),
+                arrivals: 0,
+                groups: HashMap::new(),
+                stats: SchedulerStats::default(),
+            },
         }
     }
 
+    pub fn cfg(&self) -> &SchedulerConfig {
+        &self.q.cfg
+    }
+
+    pub fn stats(&self) -> SchedulerStats {
+        self.q.stats
+    }
+
+    /// Takes the requests and counters out, letting the KV cache go.
+    pub(crate) fn into_parts(self) -> (HashMap<RequestId, Req>, SchedulerStats) {
+        (self.reqs, self.q.stats)
+    }
+
+    /// Carries counters over from a scheduler this one replaces.
+    pub(crate) fn set_stats(&mut self, stats: SchedulerStats) {
+        self.q.stats = stats;
+    }
+
+    pub fn kv(&self) -> &KvCache {
+        &self.kv
+    }
+
+    /// The cache for the forward pass to write the scheduled rows into (their slots were
+    /// reserved by `schedule`; `update` commits them).
+    pub(crate) fn kv_for_forward(&mut self) -> &mut KvCache {
+        &mut self.kv
+    }
+
+    /// Drops every idle prefix-cache block.
+    pub fn clear_prefix_cache(&mut self) {
+        self.kv.clear_prefix_cache();
+    }
+
+    pub(crate) fn get(&self, id: RequestId) -> Option<&Req> {
+        self.reqs.get(&id)
+    }
+
+    pub(crate) fn reqs(&self) -> &HashMap<RequestId, Req> {
+        &self.reqs
+    }
+
+    /// Requests held, waiting or running.
+    pub fn len(&self) -> usize {
+        self.reqs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.reqs.is_empty()
+    }
+
+    /// Queues a new request that will run at most `weight` sequences (its samples or paths).
+    pub(crate) fn add(&mut self, req: Req, adm: Admission, weight: usize) {
+        self.q.add(req.id, adm, weight);
+        self.reqs.insert(req.id, req);
+    }
+
+    /// Ends a request (finished, failed or aborted): frees its KV and hands back its record.
+    pub(crate) fn remove(&mut self, id: RequestId) -> Option<Req> {
+        let mut req = self.reqs.remove(&id)?;
+        req.release(&mut self.kv);
+        self.q.remove(id);
+        Some(req)
+    }
+
+    /// Requests waiting for admission.
+    pub fn waiting(&self) -> usize {
+        self.q.waiting.len()
+    }
+
+    /// Sequences the waiting requests will run (what `max_waiting` bounds).
+    pub fn waiting_weight(&self) -> usize {
+        self.q.waiting_weight()
+    }
+
+    /// How `id` was queued (`None` for an unknown id).
+    pub fn admission(&self, id: RequestId) -> Option<Admission> {
+        self.q.admission(id)
+    }
+
+    /// The waiting queue, front first.
+    pub fn waiting_ids(&self) -> impl Iterator<Item = RequestId> + '_ {
+        self.q.waiting.iter().copied()
+    }
+
+    pub fn running(&self) -> &[RequestId] {
+        &self.q.running
+    }
+
+    /// Plans the next step: reserves KV for every scheduled token (preempting when needed)
+    /// and advances each scheduled sequence's `cached` count.
+    pub(crate) fn schedule(&mut self) -> SchedulerOutput {
+        self.q.schedule(&mut self.reqs, &mut self.kv)
+    }
+
+    /// After the forward pass ran `batch` (the rows `plan` scheduled): commits its rows to the
+    /// KV cache, then hands each request that ran its `reads` (one per logit row, in batch
+    /// order) through its policy, which may fork, truncate and free its sequences' KV. Returns
+    /// the requests that ran, in batch order, and those whose policy is done (still held:
+    /// the caller ends them).
+    pub(crate) fn update(
+        &mut self,
+        plan: &SchedulerOutput,
+        batch: &Batch,
+        reads: Vec<AnyRead>,
+        tok: &Tokenizer,
+    ) -> (Vec<RequestId>, Vec<RequestId>) {
+        batch.commit_to(&mut self.kv);
+        // Per request that ran: (id, token rows run, its reads in batch order).
+        type Share = (RequestId, usize, Vec<(usize, AnyRead)>);
+        let mut per_req: Vec<Share> = Vec::new();
+        let mut reads = reads.into_iter();
+        for r in &plan.runs {
+            let mine: Vec<(usize, AnyRead)> = r
+                .logits
+                .clone()
+                .map(|_| (r.seq, reads.next().expect("one read per row")))
+                .collect();
+            match per_req.iter_mut().find(|p| p.0 == r.req) {
+                Some(p) => {
+                    p.1 += r.len;
+                    p.2.extend(mine);
+                }
+                None => per_req.push((r.req, r.len, mine)),
+            }
+        }
+        let ran = per_req.iter().map(|p| p.0).collect();
+        let mut done = Vec::new();
+        for (id, tokens_run, reads) in per_req {
+            let Some(req) = self.reqs.get_mut(&id) else {
+                continue;
+            };
+            let mut ctx = Ctx::new(&mut req.seqs, &mut self.kv, tok, &req.events, tokens_run);
+            req.policy.apply(&mut ctx, reads);
+            if req.policy.is_done() {
+                done.push(id);
+            }
+        }
+        (ran, done)
+    }
+}
+
+impl Queues {
     /// Queues a new request that will run at most `weight` sequences.
-    pub fn add(&mut self, id: RequestId, adm: Admission, weight: usize) {
+    fn add(&mut self, id: RequestId, adm: Admission, weight: usize) {
         self.arrivals += 1;
         let e = Entry {
             priority: adm.priority,
@@ -184,8 +349,7 @@ impl Scheduler {
         self.waiting.push_back(id);
     }
 
-    /// Forgets a request (finished or aborted); its KV is the caller's to free.
-    pub fn remove(&mut self, id: RequestId) {
+    fn remove(&mut self, id: RequestId) {
         self.waiting.retain(|&r| r != id);
         self.running.retain(|&r| r != id);
         if let Some(e) = self.entries.remove(&id) {
@@ -198,17 +362,11 @@ impl Scheduler {
         }
     }
 
-    pub fn waiting(&self) -> usize {
-        self.waiting.len()
-    }
-
-    /// Sequences the waiting requests will run (what `max_waiting` bounds).
-    pub fn waiting_weight(&self) -> usize {
+    fn waiting_weight(&self) -> usize {
         self.waiting.iter().map(|id| self.entries[id].weight).sum()
     }
 
-    /// How `id` was queued (`None` for an unknown id).
-    pub fn admission(&self, id: RequestId) -> Option<Admission> {
+    fn admission(&self, id: RequestId) -> Option<Admission> {
         self.entries.get(&id).map(|e| Admission {
             priority: e.priority,
             group: Some(e.group),
@@ -240,18 +398,7 @@ impl Scheduler {
         });
     }
 
-    /// The waiting queue, front first.
-    pub fn waiting_ids(&self) -> impl Iterator<Item = RequestId> + '_ {
-        self.waiting.iter().copied()
-    }
-
-    pub fn running(&self) -> &[RequestId] {
-        &self.running
-    }
-
-    /// Plans the next step: reserves KV for every scheduled token (preempting when needed)
-    /// and advances each scheduled sequence's `cached` count.
-    pub(crate) fn schedule(
+    fn schedule(
         &mut self,
         reqs: &mut HashMap<RequestId, Req>,
         kv: &mut KvCache,

@@ -10,8 +10,7 @@
 //! paths mostly say the same thing — and `uncertain` otherwise. `common_prefix_tokens` is the
 //! longest common prefix of the (up to) three best paths.
 
-use super::search::normalized;
-use super::{path_ids, Exploration, ExploreParams, Measure, Node, Path, Stats, Status};
+use super::{normalized, path_ids, Exploration, ExploreParams, Measure, Node, Path, Stats, Status};
 use crate::sample::Rng;
 use crate::tokenizer::Tokenizer;
 use serde::Serialize;
@@ -31,7 +30,7 @@ pub struct Verdict {
     pub paths_compared: usize,
 }
 
-pub(super) fn analyse(
+pub(crate) fn analyse(
     prompt: &str,
     prompt_ids: &[u32],
     params: &ExploreParams,

@@ -12,15 +12,16 @@
 //! renormalise scores. Ties break deterministically: higher score, then lower token id, then
 //! lower parent id.
 //!
-//! This module renders nothing itself except through `render` (terminal text); the offline
+//! This module holds the tree and its analysis; the search that grows it is the policy in
+//! `policies::explore`. It renders nothing itself except through `render` (terminal text); the offline
 //! HTML page is `everett_server::pages::explore`, and the CLI and the server choose which to
 //! show.
 
-mod analysis;
+pub(crate) mod analysis;
 pub mod render;
-pub(crate) mod search;
 
 use crate::error::{check_range, Error, Result};
+use crate::tokenizer::Tokenizer;
 use serde::Serialize;
 
 pub use analysis::Verdict;
@@ -298,4 +299,21 @@ pub(crate) fn path_ids(nodes: &[Node], id: usize) -> Vec<u32> {
     }
     out.reverse();
     out
+}
+
+/// `score / generated_len^alpha`.
+pub(crate) fn normalized(score: f64, len: usize, alpha: f32) -> f64 {
+    if alpha == 0.0 || len == 0 {
+        score
+    } else {
+        score / (len as f64).powf(alpha as f64)
+    }
+}
+
+/// Display text of one token: its bytes as (lossy) UTF-8, or its piece for control tokens.
+pub(crate) fn token_text(tok: &Tokenizer, id: u32) -> String {
+    if tok.is_eog(id) {
+        return tok.piece(id).to_string();
+    }
+    String::from_utf8_lossy(&tok.token_bytes(id)).into_owned()
 }

@@ -6,7 +6,7 @@
 //! embedded and drawn by a small inline script: no CDN, no network, no external file.
 
 use super::explore::{escape, STYLE};
-use everett_engine::collapse::Collapsed;
+use everett_engine::oneshot::Collapsed;
 use everett_engine::tokenizer::Tokenizer;
 
 /// The page for `run` of `prompt`.

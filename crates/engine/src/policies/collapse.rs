@@ -5,11 +5,12 @@
 //! through the generation policy (stop strings, EOS, `max_tokens`, `min_tokens` behave exactly
 //! as in plain generation), takes back the guesses' KV and plans the next chains.
 
-use super::draft::{Chain, Drafter};
-use super::{CollapseParams, CollapsePass};
-use crate::engine::policy::{Ctx, Read};
-use crate::engine::request::{Event, Seq};
-use crate::generate::{GeneratePolicy, Request};
+use super::generate::GeneratePolicy;
+use crate::collapse::draft::{Chain, Drafter};
+use crate::collapse::{CollapseParams, CollapsePass};
+use crate::generate::Request;
+use crate::request::policy::{Ctx, Policy};
+use crate::request::{Event, Seq};
 use crate::sample::Choice;
 use std::ops::Range;
 
@@ -59,30 +60,33 @@ impl CollapsePolicy {
         let left = req.max_tokens.saturating_sub(self.gen.produced() + 1);
         left.min(self.context.saturating_sub(self.committed))
     }
+}
+
+impl Policy for CollapsePolicy {
+    /// One greedy choice.
+    type Read = Choice;
 
     /// Tokens the KV cache must be able to take back: a chain's guesses.
-    pub fn slack(&self) -> usize {
+    fn slack(&self) -> usize {
         self.params.window
     }
 
     /// Every row from the last committed token on.
-    pub fn logit_positions(&self, seq: &Seq) -> Range<usize> {
+    fn logit_positions(&self, seq: &Seq) -> Range<usize> {
         self.committed - 1..seq.ids.len()
     }
 
     /// The greedy choice at `pos`, made as plain generation would make it there.
-    pub fn read(&self, seq: &Seq, pos: usize, row: &mut [f32]) -> Choice {
+    fn read(&self, _: usize, seq: &Seq, pos: usize, row: &mut [f32]) -> Choice {
         let ahead = pos + 1 - self.committed;
         self.gen
             .choose_at(&seq.ids[..=pos], self.gen.produced() + ahead, row)
     }
 
-    pub fn apply(&mut self, ctx: &mut Ctx, reads: Vec<(usize, Read)>) {
+    fn apply(&mut self, ctx: &mut Ctx, reads: Vec<(usize, Choice)>) {
         let mut outs: Vec<Vec<Choice>> = vec![Vec::new(); ctx.seqs.len()];
-        for (s, r) in reads {
-            if let Read::Choice(c) = r {
-                outs[s].push(c);
-            }
+        for (s, c) in reads {
+            outs[s].push(c);
         }
         // While the prompt is being prefilled its last token has not run: nothing to decide.
         if outs[0].is_empty() {
@@ -137,19 +141,20 @@ impl CollapsePolicy {
         }
     }
 
+    fn is_done(&self) -> bool {
+        self.gen.is_done()
+    }
+}
+
+impl CollapsePolicy {
     /// Keeps the KV of the last committed token and the accepted guesses, and emits the pass's
     /// tokens (stopping where generation would stop).
     fn commit(&mut self, ctx: &mut Ctx, won: Vec<Choice>) {
         let keep = self.committed + won.len() - 1;
-        let seq = &mut ctx.seqs[0];
-        seq.ids.truncate(keep);
-        seq.draft = 0;
-        seq.cached = seq.cached.min(keep);
-        if let Some(h) = seq.kv {
-            ctx.kv.truncate(h, keep);
-        }
+        ctx.truncate(0, keep);
         let tokens: Vec<u32> = won.iter().map(|c| c.id).collect();
-        seq.ids
+        ctx.seqs[0]
+            .ids
             .push(*tokens.last().expect("a pass commits a token"));
         self.committed = keep + 1;
         self.drafter.commit(&tokens);
@@ -179,9 +184,5 @@ impl CollapsePolicy {
         let seq = &mut ctx.seqs[0];
         seq.ids.extend_from_slice(&chains[0].guesses);
         seq.draft = chains[0].guesses.len();
-    }
-
-    pub fn is_done(&self) -> bool {
-        self.gen.is_done()
     }
 }

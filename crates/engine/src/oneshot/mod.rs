@@ -4,12 +4,17 @@
 //! done and hands each event to the caller as it comes, ending at the first error. A server
 //! instead submits to the one shared engine behind `engine::handle`.
 
-use crate::collapse::{CollapseParams, Collapsed};
+mod collapsed;
+
+pub use collapsed::Collapsed;
+
+use crate::collapse::CollapseParams;
 use crate::engine::{Engine, EngineConfig, Event, Events, ExploreRequest, Runner, Task};
 use crate::error::{Error, Result};
-use crate::generate::{kv_tokens_for, Output, Request};
+use crate::generate::{kv_tokens_for, Request};
 use crate::model::Model;
-use crate::superposition::{search, Exploration, ExploreParams};
+use crate::request::Output;
+use crate::superposition::{Exploration, ExploreParams};
 use crate::tokenizer::Tokenizer;
 use std::time::Instant;
 
@@ -93,7 +98,7 @@ pub fn explore(
         params: params.clone(),
     };
     let cfg = EngineConfig {
-        kv_tokens: search::kv_tokens(&req),
+        kv_tokens: req.kv_tokens(),
         ..EngineConfig::for_seqs(2 * params.width + 2)
     };
     let mut result = None;

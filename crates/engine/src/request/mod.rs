@@ -1,13 +1,17 @@
-//! What a front end hands the engine (`Task`) and what it gets back (`Event`s on the request's
-//! own stream), plus the engine's record of a request: its sequences and its policy. A request
-//! is one or more sequences (n samples, or the live paths of an exploration) that are admitted,
-//! preempted and finished together.
+//! The contract every part of a request's life shares, below the engine: what a front end
+//! hands the engine (`Task`) and what it gets back (`Event`s on the request's own stream), the
+//! record of a request that the scheduler owns (`Req`: its sequences and its policy), and the
+//! policy contract itself (`policy`). A request is one or more sequences (n samples, or the live
+//! paths of an exploration) that are admitted, preempted and finished together.
 
-use super::policy::Policy;
+pub(crate) mod policy;
+
 use crate::error::Error;
 use crate::generate::{FinishReason, Request, TokenInfo};
 use crate::kv::SeqId;
+use crate::model::KV_BLOCK_SIZE;
 use crate::superposition::{Exploration, ExploreParams, ExploreStep};
+use policy::DynPolicy;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 /// Names a request for its whole life. Ids are never reused; an id whose request has ended is
@@ -35,6 +39,21 @@ pub struct ExploreRequest {
     pub prompt: String,
     pub prompt_ids: Vec<u32>,
     pub params: ExploreParams,
+}
+
+impl ExploreRequest {
+    /// KV tokens the search may hold at once (what `oneshot::explore` sizes its private engine
+    /// with). Shared: the prompt once plus each live path's own blocks (one copied partial
+    /// block); unshared: every live path holds its whole sequence.
+    pub fn kv_tokens(&self) -> usize {
+        let (p, bs) = (&self.params, KV_BLOCK_SIZE);
+        let max_len = self.prompt_ids.len() + p.steps;
+        if p.no_share {
+            p.width * (max_len + bs)
+        } else {
+            max_len + bs + p.width * (p.steps + 2 * bs)
+        }
+    }
 }
 
 /// Work for the engine; each kind is a policy over the same forward pass.
@@ -78,6 +97,41 @@ pub enum Event {
     Preempted,
     /// The request failed or was cancelled; nothing follows.
     Error(Error),
+}
+
+/// A finished (or still running) generation.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub prompt_ids: Vec<u32>,
+    pub tokens: Vec<TokenInfo>,
+    pub text: String,
+    pub finish_reason: Option<FinishReason>,
+}
+
+impl Output {
+    pub fn new(prompt_ids: Vec<u32>) -> Self {
+        Self {
+            prompt_ids,
+            tokens: Vec::new(),
+            text: String::new(),
+            finish_reason: None,
+        }
+    }
+
+    /// Folds one event of sample `index` into this output; false for events of other samples.
+    pub fn absorb(&mut self, e: &Event, index: usize) -> bool {
+        match e {
+            Event::Token { index: i, token } if *i == index => {
+                self.text.push_str(&token.text);
+                self.tokens.push(token.clone());
+            }
+            Event::Finished { index: i, reason } if *i == index => {
+                self.finish_reason = Some(*reason)
+            }
+            _ => return false,
+        }
+        true
+    }
 }
 
 pub type Events = UnboundedReceiver<Event>;
@@ -129,10 +183,10 @@ impl Seq {
     }
 }
 
-/// The engine's record of one request.
+/// The record of one request, owned by the scheduler.
 pub(crate) struct Req {
     pub id: RequestId,
-    pub policy: Policy,
+    pub policy: Box<dyn DynPolicy>,
     pub seqs: Vec<Seq>,
     pub events: EventSender,
     /// Whether its sequences read and feed the prefix cache.

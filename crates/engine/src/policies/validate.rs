@@ -3,11 +3,11 @@
 //! run here (beyond the context, or more KV than the whole cache) is `TooLarge`, with the numbers
 //! named. Nothing that passes can fail later for these reasons.
 
-use super::request::{ExploreRequest, ScoreRequest};
 use crate::error::{Error, Result};
 use crate::generate::Request;
+use crate::request::{ExploreRequest, ScoreRequest};
 
-pub(super) struct Limits {
+pub(crate) struct Limits {
     pub vocab: usize,
     pub context: usize,
     pub kv_tokens: usize,
@@ -90,6 +90,6 @@ impl Limits {
         p.validate()?;
         self.prompt("prompt", &r.prompt_ids)?;
         self.context("prompt", r.prompt_ids.len(), p.steps, "steps")?;
-        self.kv(crate::superposition::search::kv_tokens(r))
+        self.kv(r.kv_tokens())
     }
 }

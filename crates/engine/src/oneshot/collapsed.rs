@@ -1,8 +1,9 @@
 //! The record of one collapse run (`oneshot::collapse` makes it): the output (identical to
 //! greedy generation's) and what each pass did.
 
-use super::{CollapseParams, CollapsePass};
-use crate::generate::{FinishReason, Output};
+use crate::collapse::{CollapseParams, CollapsePass};
+use crate::generate::FinishReason;
+use crate::request::Output;
 use crate::tokenizer::Tokenizer;
 use serde_json::{json, Value};
 

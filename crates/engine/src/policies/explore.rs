@@ -7,15 +7,14 @@
 //! A level is decided only when every leaf's row has been read, so chunking or preemption of the
 //! request changes when, never what. Analysis of the finished tree is in `analysis`.
 
-use super::{
-    analysis, path_ids, Alt, ExploreParams, ExploreStep, FinishReason, NextDist, Node, Stats,
-    Status,
-};
-use crate::engine::policy::{Ctx, Read};
-use crate::engine::request::{Event, ExploreRequest, Seq};
-use crate::model::KV_BLOCK_SIZE;
+use crate::request::policy::{Ctx, Policy};
+use crate::request::{Event, ExploreRequest, Seq};
 use crate::sample::dist::{self, DistStats};
 use crate::sample::Rng;
+use crate::superposition::{
+    analysis, normalized, path_ids, token_text, Alt, ExploreParams, ExploreStep, FinishReason,
+    NextDist, Node, Stats, Status,
+};
 use crate::tokenizer::Tokenizer;
 use std::cmp::Ordering;
 use std::time::Instant;
@@ -46,19 +45,6 @@ fn better(a: &Candidate, b: &Candidate) -> Ordering {
         .total_cmp(&a.score)
         .then(a.token.cmp(&b.token))
         .then(a.parent.cmp(&b.parent))
-}
-
-/// KV tokens a search may hold at once (what `explore` sizes its private engine with). Shared:
-/// the prompt once plus each live path's own blocks (one copied partial block); unshared: every
-/// live path holds its whole sequence.
-pub(crate) fn kv_tokens(r: &ExploreRequest) -> usize {
-    let (p, bs) = (&r.params, KV_BLOCK_SIZE);
-    let max_len = r.prompt_ids.len() + p.steps;
-    if p.no_share {
-        p.width * (max_len + bs)
-    } else {
-        max_len + bs + p.width * (p.steps + 2 * bs)
-    }
 }
 
 pub(crate) struct ExplorePolicy {
@@ -116,24 +102,37 @@ impl ExplorePolicy {
         vec![Seq::new(self.prompt_ids.clone())]
     }
 
-    pub fn is_done(&self) -> bool {
+    /// The tokens of the path to `id` (generated only, or with the prompt in front).
+    fn path_tokens(&self, id: usize, with_prompt: bool) -> Vec<u32> {
+        let generated = path_ids(&self.nodes, id);
+        if with_prompt {
+            [self.prompt_ids.as_slice(), &generated].concat()
+        } else {
+            generated
+        }
+    }
+}
+
+impl Policy for ExplorePolicy {
+    type Read = LeafRead;
+
+    fn is_done(&self) -> bool {
         self.done
     }
 
     /// Reads sequence `s`'s row. Each leaf draws from its own seeded stream, so results do not
     /// depend on the thread, the batch or the step the row came from.
-    pub fn read(&self, s: usize, row: &mut [f32]) -> LeafRead {
+    fn read(&self, s: usize, _: &Seq, _: usize, row: &mut [f32]) -> LeafRead {
         let node = self.seq_node[s];
         let seed = self.p.seed ^ (node as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         read_leaf(row, &self.p, seed)
     }
 
-    pub fn apply(&mut self, ctx: &mut Ctx, reads: Vec<(usize, Read)>) {
+    fn apply(&mut self, ctx: &mut Ctx, reads: Vec<(usize, LeafRead)>) {
         self.count(ctx);
         for (s, read) in reads {
-            let Read::Leaf(read) = read else { continue };
             if let Some(i) = self.leaves.iter().position(|l| l.seq == s) {
-                self.reads[i] = Some(*read);
+                self.reads[i] = Some(read);
             }
         }
         if self.reads.iter().any(Option::is_none) {
@@ -166,14 +165,15 @@ impl ExplorePolicy {
             self.done = true;
         }
     }
+}
 
+impl ExplorePolicy {
     /// Forward passes, rows and KV peaks of the step that just ran (measured before this
     /// level's forks and frees, when the live paths hold the most).
     fn count(&mut self, ctx: &Ctx) {
         self.stats.forward_passes += 1;
         self.stats.tokens_computed += ctx.tokens_run;
-        let held: Vec<usize> = ctx.seqs.iter().filter_map(|s| s.kv).collect();
-        let (used, unshared) = ctx.kv.blocks_of(&held);
+        let (used, unshared) = ctx.blocks_held();
         self.stats.kv_blocks_used = self.stats.kv_blocks_used.max(used);
         self.stats.kv_blocks_unshared = self.stats.kv_blocks_unshared.max(unshared);
     }
@@ -365,16 +365,6 @@ impl ExplorePolicy {
     fn token(&self, id: usize) -> u32 {
         self.nodes[id].token_id.expect("children have tokens")
     }
-
-    /// The tokens of the path to `id` (generated only, or with the prompt in front).
-    fn path_tokens(&self, id: usize, with_prompt: bool) -> Vec<u32> {
-        let generated = path_ids(&self.nodes, id);
-        if with_prompt {
-            [self.prompt_ids.as_slice(), &generated].concat()
-        } else {
-            generated
-        }
-    }
 }
 
 /// What one leaf's logits row says: its distribution, its best tokens, its proposed children.
@@ -417,21 +407,4 @@ fn read_leaf(row: &mut [f32], p: &ExploreParams, seed: u64) -> LeafRead {
         best,
         children,
     }
-}
-
-/// `score / generated_len^alpha`.
-pub(super) fn normalized(score: f64, len: usize, alpha: f32) -> f64 {
-    if alpha == 0.0 || len == 0 {
-        score
-    } else {
-        score / (len as f64).powf(alpha as f64)
-    }
-}
-
-/// Display text of one token: its bytes as (lossy) UTF-8, or its piece for control tokens.
-pub(super) fn token_text(tok: &Tokenizer, id: u32) -> String {
-    if tok.is_eog(id) {
-        return tok.piece(id).to_string();
-    }
-    String::from_utf8_lossy(&tok.token_bytes(id)).into_owned()
 }
