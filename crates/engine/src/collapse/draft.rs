@@ -312,3 +312,110 @@ impl Drafter {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookahead(window: usize, candidates: usize) -> CollapseParams {
+        CollapseParams {
+            window,
+            candidates,
+            ..CollapseParams::default()
+        }
+    }
+
+    #[test]
+    fn repeated_text_is_guessed_from_what_followed_it_before() {
+        // "1 2 3 4 5 1 2 3": the last three tokens occurred before, followed by 4 5 1 2 3.
+        let mut d = Drafter::new(lookahead(8, 1), &[1, 2, 3, 4, 5, 1, 2, 3]);
+        let chains = d.plan(8);
+        assert_eq!(chains.len(), 1);
+        assert_eq!(chains[0].source, Source::Context);
+        assert_eq!(chains[0].guesses[..2], [4, 5]);
+        assert_eq!(chains[0].guesses.len(), chains[0].lineages.len());
+    }
+
+    #[test]
+    fn guesses_never_exceed_the_room_nor_the_window_and_nothing_is_padded() {
+        let text: Vec<u32> = (0..40).map(|i| i % 5).collect();
+        for (room, window) in [(0, 8), (1, 8), (3, 8), (20, 4)] {
+            let mut d = Drafter::new(CollapseParams::jacobi(window), &text);
+            let chains = d.plan(room);
+            assert!(!chains.is_empty(), "the first chain is never absent");
+            for c in &chains {
+                assert!(
+                    c.guesses.len() <= room.min(window),
+                    "room {room} window {window}"
+                );
+                assert_eq!(c.guesses.len(), c.lineages.len());
+            }
+        }
+        // Text with no repetition and no history gives a plain step: no guesses at all.
+        let mut d = Drafter::new(lookahead(8, 4), &[7, 8, 9]);
+        let chains = d.plan(8);
+        assert_eq!(chains.len(), 1);
+        assert_eq!(chains[0].source, Source::None);
+        assert!(chains[0].guesses.is_empty());
+    }
+
+    #[test]
+    fn chains_start_with_different_tokens_and_respect_the_candidate_cap() {
+        let mut d = Drafter::new(lookahead(6, 2), &[1, 2, 3, 1, 2, 4, 1, 2]);
+        // Teach the pool an n-gram after the last token as well.
+        d.remember(vec![2, 9, 9, 9]);
+        let chains = d.plan(6);
+        assert!(chains.len() <= 2);
+        let firsts: Vec<u32> = chains
+            .iter()
+            .filter_map(|c| c.guesses.first().copied())
+            .collect();
+        let mut unique = firsts.clone();
+        unique.dedup();
+        assert_eq!(
+            firsts, unique,
+            "two chains never verify the same first guess"
+        );
+    }
+
+    #[test]
+    fn rejected_guesses_lower_their_kind_until_it_is_not_worth_a_row() {
+        let mut d = Drafter::new(lookahead(8, 1), &[1, 2, 3, 4, 1, 2, 3]);
+        let before = d.worth(Kind::Match3);
+        assert!(before > 0);
+        for _ in 0..30 {
+            let chains = d.plan(8);
+            let Some(c) = chains.into_iter().find(|c| c.kind == Some(Kind::Match3)) else {
+                break;
+            };
+            // The model disagrees with the first guess every time.
+            let outputs: Vec<u32> = (0..=c.guesses.len()).map(|_| 99).collect();
+            d.learn(&c, &outputs, 0);
+        }
+        assert_eq!(
+            d.worth(Kind::Match3),
+            0,
+            "a kind that always misses stops costing rows"
+        );
+    }
+
+    #[test]
+    fn the_jacobi_window_is_the_winners_outputs_past_its_accepted_point() {
+        let mut d = Drafter::new(CollapseParams::jacobi(4), &[1, 2, 3, 1, 2]);
+        let c = d.plan(4).swap_remove(0);
+        let n = c.guesses.len();
+        assert!(n >= 2, "the text repeats: {c:?}");
+        // One guess accepted: rows 2.. are the next window.
+        let outputs: Vec<u32> = (0..=n as u32).map(|j| 50 + j).collect();
+        d.advance_window(&c, &outputs, 1);
+        let next: Vec<u32> = d.window.iter().map(|w| w.0).collect();
+        assert_eq!(next, outputs[2..]);
+        d.commit(&outputs[..2]);
+        let again = d.plan(4).swap_remove(0);
+        assert_eq!(again.source, Source::Jacobi);
+        assert_eq!(
+            again.guesses[..next.len().min(4)],
+            next[..next.len().min(4)]
+        );
+    }
+}

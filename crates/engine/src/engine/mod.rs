@@ -402,6 +402,8 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
             panic!("injected fault at step {}", self.scheduler.stats().steps);
         }
         self.refuse(&plan, &mut finished);
+        // The batch holds this step's rows only: `update` commits what it holds.
+        self.batch.clear();
         if plan.runs.is_empty() {
             self.stalled(&plan, &mut finished);
         } else if let Err(e) = self.forward(&plan) {
@@ -469,7 +471,6 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
     }
 
     fn forward(&mut self, plan: &SchedulerOutput) -> Result<()> {
-        self.batch.clear();
         let reqs = self.scheduler.reqs();
         for r in &plan.runs {
             let ids = &reqs[&r.req].seqs[r.seq].ids;

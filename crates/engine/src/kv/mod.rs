@@ -10,7 +10,13 @@
 //! (`prefix`); when its last reference goes it stays idle in its pool instead of being freed, and
 //! `new_seq_cached` starts a sequence on the longest cached prefix of its prompt. A cached block
 //! is never written in place: a sequence that continues inside one copies it first, like a fork.
+//!
+//! Files: this one holds the sequences' lifecycle (new, fork, truncate, free, write, view);
+//! `alloc` reservation, `cached` prefix lookup and commit, `pool` the ref-counted blocks,
+//! `prefix` the hash index, `store` the K/V memory, `view` what attention reads, `config` sizes.
 
+mod alloc;
+mod cached;
 mod config;
 pub mod pool;
 pub mod prefix;
@@ -21,8 +27,8 @@ mod view;
 
 pub use config::{KvConfig, KvType};
 use pool::{BlockId, BlockPool};
+use prefix::PrefixIndex;
 pub use prefix::PrefixStats;
-use prefix::{block_hash, PrefixIndex, ROOT};
 use store::Store;
 pub use view::SeqView;
 
@@ -152,92 +158,6 @@ impl KvCache {
         }
     }
 
-    /// A sequence for `prompt` that starts on the longest cached prefix of it, always leaving at
-    /// least the last prompt token to compute (its logits are wanted). Returns the sequence and
-    /// how many prompt tokens are already in its cache.
-    pub fn new_seq_cached(&mut self, prompt: &[u32]) -> (SeqId, usize) {
-        let bs = self.block_size;
-        let (hit, blocks, hashes) = self.lookup(prompt);
-        let mut tables = vec![Vec::new(); self.groups.len()];
-        for (g, grp) in self.groups.iter_mut().enumerate() {
-            let first = grp.window.map_or(0, |w| (hit + 1).saturating_sub(w) / bs);
-            for (b, entry) in blocks.iter().enumerate() {
-                let id = if b < first {
-                    DROPPED
-                } else {
-                    entry[g].expect("checked by lookup")
-                };
-                if id != DROPPED {
-                    grp.pool.retain(id);
-                }
-                tables[g].push(id);
-            }
-        }
-        self.prefix.stats.queried_tokens += prompt.len() as u64;
-        self.prefix.stats.hit_tokens += hit as u64;
-        let id = self.insert_seq(Seq {
-            tables,
-            tokens: prompt[..hit].to_vec(),
-            hashes: hashes[..hit / bs].to_vec(),
-            cacheable: true,
-            slack: 0,
-        });
-        (id, hit)
-    }
-
-    /// The longest usable cached prefix of `prompt`: (tokens, per-block group entries, hashes).
-    fn lookup(&self, prompt: &[u32]) -> (usize, Vec<Vec<Option<BlockId>>>, Vec<u64>) {
-        let bs = self.block_size;
-        if prompt.len() <= 1 {
-            return (0, Vec::new(), Vec::new());
-        }
-        let (mut chain, mut hashes, mut parent) = (Vec::new(), Vec::new(), ROOT);
-        // Global groups need every block of the prefix.
-        for toks in prompt.chunks_exact(bs) {
-            let h = block_hash(parent, toks);
-            let Some(e) = self.prefix.get(h, parent, toks) else {
-                break;
-            };
-            let global_ok = self
-                .groups
-                .iter()
-                .zip(e)
-                .all(|(g, b)| g.window.is_some() || b.is_some());
-            if !global_ok {
-                break;
-            }
-            chain.push(e.to_vec());
-            hashes.push(h);
-            parent = h;
-        }
-        // Sliding groups need the blocks inside the window of the first computed token.
-        let usable = |m: usize| {
-            let hit = (m * bs).min(prompt.len() - 1);
-            self.groups.iter().enumerate().all(|(g, grp)| {
-                let first = grp.window.map_or(0, |w| (hit + 1).saturating_sub(w) / bs);
-                chain[first.min(m)..m].iter().all(|e| e[g].is_some())
-            })
-        };
-        let m = (1..=chain.len()).rev().find(|&m| usable(m)).unwrap_or(0);
-        chain.truncate(m);
-        let hit = (m * bs).min(prompt.len().saturating_sub(1));
-        (hit, chain, hashes)
-    }
-
-    /// Statistics of prefix-cache lookups since the cache was made.
-    pub fn prefix_stats(&self) -> PrefixStats {
-        self.prefix.stats
-    }
-
-    /// Frees every idle cached block (the cache forgets them).
-    pub fn clear_prefix_cache(&mut self) {
-        for (g, grp) in self.groups.iter_mut().enumerate() {
-            for h in grp.pool.evict_idle() {
-                self.prefix.forget(h, g);
-            }
-        }
-    }
-
     fn seq(&self, id: SeqId) -> &Seq {
         self.seqs
             .get(id)
@@ -301,116 +221,6 @@ impl KvCache {
             for (g, t) in seq.tables.iter().enumerate() {
                 for &b in t.iter().filter(|&&b| b != DROPPED) {
                     self.groups[g].pool.release(b);
-                }
-            }
-        }
-    }
-
-    /// Blocks that `reserve(id, n)` would take from the neediest group's pool.
-    pub fn blocks_for(&self, id: SeqId, n: usize) -> usize {
-        self.blocks_needed(id, n).into_iter().max().unwrap_or(0)
-    }
-
-    /// Blocks an allocation can take in every group (free or idle cached).
-    pub fn available_blocks(&self) -> usize {
-        self.groups
-            .iter()
-            .map(|g| g.pool.available())
-            .min()
-            .unwrap_or(0)
-    }
-
-    /// Blocks that `reserve(id, n)` would take from each group's pool.
-    fn blocks_needed(&self, id: SeqId, n: usize) -> Vec<usize> {
-        let seq = self.seq(id);
-        let bs = self.block_size;
-        let have = seq.tables[0].len();
-        let need_total = (seq.len() + n).div_ceil(bs);
-        let fresh = need_total.saturating_sub(have);
-        self.groups
-            .iter()
-            .enumerate()
-            .map(|(g, grp)| {
-                let t = &seq.tables[g];
-                // Writing into a shared partial block copies it.
-                let cow = n > 0 && !seq.len().is_multiple_of(bs) && grp.shared(t[seq.len() / bs]);
-                fresh + usize::from(cow)
-            })
-            .collect()
-    }
-
-    /// Makes room for `n` more tokens of `id`: allocates blocks and un-shares the block the first
-    /// new token lands in. All or nothing: on `KvFull` nothing changed.
-    pub fn reserve(&mut self, id: SeqId, n: usize) -> Result<(), KvFull> {
-        let need = self.blocks_needed(id, n);
-        if need
-            .iter()
-            .zip(&self.groups)
-            .any(|(&k, g)| k > g.pool.available())
-        {
-            return Err(KvFull);
-        }
-        let bs = self.block_size;
-        let mut seq = self.seqs[id].take().expect("unknown sequence id");
-        let len = seq.len();
-        let index = &mut self.prefix;
-        for (g, grp) in self.groups.iter_mut().enumerate() {
-            let t = &mut seq.tables[g];
-            if n > 0 && !len.is_multiple_of(bs) {
-                let at = len / bs;
-                if grp.shared(t[at]) {
-                    let fresh = grp.alloc(index, g);
-                    grp.copy_block(t[at], fresh, bs * self.row);
-                    grp.pool.release(t[at]);
-                    t[at] = fresh;
-                }
-            }
-            while t.len() < (len + n).div_ceil(bs) {
-                t.push(grp.alloc(index, g));
-            }
-        }
-        self.seqs[id] = Some(seq);
-        Ok(())
-    }
-
-    /// Records that `tokens` were written at the end of `id` (into reserved blocks), offers the
-    /// blocks they filled to the prefix cache, and drops blocks that fell out of every sliding
-    /// window.
-    pub fn commit(&mut self, id: SeqId, tokens: &[u32]) {
-        let bs = self.block_size;
-        let seq = self.seqs[id].as_mut().expect("unknown sequence id");
-        seq.tokens.extend_from_slice(tokens);
-        let len = seq.len();
-        while seq.hashes.len() < len / bs {
-            let b = seq.hashes.len();
-            let parent = seq.hashes.last().copied().unwrap_or(ROOT);
-            let toks = &seq.tokens[b * bs..(b + 1) * bs];
-            let h = block_hash(parent, toks);
-            seq.hashes.push(h);
-            if !seq.cacheable {
-                continue;
-            }
-            let n_groups = self.groups.len();
-            for (g, grp) in self.groups.iter_mut().enumerate() {
-                let block = seq.tables[g][b];
-                if block != DROPPED
-                    && grp.pool.hash(block).is_none()
-                    && self.prefix.insert(h, parent, toks, n_groups, g, block)
-                {
-                    grp.pool.set_hash(block, h);
-                }
-            }
-        }
-        for (g, grp) in self.groups.iter_mut().enumerate() {
-            let Some(win) = grp.window else { continue };
-            // The next query (position len) sees keys from len + 1 - win on; `slack` more are
-            // kept for a query after a truncation.
-            let first_needed = (len + 1).saturating_sub(win + seq.slack);
-            for b in 0..first_needed / bs {
-                let t = &mut seq.tables[g];
-                if t[b] != DROPPED {
-                    grp.pool.release(t[b]);
-                    t[b] = DROPPED;
                 }
             }
         }

@@ -269,6 +269,25 @@ fn kv_exhaustion_preempts_the_newest_and_it_resumes_with_the_same_tokens() {
 }
 
 #[test]
+fn a_step_that_runs_nothing_commits_nothing() {
+    let tok = tokenizer();
+    let mut e = engine(&tok, 4096, cfg(64, 8));
+    let (_, mut a) = e.submit(gen(prompt(20, 1), 3)).unwrap();
+    e.run_until_idle().unwrap();
+    // The last step's rows belonged to a sequence that is gone now: idle steps must not
+    // record them again.
+    for _ in 0..3 {
+        let r = e.step().unwrap();
+        assert_eq!((r.tokens, r.ran.len()), (0, 0));
+    }
+    let (_, mut b) = e.submit(gen(prompt(20, 1), 3)).unwrap();
+    e.run_until_idle().unwrap();
+    assert_eq!(tokens(&mut a).unwrap(), expected(&prompt(20, 1), 3));
+    assert_eq!(tokens(&mut b).unwrap(), expected(&prompt(20, 1), 3));
+    assert_empty(&mut e);
+}
+
+#[test]
 fn a_request_that_can_never_fit_is_refused_up_front_with_the_numbers() {
     let tok = tokenizer();
     let mut e = engine(&tok, 64, cfg(64, 8));
