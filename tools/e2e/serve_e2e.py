@@ -2,6 +2,9 @@
 """End-to-end checks of a running `everett serve`, as its users would make them.
 
 * the official `openai` package: models, completions, chat, streaming, n=2, logprobs, bad requests;
+* structured outputs through the same client: `response_format` json_schema (nested objects,
+  arrays, enums, required fields) at temperature 1 over many seeds, each reply validated by
+  `jsonschema`, streamed and not; a broken schema is a 400;
 * a bounded load test: many concurrent streaming clients, each must get exactly the tokens it
   asked for, with zero errors, and afterwards /metrics must show nothing running and an empty KV
   cache;
@@ -11,7 +14,8 @@
   runs an exploration against the live server and shows as many nodes as the API returned, and
   its playground streams a completion.
 
-Run by crates/cli/tests/serve.rs (which starts the server); needs `openai` and `websocket-client`.
+Run by crates/cli/tests/serve.rs (which starts the server); needs `openai`, `jsonschema` and
+`websocket-client`.
 Exits non-zero with the failed check named.
 """
 
@@ -27,6 +31,7 @@ import time
 import urllib.parse
 import urllib.request
 
+import jsonschema
 import openai
 
 
@@ -130,6 +135,69 @@ PROMPTS = [
     "My favourite book is",
     "The train left the station at",
 ]
+
+
+ORDER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "customer": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "maxLength": 24},
+                "vip": {"type": "boolean"},
+            },
+            "required": ["name", "vip"],
+            "additionalProperties": False,
+        },
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "sku": {"type": "string", "pattern": "^[A-Z]{2}[0-9]{3}$"},
+                    "qty": {"type": "integer", "minimum": 1, "maximum": 20},
+                },
+                "required": ["sku", "qty"],
+                "additionalProperties": False,
+            },
+            "minItems": 1,
+            "maxItems": 3,
+        },
+        "status": {"enum": ["new", "paid", "shipped"]},
+        "note": {"type": "string", "maxLength": 30},
+    },
+    "required": ["customer", "items", "status"],
+    "additionalProperties": False,
+}
+
+
+def structured_checks(url, model, seeds):
+    c = openai.OpenAI(base_url=url + "/v1", api_key="none")
+    fmt = {"type": "json_schema",
+           "json_schema": {"name": "order", "schema": ORDER_SCHEMA, "strict": True}}
+    msgs = [{"role": "user", "content": "Write one shop order as JSON."}]
+    valid = 0
+    for seed in range(seeds):
+        r = c.chat.completions.create(model=model, messages=msgs, temperature=1.0, seed=seed,
+                                      max_tokens=200, response_format=fmt)
+        text = r.choices[0].message.content
+        check(r.choices[0].finish_reason == "stop", f"seed {seed}: {r.choices[0].finish_reason}: {text!r}")
+        jsonschema.validate(json.loads(text), ORDER_SCHEMA)
+        valid += 1
+    stream = c.chat.completions.create(model=model, messages=msgs, temperature=1.0, seed=99,
+                                       max_tokens=200, response_format=fmt, stream=True)
+    text = "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
+    jsonschema.validate(json.loads(text), ORDER_SCHEMA)
+    r = c.completions.create(model=model, prompt="Colour:", temperature=1.0, max_tokens=8, n=4,
+                             extra_body={"structured_outputs": {"choice": ["red", "blue"]}})
+    check(all(ch.text in ("red", "blue") for ch in r.choices), f"choice: {r.choices}")
+    try:
+        c.chat.completions.create(model=model, messages=msgs, max_tokens=8, response_format={
+            "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objekt"}}})
+        check(False, "a broken schema was accepted")
+    except openai.BadRequestError as e:
+        check(e.status_code == 400 and "objekt" in str(e), f"broken schema: {e}")
+    return valid
 
 
 def metric(text, name):
@@ -331,9 +399,12 @@ def main():
     ap.add_argument("--chromium", help="a Chromium binary for the page check")
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--seeds", type=int, default=20)
     a = ap.parse_args()
     model = client_checks(a.url)
     print("openai client: completions, chat, streaming, n=2, logprobs, bad requests: ok")
+    n = structured_checks(a.url, model, a.seeds)
+    print(f"structured outputs: {n} json_schema replies at temperature 1 valid, streamed, choice, 400: ok")
     load_test(a.url, model, a.clients, a.tokens)
     if a.everett:
         greedy_identity(a.url, model, a.everett, a.model)

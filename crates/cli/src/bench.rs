@@ -22,8 +22,15 @@ use everett_engine::tokenizer::Tokenizer;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
-const PARTS: [&str; 7] = [
-    "pp128", "pp512", "tg128", "parallel", "explore", "collapse", "engine",
+const PARTS: [&str; 8] = [
+    "pp128",
+    "pp512",
+    "tg128",
+    "parallel",
+    "explore",
+    "collapse",
+    "constraint",
+    "engine",
 ];
 const EXPLORE_PROMPT: &str = "The meaning of life is";
 const RUNS: usize = 3;
@@ -66,8 +73,21 @@ fn greedy(prompt_ids: Vec<u32>, new: usize) -> Task {
         min_tokens: 0,
         collapse: None,
         logit_bias: Vec::new(),
+        constraint: None,
         ..Request::new(prompt_ids, SamplingParams::default(), new)
     })
+}
+
+/// Token events waiting in `streams`, all taken.
+pub(crate) fn tokens_received(streams: &mut [everett_engine::engine::Events]) -> usize {
+    streams
+        .iter_mut()
+        .map(|s| {
+            std::iter::from_fn(|| s.try_recv().ok())
+                .filter(|e| matches!(e, Event::Token { .. }))
+                .count()
+        })
+        .sum()
 }
 
 /// Prefill of `n` tokens in one step: tokens per second.
@@ -108,14 +128,7 @@ fn decode(
         e.step()?;
     }
     let dt = t.elapsed().as_secs_f64();
-    let produced: usize = streams
-        .iter_mut()
-        .map(|s| {
-            std::iter::from_fn(|| s.try_recv().ok())
-                .filter(|e| matches!(e, Event::Token { .. }))
-                .count()
-        })
-        .sum();
+    let produced = tokens_received(&mut streams);
     if produced != seqs * (new + 1) || e.has_work() {
         bail!(
             "decode produced {produced} tokens, expected {}",
@@ -192,6 +205,14 @@ pub fn run(common: &Common, only: Option<&str>) -> Result<()> {
             eprintln!("collapse   {v}");
         }
         out.insert("collapse".into(), v);
+    }
+    if want("constraint") {
+        let again = std::sync::Arc::new(Tokenizer::from_gguf(&crate::commands::open(common)?)?);
+        let v = crate::bench_constraint::run(&mut m, &tok, again)?;
+        if !common.json {
+            eprintln!("constraint {v}");
+        }
+        out.insert("constraint".into(), v);
     }
     // The serving workload takes minutes: only on request.
     if only == Some("engine") {

@@ -64,6 +64,7 @@ fn request(tok: &Tokenizer, prompt: &str, a: &GenerateArgs) -> Request {
         min_tokens: 0,
         collapse: None,
         logit_bias: Vec::new(),
+        constraint: None,
     }
 }
 

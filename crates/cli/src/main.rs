@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_collapse;
+mod bench_constraint;
 mod bench_engine;
 mod bench_serve;
 mod chat;
@@ -154,7 +155,7 @@ enum Cmd {
         target: Option<BenchTarget>,
         #[command(flatten)]
         common: Common,
-        /// Run one part only (pp128, pp512, tg128, parallel, explore, collapse, engine).
+        /// Run one part only (pp128, pp512, tg128, parallel, explore, collapse, constraint, engine).
         #[arg(long)]
         only: Option<String>,
     },

@@ -4,6 +4,7 @@
 //! (`collapse`) is a way of running the same request.
 
 use crate::collapse::CollapseParams;
+use crate::constraint::Grammar;
 use crate::error::{Error, Result};
 use crate::model::KV_BLOCK_SIZE;
 use crate::sample::SamplingParams;
@@ -33,6 +34,9 @@ pub struct Request {
     /// `logit_bias`; -100 bans a token, +100 all but forces it); ids are checked against the
     /// vocabulary by the engine.
     pub logit_bias: Vec<(u32, f32)>,
+    /// What every sample's output must match (compiled by `constraint::Compiler` for the
+    /// engine's tokenizer); `None`: free text.
+    pub constraint: Option<Grammar>,
 }
 
 impl Request {
@@ -49,6 +53,7 @@ impl Request {
             min_tokens: 0,
             collapse: None,
             logit_bias: Vec::new(),
+            constraint: None,
         }
     }
 
@@ -100,6 +105,12 @@ impl Request {
         }
         if let Some(c) = &self.collapse {
             c.validate(self.sampling.temperature, self.n)?;
+            if self.constraint.is_some() {
+                return Err(Error::param(
+                    "collapse",
+                    "collapse (lookahead) decoding does not take a constraint yet",
+                ));
+            }
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod collapse;
+pub mod constraint;
 pub mod engine;
 pub mod error;
 pub mod generate;

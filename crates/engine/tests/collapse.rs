@@ -241,6 +241,7 @@ fn bad_collapse_parameters_and_sampling_are_refused_by_name() {
     let with = |c: CollapseParams| Request {
         collapse: Some(c),
         logit_bias: Vec::new(),
+        constraint: None,
         ..request(vec![5], 8)
     };
     let hot = SamplingParams {

@@ -71,6 +71,7 @@ fn greedy_matches_reference_until_near_ties() {
             min_tokens: 0,
             collapse: None,
             logit_bias: Vec::new(),
+            constraint: None,
         })
         .collect();
     let batched = generate_batch(&mut model, &tok, reqs.clone()).unwrap();
@@ -143,6 +144,7 @@ fn explorer_on_the_real_model_is_greedy_at_width_one_and_sharing_changes_nothing
         min_tokens: 0,
         collapse: None,
         logit_bias: Vec::new(),
+        constraint: None,
     };
     let greedy = generate_batch(&mut model, &tok, vec![req]).unwrap();
     let want: Vec<u32> = greedy[0].tokens.iter().map(|t| t.id).collect();

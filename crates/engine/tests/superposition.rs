@@ -237,6 +237,7 @@ fn one_branch_one_path_is_greedy_generation() {
                 min_tokens: 0,
                 collapse: None,
                 logit_bias: Vec::new(),
+                constraint: None,
             }],
         )
         .unwrap();

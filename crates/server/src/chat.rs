@@ -248,9 +248,10 @@ pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response,
         } else {
             None
         };
-        let engine_req = req
-            .common
-            .request(&st, ids, top, req.max_completion_tokens)?;
+        let constraint = req.common.constraint(&st)?;
+        let engine_req =
+            req.common
+                .request(&st, ids, top, req.max_completion_tokens, constraint)?;
         Ok((req, engine_req))
     })
     .await?;

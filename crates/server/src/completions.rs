@@ -122,9 +122,10 @@ impl CompletionRequest {
             0,
             MAX_LOGPROBS,
         )?);
+        let constraint = self.common.constraint(st)?;
         let reqs = prompts
             .into_iter()
-            .map(|ids| self.common.request(st, ids, top, None))
+            .map(|ids| self.common.request(st, ids, top, None, constraint.clone()))
             .collect::<Result<_, _>>()?;
         Ok(Prepared { reqs, echo })
     }

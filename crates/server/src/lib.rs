@@ -19,6 +19,7 @@ mod metrics;
 mod page;
 pub mod pages;
 mod reply;
+mod structured;
 pub mod template;
 mod tokens;
 mod wire;
@@ -128,6 +129,9 @@ pub(crate) struct AppState {
     pub metrics: Arc<Metrics>,
     /// Numbers the HTTP requests, whose engine requests form one scheduling group each.
     pub groups: Arc<std::sync::atomic::AtomicU64>,
+    /// Compiles constraints for the served tokenizer; built by the first request with one.
+    pub compiler:
+        Arc<std::sync::OnceLock<Result<Arc<everett_engine::constraint::Compiler>, String>>>,
 }
 
 /// The whole HTTP API over one engine.
@@ -137,6 +141,7 @@ pub fn router(engine: EngineHandle, cfg: ServerConfig) -> Router {
         metrics: Arc::new(Metrics::new(&cfg.model_name)),
         cfg: Arc::new(cfg),
         groups: Arc::default(),
+        compiler: Arc::default(),
     };
     let guarded = Router::new()
         .route("/v1/models", get(models))

@@ -6,12 +6,14 @@
 //! Every field is either implemented or refused: a body is checked against its route's list of
 //! fields before it is read, and an unknown key is a 400 that names it (`--lenient-fields`
 //! ignores unknown keys instead, with a warning in the log). Fields of OpenAI's API that this
-//! server does not implement yet are refused even then: ignoring `response_format` or `tools`
-//! would answer something other than what was asked.
+//! server does not implement yet are refused even then: ignoring `tools` would answer something
+//! other than what was asked. The structured-output fields are read in `structured`.
 
 use crate::error::ApiError;
+use crate::structured;
 use crate::AppState;
 use everett_engine::collapse::{CollapseParams, Mode, MAX_CANDIDATES, MAX_NGRAM, MAX_WINDOW};
+use everett_engine::constraint::Grammar;
 use everett_engine::generate::{Request, MAX_SAMPLES};
 use everett_engine::sample::SamplingParams;
 use everett_engine::scheduler::Admission;
@@ -45,20 +47,14 @@ pub const COMMON_FIELDS: &[&str] = &[
     "user",
 ];
 
-/// OpenAI fields refused even with `--lenient-fields` (structured outputs and tools are not
-/// implemented yet; answering without them would be a silent wrong answer).
+/// OpenAI fields refused even with `--lenient-fields` (tools are not implemented yet;
+/// answering without them would be a silent wrong answer).
 const NOT_IMPLEMENTED: &[&str] = &[
-    "response_format",
     "tools",
     "tool_choice",
     "parallel_tool_calls",
     "functions",
     "function_call",
-    "guided_json",
-    "guided_regex",
-    "guided_choice",
-    "guided_grammar",
-    "structured_outputs",
 ];
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -134,6 +130,9 @@ pub struct Common {
     pub priority: Option<i64>,
     #[allow(dead_code)] // accepted and ignored (see COMMON_FIELDS)
     pub user: Option<String>,
+    /// `response_format`, `structured_outputs` and the other constraint fields.
+    #[serde(flatten)]
+    pub structured: structured::Fields,
 }
 
 /// The JSON body as `T`, or a 400 that quotes serde's account of what does not fit.
@@ -161,7 +160,9 @@ pub fn parse_fields<T: serde::de::DeserializeOwned>(
             format!("the request body must be a JSON object (a {what})"),
         ));
     };
-    let known = |k: &str| fields.contains(&k) || COMMON_FIELDS.contains(&k);
+    let known = |k: &str| {
+        fields.contains(&k) || COMMON_FIELDS.contains(&k) || structured::FIELDS.contains(&k)
+    };
     let unknown: Vec<String> = obj.keys().filter(|k| !known(k)).cloned().collect();
     for k in unknown {
         if NOT_IMPLEMENTED.contains(&k.as_str()) {
@@ -230,15 +231,24 @@ impl Common {
         self.model.as_deref().map_or(Ok(()), |m| check_model(st, m))
     }
 
+    /// The request's constraint, compiled (a blocking call: run it off the executor).
+    pub fn constraint(&self, st: &AppState) -> Result<Option<Grammar>, ApiError> {
+        self.structured
+            .asked()?
+            .map(|a| structured::compile(st, &a))
+            .transpose()
+    }
+
     /// The engine request for `prompt_ids`; `logprobs`: `None` when the client asked for no
     /// logprobs, else how many alternatives per token; `max_tokens` overrides the field of
-    /// that name.
+    /// that name; `constraint` from `constraint()`.
     pub fn request(
         &self,
         st: &AppState,
         prompt_ids: Vec<u32>,
         logprobs: Option<usize>,
         max_tokens: Option<i64>,
+        constraint: Option<Grammar>,
     ) -> Result<Request, ApiError> {
         let collapse = self
             .lookahead
@@ -274,6 +284,7 @@ impl Common {
             min_tokens: count("min_tokens", self.min_tokens, 0, 0, ctx)?,
             collapse,
             logit_bias: self.logit_bias()?,
+            constraint,
         })
     }
 

@@ -55,7 +55,18 @@ fn app_full(
     faults: &[u64],
     limits: Limits,
 ) -> (Router, EngineHandle) {
-    let f = GgufFile::from_bytes(tiny_model(&Tiny::llama(), 42)).unwrap();
+    app_of(Tiny::llama(), api_key, slow, faults, limits)
+}
+
+/// The router over a tiny model of shape `t`.
+fn app_of(
+    t: Tiny,
+    api_key: Option<&str>,
+    slow: Duration,
+    faults: &[u64],
+    limits: Limits,
+) -> (Router, EngineHandle) {
+    let f = GgufFile::from_bytes(tiny_model(&t, 42)).unwrap();
     let model = Model::from_gguf(&f, 1).unwrap();
     let tok = Arc::new(Tokenizer::from_gguf(&f).unwrap());
     let context = model.config.context_length;
@@ -341,8 +352,34 @@ async fn fields_are_implemented_or_refused_by_name_and_sizes_are_bounded() {
         ),
         (
             "/v1/completions",
-            json!({"prompt": "a", "response_format": {"type": "json_object"}}),
-            "response_format",
+            json!({"prompt": "a", "response_format": {"type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "objekt"}}}}),
+            "response_format.json_schema.schema",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "a", "response_format": {"type": "yaml"}}),
+            "response_format.type",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "a", "structured_outputs": {"regex": "(open"}}),
+            "structured_outputs.regex",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "a", "structured_outputs": {"choice": []}}),
+            "structured_outputs.choice",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "a", "grammar": "root ::= \"x"}),
+            "grammar",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "a", "guided_regex": "a", "guided_choice": ["a"]}),
+            "guided_choice",
         ),
         (
             "/v1/chat/completions",
@@ -458,11 +495,108 @@ async fn fields_are_implemented_or_refused_by_name_and_sizes_are_bounded() {
     let (s, _) = call(
         &lenient,
         "POST",
-        "/v1/completions",
-        Some(json!({"prompt": "a", "response_format": {"type": "text"}})),
+        "/v1/chat/completions",
+        Some(json!({"messages": [{"role": "user", "content": "a"}], "tools": []})),
     )
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+/// Every dialect of structured outputs constrains the reply (sampled, temperature 1, several
+/// seeds, on a model of random weights that would otherwise babble).
+#[tokio::test(flavor = "multi_thread")]
+async fn structured_outputs_constrain_the_reply_in_every_dialect() {
+    // A vocabulary with every byte, so that any text can be spelled.
+    let t = Tiny {
+        vocab: 320,
+        ..Tiny::llama()
+    };
+    let app = app_of(t, None, Duration::ZERO, &[], Limits::default()).0;
+    let schema = json!({"type": "object", "properties": {
+        "colour": {"enum": ["red", "green"]}, "n": {"type": "integer", "minimum": 1, "maximum": 9}},
+        "required": ["colour", "n"], "additionalProperties": false});
+    let valid_json = |t: &str| {
+        let v: Value = serde_json::from_str(t).unwrap_or_else(|e| panic!("{e}: {t:?}"));
+        assert!(
+            ["red", "green"].contains(&v["colour"].as_str().unwrap()),
+            "{t}"
+        );
+        assert!((1..=9).contains(&v["n"].as_i64().unwrap()), "{t}");
+        assert_eq!(v.as_object().unwrap().len(), 2, "{t}");
+    };
+    let choice = |t: &str| assert!(["yes", "no"].contains(&t), "{t:?}");
+    let digits = |t: &str| {
+        assert!(
+            t.len() == 3 && t.bytes().all(|b| b.is_ascii_digit()),
+            "{t:?}"
+        )
+    };
+    // A model of random weights never closes a free string: the reply is a JSON object's start.
+    let object = |t: &str| assert!(t.starts_with('{'), "{t:?}");
+    type Check<'a> = &'a dyn Fn(&str);
+    let cases: Vec<(Value, Check)> = vec![
+        (
+            json!({"response_format": {"type": "json_schema",
+            "json_schema": {"name": "c", "schema": schema, "strict": true}}}),
+            &valid_json,
+        ),
+        (json!({"response_format": {"type": "json_object"}}), &object),
+        (json!({"structured_outputs": {"json": schema}}), &valid_json),
+        (
+            json!({"structured_outputs": {"choice": ["yes", "no"]}}),
+            &choice,
+        ),
+        (
+            json!({"structured_outputs": {"regex": "[0-9]{3}"}}),
+            &digits,
+        ),
+        (
+            json!({"structured_outputs": {"grammar": "start: \"yes\" | \"no\""}}),
+            &choice,
+        ),
+        (json!({"guided_choice": ["yes", "no"]}), &choice),
+        (json!({"json_schema": schema}), &valid_json),
+        (
+            json!({"grammar": "root ::= answer\nanswer ::= \"yes\" | \"no\""}),
+            &choice,
+        ),
+    ];
+    for (fields, check) in &cases {
+        for seed in 0..3 {
+            let mut body = json!({"prompt": "Answer:", "max_tokens": 40, "temperature": 1.0,
+                "seed": seed, "n": 2});
+            body.as_object_mut()
+                .unwrap()
+                .extend(fields.as_object().unwrap().clone());
+            let (s, out) = call(&app, "POST", "/v1/completions", Some(body)).await;
+            assert_eq!(s, StatusCode::OK, "{fields}: {out}");
+            let v: Value = serde_json::from_str(&out).unwrap();
+            for c in v["choices"].as_array().unwrap() {
+                if fields
+                    .get("response_format")
+                    .is_none_or(|f| f["type"] != "json_object")
+                {
+                    assert_eq!(c["finish_reason"], "stop", "{fields}: {out}");
+                }
+                check(c["text"].as_str().unwrap());
+            }
+        }
+    }
+    // Chat completions take the same fields, streamed too.
+    let body = json!({"messages": [{"role": "user", "content": "Pick"}], "stream": true,
+        "temperature": 1.0, "max_tokens": 40,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "c", "schema": schema}}});
+    let (s, out) = call(&app, "POST", "/v1/chat/completions", Some(body)).await;
+    assert_eq!(s, StatusCode::OK, "{out}");
+    let text: String = sse_chunks(&out)
+        .iter()
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    valid_json(&text);
 }
 
 /// `logit_bias` moves the sampled token; `echo` puts the prompt before the text, streamed or not.

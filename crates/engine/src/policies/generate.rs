@@ -2,12 +2,22 @@
 //! row (seeded, so a sample's tokens do not depend on what else runs), streams the text as whole
 //! UTF-8 and holds back any tail that could still become a stop string. `n > 1` samples of one
 //! prompt fork the prompt's KV when its last row is read, instead of recomputing it.
+//!
+//! Under a constraint (`Request::constraint`) each sample has its own grammar state and draws
+//! only tokens it allows. The mask (a walk of the whole vocabulary) is skipped when a draw from
+//! the whole row is already allowed and that draw is exact: greedy, or sampling that truncates
+//! nothing (no top-k, top-p or min-p); then an allowed first draw is what a masked draw would
+//! give with the same probability, and a refused one is followed by an independent masked draw
+//! (rejection sampling). Masks are computed in `read`, on the compute threads, row by row.
 
+use crate::constraint::Grammar;
+use crate::error::Error;
 use crate::generate::{FinishReason, Request, TokenInfo};
 use crate::request::policy::{Ctx, Policy};
 use crate::request::{Event, Seq};
-use crate::sample::{sample, Choice, Rng};
+use crate::sample::{sample, sample_with, Choice, Rng, SamplingParams};
 use crate::tokenizer::stream::Detokenizer;
+use std::sync::{Mutex, PoisonError};
 
 /// One sample's running state.
 struct Sample {
@@ -17,13 +27,21 @@ struct Sample {
     held: String,
     produced: usize,
     finished: bool,
+    /// The constraint's state after this sample's tokens (locked only by this sample's row).
+    grammar: Option<Mutex<Grammar>>,
 }
+
+/// A sample's draw from one row: its choice (or why the constraint could not give one) and
+/// its random stream after the draw.
+pub(crate) type Draw = (Result<Choice, Error>, Rng);
 
 pub(crate) struct GeneratePolicy {
     req: Request,
     samples: Vec<Sample>,
     /// Tokens that would stop a sample: masked out while it is below `min_tokens`.
     stoppers: Vec<u32>,
+    /// The request failed (its constraint broke); its error was sent.
+    failed: bool,
 }
 
 impl GeneratePolicy {
@@ -40,12 +58,14 @@ impl GeneratePolicy {
                 held: String::new(),
                 produced: 0,
                 finished: false,
+                grammar: req.constraint.clone().map(Mutex::new),
             })
             .collect();
         Self {
             req,
             samples,
             stoppers,
+            failed: false,
         }
     }
 
@@ -84,8 +104,56 @@ impl GeneratePolicy {
         &self.req
     }
 
+    /// Sample `i`'s draw from `row` (already shaped) after `history`: under a constraint, of a
+    /// token its grammar allows (see the module header).
+    fn draw(&self, i: usize, row: &mut [f32], history: &[u32], mut rng: Rng) -> Draw {
+        let p = &self.req.sampling;
+        let Some(grammar) = &self.samples[i].grammar else {
+            return (Ok(sample(row, p, history, &mut rng)), rng);
+        };
+        let mut g = grammar.lock().unwrap_or_else(PoisonError::into_inner);
+        if unmasked_draw_is_exact(p) {
+            let first = sample(&mut row.to_vec(), p, history, &mut rng);
+            if g.allows(first.id) {
+                return (Ok(first), rng);
+            }
+        }
+        match g.mask() {
+            Ok(mask) => (
+                Ok(sample_with(row, p, history, &mut rng, |l| mask.apply(l))),
+                rng,
+            ),
+            Err(e) => (Err(e), rng),
+        }
+    }
+
+    /// Ends every sample: the request failed with `e` (sent as its last event).
+    fn fail(&mut self, ctx: &mut Ctx, e: Error) {
+        for (i, smp) in self.samples.iter_mut().enumerate() {
+            if !smp.finished {
+                smp.finished = true;
+                if i < ctx.seqs.len() && !ctx.seqs[i].done {
+                    ctx.finish(i);
+                }
+            }
+        }
+        self.failed = true;
+        ctx.send(Event::Error(e));
+    }
+
     /// Turns sample `i`'s choice into a token event (and a finish, freeing its KV).
     pub fn emit(&mut self, ctx: &mut Ctx, i: usize, choice: Choice) {
+        if self.failed {
+            return;
+        }
+        let mut complete = false;
+        if let Some(g) = &mut self.samples[i].grammar {
+            let g = g.get_mut().unwrap_or_else(PoisonError::into_inner);
+            if let Err(e) = g.consume(choice.id) {
+                return self.fail(ctx, e);
+            }
+            complete = g.is_stopped();
+        }
         let (req, smp) = (&self.req, &mut self.samples[i]);
         smp.produced += 1;
         let eog =
@@ -95,7 +163,7 @@ impl GeneratePolicy {
         } else {
             smp.detok.push(&ctx.tok.token_bytes(choice.id))
         };
-        let mut reason = if eog {
+        let mut reason = if eog || complete {
             Some(FinishReason::Stop)
         } else {
             (smp.produced >= req.max_tokens).then_some(FinishReason::Length)
@@ -127,10 +195,10 @@ impl GeneratePolicy {
 
 impl Policy for GeneratePolicy {
     /// One choice per sample the row feeds (several when `n > 1` samples share a prompt).
-    type Read = Vec<(Choice, Rng)>;
+    type Read = Vec<Draw>;
 
     /// Samples of sequence `s` read from this row: all `n` from the prompt's last row, else one.
-    fn read(&self, s: usize, seq: &Seq, _: usize, row: &mut [f32]) -> Vec<(Choice, Rng)> {
+    fn read(&self, s: usize, seq: &Seq, _: usize, row: &mut [f32]) -> Vec<Draw> {
         let first = seq.ids.len() == self.req.prompt_ids.len();
         let who: Vec<usize> = if first && s == 0 {
             (0..self.req.n).collect()
@@ -142,20 +210,27 @@ impl Policy for GeneratePolicy {
         let original = (who.len() > 1).then(|| row.to_vec());
         who.iter()
             .map(|&i| {
-                let mut rng = self.samples[i].rng.clone();
-                let choice = match (&original, i) {
-                    (Some(orig), 1..) => {
-                        sample(&mut orig.clone(), &self.req.sampling, &seq.ids, &mut rng)
-                    }
-                    _ => sample(row, &self.req.sampling, &seq.ids, &mut rng),
-                };
-                (choice, rng)
+                let rng = self.samples[i].rng.clone();
+                match (&original, i) {
+                    (Some(orig), 1..) => self.draw(i, &mut orig.clone(), &seq.ids, rng),
+                    _ => self.draw(i, row, &seq.ids, rng),
+                }
             })
             .collect()
     }
 
     fn apply(&mut self, ctx: &mut Ctx, reads: Vec<(usize, Self::Read)>) {
-        for (s, choices) in reads {
+        for (s, draws) in reads {
+            if self.failed {
+                return;
+            }
+            let mut choices = Vec::with_capacity(draws.len());
+            for (choice, rng) in draws {
+                match choice {
+                    Ok(c) => choices.push((c, rng)),
+                    Err(e) => return self.fail(ctx, e),
+                }
+            }
             // Every fork of the prompt is made before sample 0 extends it and before any
             // sample can finish (a finished sequence's slot would be reused by the next fork).
             let mut picks = Vec::with_capacity(choices.len());
@@ -173,8 +248,14 @@ impl Policy for GeneratePolicy {
     }
 
     fn is_done(&self) -> bool {
-        self.samples.iter().all(|s| s.finished)
+        self.failed || self.samples.iter().all(|s| s.finished)
     }
+}
+
+/// Whether a draw from the whole row, kept when the constraint allows it, is distributed as a
+/// draw from the allowed tokens: greedy, or no truncation of the distribution.
+fn unmasked_draw_is_exact(p: &SamplingParams) -> bool {
+    p.temperature == 0.0 || (p.top_k == 0 && p.top_p >= 1.0 && p.min_p <= 0.0)
 }
 
 /// Applies stop strings to newly decoded text: returns what may be shown now and keeps in

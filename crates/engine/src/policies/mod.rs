@@ -10,7 +10,7 @@ pub(crate) mod generate;
 pub(crate) mod score;
 mod validate;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::request::policy::DynPolicy;
 use crate::request::{Seq, Task};
 use crate::tokenizer::Tokenizer;
@@ -27,6 +27,19 @@ pub(crate) struct Built {
 /// Validates `task` against `limits` and makes its policy; `tok` gives the end-of-generation
 /// ids.
 pub(crate) fn build(task: Task, tok: &Tokenizer, limits: &Limits) -> Result<Built> {
+    if let Task::Generate(r) = &task {
+        if let Some(g) = r
+            .constraint
+            .as_ref()
+            .filter(|g| g.vocab() != tok.vocab_size())
+        {
+            return Err(Error::InvalidRequest(format!(
+                "the constraint was compiled for a vocabulary of {} tokens; this model's has {}",
+                g.vocab(),
+                tok.vocab_size()
+            )));
+        }
+    }
     Ok(match task {
         Task::Generate(r) if r.collapse.is_some() => {
             limits.generate(&r)?;

@@ -225,6 +225,18 @@ pub fn checked_norm_and_entropy(logits: &mut [f32]) -> (f32, f32) {
 /// One sampling step over a row of logits (modified in place by penalties, and sanitized when
 /// it holds NaN or infinities).
 pub fn sample(logits: &mut [f32], p: &SamplingParams, history: &[u32], rng: &mut Rng) -> Choice {
+    sample_with(logits, p, history, rng, |_| {})
+}
+
+/// As `sample`, with `mask` applied to the row after its statistics are taken (the logprobs and
+/// entropy stay the model's) and before penalties and the draw: a constraint's allowed tokens.
+pub fn sample_with(
+    logits: &mut [f32],
+    p: &SamplingParams,
+    history: &[u32],
+    rng: &mut Rng,
+    mask: impl FnOnce(&mut [f32]),
+) -> Choice {
     let (lse, entropy) = if p.stats || p.temperature > 0.0 || p.top_logprobs > 0 {
         checked_norm_and_entropy(logits)
     } else {
@@ -239,6 +251,8 @@ pub fn sample(logits: &mut [f32], p: &SamplingParams, history: &[u32], rng: &mut
         .iter()
         .filter_map(|&t| logits.get(t as usize).map(|&l| (t, l)))
         .collect();
+    // The mask only sets forbidden logits to −∞: an allowed token keeps its raw logit below.
+    mask(logits);
     apply_penalties(logits, p, history);
     let id = if p.temperature == 0.0 {
         argmax(logits)

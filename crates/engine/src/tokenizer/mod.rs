@@ -441,6 +441,14 @@ impl Tokenizer {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
+    /// Control and unknown tokens: they never stand for text, only for themselves.
+    pub fn is_control(&self, id: u32) -> bool {
+        matches!(
+            self.types.get(id as usize),
+            Some(&TYPE_CONTROL) | Some(&TYPE_UNKNOWN)
+        )
+    }
+
     pub fn is_eog(&self, id: u32) -> bool {
         self.eog.contains(&id)
     }

@@ -1,0 +1,136 @@
+//! `everett bench --only constraint`: what structured outputs cost. The compiler's one-time
+//! build over the vocabulary; a JSON schema's compile time; the per-token mask cost (mean, p99)
+//! along a valid document's tokens, and the cost of the check that lets a step skip the mask;
+//! and 32 sequences decoding together (sampled, temperature 1) with none, half or all of them
+//! constrained by the schema: generated tokens per second.
+
+use super::bench::{median, round2, tokens_received};
+use anyhow::{bail, Result};
+use everett_engine::constraint::{Compiler, Constraint};
+use everett_engine::engine::{Engine, EngineConfig, Task};
+use everett_engine::generate::Request;
+use everett_engine::model::Model;
+use everett_engine::sample::SamplingParams;
+use everett_engine::scheduler::SchedulerConfig;
+use everett_engine::tokenizer::Tokenizer;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+const SEQS: usize = 32;
+const NEW: usize = 48;
+
+pub fn schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 40},
+            "age": {"type": "integer", "minimum": 0, "maximum": 150},
+            "email": {"type": "string", "pattern": "^[a-z]+@[a-z]+\\.[a-z]{2,3}$"},
+            "roles": {"type": "array", "items": {"enum": ["admin", "editor", "viewer"]}},
+            "address": {"type": "object", "properties": {
+                "street": {"type": "string"}, "city": {"type": "string"}, "zip": {"type": "string"}},
+                "required": ["city"], "additionalProperties": false}
+        },
+        "required": ["name", "age", "roles", "address"],
+        "additionalProperties": false
+    })
+}
+
+/// A document that satisfies `schema()`, written as the constraint writes JSON (compact).
+const DOCUMENT: &str = r#"{"name":"Ada Lovelace","age":36,"email":"ada@engine.uk","roles":["admin","viewer"],"address":{"street":"12 St James's Square","city":"London","zip":"SW1Y 4JH"}}"#;
+
+pub fn run(m: &mut Model, tok: &Tokenizer, tok_arc: Arc<Tokenizer>) -> Result<Value> {
+    let t = Instant::now();
+    let compiler = Compiler::new(tok_arc)?;
+    let build_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let grammar = compiler.compile(&Constraint::JsonSchema(schema()))?;
+    let compile_ms = t.elapsed().as_secs_f64() * 1e3;
+    // Along the document: a mask at every position, then the token.
+    let ids = tok.encode(DOCUMENT, false, false);
+    let (mut masks, mut checks) = (Vec::new(), Vec::new());
+    let mut g = grammar.clone();
+    for &id in &ids {
+        let t = Instant::now();
+        let mask = g.mask()?;
+        masks.push(t.elapsed().as_secs_f64() * 1e6);
+        if !mask.allows(id) {
+            bail!("the benchmark document leaves the schema at token {id}");
+        }
+        let t = Instant::now();
+        let allowed = g.allows(id);
+        checks.push(t.elapsed().as_secs_f64() * 1e6);
+        if !allowed {
+            bail!("the allowed-token check disagrees with the mask at token {id}");
+        }
+        g.consume(id)?;
+    }
+    let mean = masks.iter().sum::<f64>() / masks.len() as f64;
+    let mut sorted = masks.clone();
+    sorted.sort_by(f64::total_cmp);
+    let p99 = sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)];
+    let mut tput = serde_json::Map::new();
+    for (name, constrained) in [("none", 0), ("half", SEQS / 2), ("all", SEQS)] {
+        let runs = (0..3)
+            .map(|_| decode(m, tok, &grammar, constrained))
+            .collect::<Result<Vec<_>>>()?;
+        tput.insert(name.into(), json!(round2(median(runs))));
+    }
+    Ok(json!({
+        "compiler_build_ms": round2(build_ms),
+        "schema_compile_ms": round2(compile_ms),
+        "document_tokens": ids.len(),
+        "mask_us_mean": round2(mean),
+        "mask_us_p99": round2(p99),
+        "allowed_check_us_mean": round2(checks.iter().sum::<f64>() / checks.len() as f64),
+        "decode_32_tok_s": Value::Object(tput),
+    }))
+}
+
+/// `SEQS` sequences decode `NEW` tokens together at temperature 1, the first `constrained` of
+/// them under `grammar`: generated tokens per second over the decode steps.
+fn decode(
+    m: &mut Model,
+    tok: &Tokenizer,
+    grammar: &everett_engine::constraint::Grammar,
+    constrained: usize,
+) -> Result<f64> {
+    let cfg = EngineConfig {
+        kv_tokens: SEQS * (64 + NEW + 32),
+        scheduler: SchedulerConfig {
+            max_batch_tokens: 2048,
+            max_seqs: SEQS,
+            max_logit_rows: SEQS,
+            ..SchedulerConfig::default()
+        },
+    };
+    let mut e = Engine::new(&mut *m, tok, cfg);
+    let prompt = tok.encode("Write a user record as JSON:", true, false);
+    let mut streams = Vec::new();
+    for i in 0..SEQS {
+        let sampling = SamplingParams {
+            temperature: 1.0,
+            seed: i as u64,
+            ..SamplingParams::default()
+        };
+        let mut req = Request::new(prompt.clone(), sampling, NEW + 1);
+        req.ignore_eos = i >= constrained;
+        req.constraint = (i < constrained).then(|| grammar.clone());
+        streams.push(e.submit(Task::Generate(req))?.1);
+    }
+    e.step()?;
+    let t = Instant::now();
+    let mut steps = 0;
+    while e.has_work() {
+        e.step()?;
+        steps += 1;
+    }
+    let dt = t.elapsed().as_secs_f64();
+    let produced = tokens_received(&mut streams);
+    if steps == 0 {
+        bail!("nothing decoded");
+    }
+    // The first token of each sequence came from the prefill step.
+    Ok(produced.saturating_sub(SEQS) as f64 / dt)
+}

@@ -1,0 +1,254 @@
+//! Constrained decoding on the real model (262 144-token vocabulary): every sample of a JSON
+//! schema, a choice list or a regex matches it, at temperature 1 over many seeds and with
+//! `n > 1`; a constraint that does not compile is refused with llguidance's message; and a
+//! constrained request leaves the requests beside it bit-identical (batch invariance).
+
+use everett_engine::constraint::{Compiler, Constraint, Grammar};
+use everett_engine::error::Error;
+use everett_engine::generate::{FinishReason, Request};
+use everett_engine::gguf::GgufFile;
+use everett_engine::model::Model;
+use everett_engine::oneshot::generate_batch;
+use everett_engine::request::Output;
+use everett_engine::sample::SamplingParams;
+use everett_engine::testutil::default_model;
+use everett_engine::tokenizer::Tokenizer;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+struct Real {
+    model: Model,
+    tok: Arc<Tokenizer>,
+    compiler: Compiler,
+}
+
+fn load() -> Option<Real> {
+    let f = GgufFile::open(&default_model()?).unwrap();
+    let tok = Arc::new(Tokenizer::from_gguf(&f).unwrap());
+    Some(Real {
+        model: Model::from_gguf(&f, 2).unwrap(),
+        compiler: Compiler::new(tok.clone()).unwrap(),
+        tok,
+    })
+}
+
+fn request(r: &Real, prompt: &str, g: Option<Grammar>, temp: f32, seed: u64, n: usize) -> Request {
+    let sampling = SamplingParams {
+        temperature: temp,
+        seed,
+        ..SamplingParams::default()
+    };
+    let mut req = Request::new(r.tok.encode(prompt, true, false), sampling, 120);
+    req.n = n;
+    req.constraint = g;
+    req
+}
+
+fn person_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 20},
+            "age": {"type": "integer", "minimum": 0, "maximum": 120},
+            "role": {"enum": ["admin", "user", "guest"]},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 10}, "maxItems": 3},
+            "address": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "maxLength": 20}},
+                "required": ["city"],
+                "additionalProperties": false
+            }
+        },
+        "required": ["name", "age", "role", "address"],
+        "additionalProperties": false
+    })
+}
+
+/// Checks `v` against `person_schema` by hand.
+fn check_person(v: &Value) {
+    let o = v.as_object().expect("an object");
+    for k in o.keys() {
+        assert!(
+            ["name", "age", "role", "tags", "address"].contains(&k.as_str()),
+            "{v}"
+        );
+    }
+    assert!(
+        o["name"].as_str().is_some_and(|s| s.chars().count() <= 20),
+        "{v}"
+    );
+    let age = o["age"].as_i64().expect("integer age");
+    assert!((0..=120).contains(&age), "{v}");
+    assert!(
+        ["admin", "user", "guest"].contains(&o["role"].as_str().unwrap()),
+        "{v}"
+    );
+    if let Some(tags) = o.get("tags") {
+        let tags = tags.as_array().expect("array");
+        assert!(tags.len() <= 3 && tags.iter().all(|t| t.is_string()), "{v}");
+    }
+    let addr = o["address"].as_object().expect("address object");
+    assert_eq!(addr.len(), 1, "{v}");
+    assert!(addr["city"].is_string(), "{v}");
+}
+
+/// A token's id, logprob bits and top logprobs' bits.
+type Bits = (u32, u32, Vec<(u32, u32)>);
+
+fn finished(outs: &[Output]) {
+    for o in outs {
+        assert_eq!(o.finish_reason, Some(FinishReason::Stop), "{:?}", o.text);
+    }
+}
+
+#[test]
+fn json_schema_samples_always_parse_and_validate() {
+    let Some(mut r) = load() else { return };
+    let g = r
+        .compiler
+        .compile(&Constraint::JsonSchema(person_schema()))
+        .unwrap();
+    let prompt = "Describe a fictional person as JSON:";
+    let reqs: Vec<Request> = (0..6)
+        .map(|seed| request(&r, prompt, Some(g.clone()), 1.0, seed, 2))
+        .collect();
+    let outs = generate_batch(&mut r.model, &r.tok, reqs).unwrap();
+    assert_eq!(outs.len(), 12);
+    finished(&outs);
+    for o in &outs {
+        let v: Value = serde_json::from_str(&o.text).unwrap_or_else(|e| panic!("{e}: {}", o.text));
+        check_person(&v);
+    }
+    // Greedy too (the mask is skipped whenever the model's own choice is allowed).
+    let greedy = vec![request(&r, prompt, Some(g), 0.0, 0, 1)];
+    let outs = generate_batch(&mut r.model, &r.tok, greedy).unwrap();
+    check_person(&serde_json::from_str(&outs[0].text).unwrap());
+}
+
+#[test]
+fn choices_and_regexes_hold_under_every_sampler() {
+    let Some(mut r) = load() else { return };
+    let choices = vec!["red".to_string(), "green".into(), "blue \"sky\"".into()];
+    let g = r
+        .compiler
+        .compile(&Constraint::Choice(choices.clone()))
+        .unwrap();
+    let rx = r
+        .compiler
+        .compile(&Constraint::Regex(r"[0-9]{3}-[a-z]{2,4}".into()))
+        .unwrap();
+    let mut reqs = Vec::new();
+    for seed in 0..4 {
+        for (top_k, top_p, min_p) in [(0, 1.0, 0.0), (5, 0.9, 0.0), (0, 1.0, 0.2)] {
+            for g in [&g, &rx] {
+                let mut q = request(&r, "My favourite colour is", Some(g.clone()), 1.0, seed, 1);
+                q.sampling.top_k = top_k;
+                q.sampling.top_p = top_p;
+                q.sampling.min_p = min_p;
+                q.sampling.presence_penalty = 0.5;
+                reqs.push(q);
+            }
+        }
+    }
+    let outs = generate_batch(&mut r.model, &r.tok, reqs).unwrap();
+    finished(&outs);
+    let re = regex_automata::meta::Regex::new(r"^[0-9]{3}-[a-z]{2,4}$").unwrap();
+    for pair in outs.chunks(2) {
+        assert!(choices.contains(&pair[0].text), "{:?}", pair[0].text);
+        assert!(re.is_match(&pair[1].text), "{:?}", pair[1].text);
+    }
+}
+
+#[test]
+fn a_constraint_that_does_not_compile_is_refused_with_its_reason() {
+    let Some(r) = load() else { return };
+    let e = r
+        .compiler
+        .compile(&Constraint::JsonSchema(json!({"type": "objekt"})))
+        .unwrap_err();
+    assert!(matches!(e, Error::Param { .. }), "{e}");
+    assert!(e.to_string().contains("objekt"), "{e}");
+    let e = r
+        .compiler
+        .compile(&Constraint::Regex("(unclosed".into()))
+        .unwrap_err();
+    assert!(e.to_string().contains("regex"), "{e}");
+    let e = r
+        .compiler
+        .compile(&Constraint::Lark("start: nothing_here".into()))
+        .unwrap_err();
+    assert!(e.to_string().contains("nothing_here"), "{e}");
+}
+
+#[test]
+fn a_constrained_request_leaves_the_others_bit_identical() {
+    let Some(mut r) = load() else { return };
+    let g = r.compiler.compile(&Constraint::JsonObject).unwrap();
+    let free = |r: &Real, seed: u64| {
+        let mut q = request(r, "Once upon a time", None, 0.8, seed, 1);
+        q.max_tokens = 24;
+        q.sampling.top_logprobs = 3;
+        q
+    };
+    let alone_reqs: Vec<Request> = (0..3).map(|s| free(&r, s)).collect();
+    let alone = generate_batch(&mut r.model, &r.tok, alone_reqs).unwrap();
+    let mut mixed_reqs: Vec<Request> = (0..3).map(|s| free(&r, s)).collect();
+    mixed_reqs.insert(1, request(&r, "JSON:", Some(g), 1.0, 7, 2));
+    let mut mixed = generate_batch(&mut r.model, &r.tok, mixed_reqs).unwrap();
+    let constrained: Vec<Output> = mixed.drain(1..3).collect();
+    for o in &constrained {
+        assert!(
+            serde_json::from_str::<Value>(&o.text).is_ok_and(|v| v.is_object()),
+            "{}",
+            o.text
+        );
+    }
+    let bits = |o: &Output| -> Vec<Bits> {
+        o.tokens
+            .iter()
+            .map(|t| {
+                (
+                    t.id,
+                    t.logprob.to_bits(),
+                    t.top.iter().map(|x| (x.0, x.1.to_bits())).collect(),
+                )
+            })
+            .collect()
+    };
+    for (a, b) in alone.iter().zip(&mixed) {
+        assert_eq!(bits(a), bits(b));
+    }
+}
+
+#[test]
+fn tiny_vocabularies_compile_and_constrain_too() {
+    use everett_engine::testutil::{tiny_model, Tiny};
+    // Vocabularies with every byte (320 tokens), so that any text can be spelled.
+    for t in [Tiny::llama(), Tiny::gemma3(), Tiny::gpt2()] {
+        let t = Tiny { vocab: 320, ..t };
+        let f = GgufFile::from_bytes(tiny_model(&t, 42)).unwrap();
+        let tok = Arc::new(Tokenizer::from_gguf(&f).unwrap());
+        let mut model = Model::from_gguf(&f, 1).unwrap();
+        let compiler = Compiler::new(tok.clone()).unwrap();
+        let g = compiler
+            .compile(&Constraint::Choice(vec!["yes".into(), "no".into()]))
+            .unwrap();
+        let sampling = SamplingParams {
+            temperature: 1.0,
+            ..SamplingParams::default()
+        };
+        let mut req = Request::new(tok.encode("Answer:", true, false), sampling, 20);
+        req.constraint = Some(g);
+        req.n = 2;
+        let outs = generate_batch(&mut model, &tok, vec![req])
+            .unwrap_or_else(|e| panic!("{}: {e}", t.arch));
+        for o in &outs {
+            assert!(
+                ["yes", "no"].contains(&o.text.as_str()),
+                "{}: {:?}",
+                t.arch,
+                o.text
+            );
+        }
+    }
+}
