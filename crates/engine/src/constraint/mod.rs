@@ -9,6 +9,7 @@
 mod env;
 
 use crate::error::{Error, Result};
+use crate::sample::Allowed;
 use crate::tokenizer::Tokenizer;
 use llguidance::api::TopLevelGrammar;
 use llguidance::{Matcher, ParserFactory};
@@ -143,12 +144,21 @@ pub struct Mask(SimpleVob);
 impl Mask {
     /// Sets every logit the mask forbids to −∞ (ids past the tokenizer's vocabulary too).
     pub fn apply(&self, row: &mut [f32]) {
+        let words = self.0.as_slice();
         let known = self.0.len().min(row.len());
-        self.0.iter_unset_entries(|i| {
-            if i < known {
-                row[i] = f32::NEG_INFINITY;
+        for (w, chunk) in words.iter().zip(row[..known].chunks_mut(32)) {
+            match *w {
+                u32::MAX => {}
+                0 => chunk.fill(f32::NEG_INFINITY),
+                bits => {
+                    for (j, v) in chunk.iter_mut().enumerate() {
+                        if bits & (1 << j) == 0 {
+                            *v = f32::NEG_INFINITY;
+                        }
+                    }
+                }
             }
-        });
+        }
         row[known..].fill(f32::NEG_INFINITY);
     }
 
@@ -205,5 +215,16 @@ impl Grammar {
     /// Tokens the grammar forces next, whatever the model says (e.g. JSON punctuation).
     pub fn forced(&mut self) -> Vec<u32> {
         self.matcher.compute_ff_tokens()
+    }
+}
+
+impl Allowed for Grammar {
+    fn allows(&mut self, id: u32) -> bool {
+        Grammar::allows(self, id)
+    }
+
+    fn mask(&mut self, logits: &mut [f32]) -> Result<()> {
+        Grammar::mask(self)?.apply(logits);
+        Ok(())
     }
 }

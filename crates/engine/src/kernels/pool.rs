@@ -181,9 +181,11 @@ impl ThreadPool {
             return;
         }
         let base = Disjoint::new(data);
+        // Interleaved, not in halves: neighbouring rows often belong to one request, and some
+        // requests' rows cost more (a constraint's mask), so this spreads them over threads.
         self.run(&|i, n| {
-            for r in split(rows, i, n) {
-                // SAFETY: thread i owns rows split(rows, i, n), disjoint from every other
+            for r in (i..rows).step_by(n.max(1)) {
+                // SAFETY: thread i owns the rows r ≡ i (mod n), disjoint from every other
                 // thread's.
                 let row = unsafe { base.part(r * row_len, row_len) };
                 f(r, row);

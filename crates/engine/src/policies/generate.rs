@@ -4,18 +4,15 @@
 //! prompt fork the prompt's KV when its last row is read, instead of recomputing it.
 //!
 //! Under a constraint (`Request::constraint`) each sample has its own grammar state and draws
-//! only tokens it allows. The mask (a walk of the whole vocabulary) is skipped when a draw from
-//! the whole row is already allowed and that draw is exact: greedy, or sampling that truncates
-//! nothing (no top-k, top-p or min-p); then an allowed first draw is what a masked draw would
-//! give with the same probability, and a refused one is followed by an independent masked draw
-//! (rejection sampling). Masks are computed in `read`, on the compute threads, row by row.
+//! only tokens it allows (`sample::sample_with`: a greedy row skips the mask when its best
+//! token is allowed). Masks are computed in `read`, on the compute threads, row by row.
 
 use crate::constraint::Grammar;
 use crate::error::Error;
 use crate::generate::{FinishReason, Request, TokenInfo};
 use crate::request::policy::{Ctx, Policy};
 use crate::request::{Event, Seq};
-use crate::sample::{sample, sample_with, Choice, Rng, SamplingParams};
+use crate::sample::{sample, sample_with, Choice, Rng};
 use crate::tokenizer::stream::Detokenizer;
 use std::sync::{Mutex, PoisonError};
 
@@ -105,26 +102,17 @@ impl GeneratePolicy {
     }
 
     /// Sample `i`'s draw from `row` (already shaped) after `history`: under a constraint, of a
-    /// token its grammar allows (see the module header).
+    /// token its grammar allows.
     fn draw(&self, i: usize, row: &mut [f32], history: &[u32], mut rng: Rng) -> Draw {
         let p = &self.req.sampling;
-        let Some(grammar) = &self.samples[i].grammar else {
-            return (Ok(sample(row, p, history, &mut rng)), rng);
-        };
-        let mut g = grammar.lock().unwrap_or_else(PoisonError::into_inner);
-        if unmasked_draw_is_exact(p) {
-            let first = sample(&mut row.to_vec(), p, history, &mut rng);
-            if g.allows(first.id) {
-                return (Ok(first), rng);
+        let choice = match &self.samples[i].grammar {
+            None => sample_with(row, p, history, &mut rng, None),
+            Some(g) => {
+                let mut g = g.lock().unwrap_or_else(PoisonError::into_inner);
+                sample_with(row, p, history, &mut rng, Some(&mut *g))
             }
-        }
-        match g.mask() {
-            Ok(mask) => (
-                Ok(sample_with(row, p, history, &mut rng, |l| mask.apply(l))),
-                rng,
-            ),
-            Err(e) => (Err(e), rng),
-        }
+        };
+        (choice, rng)
     }
 
     /// Ends every sample: the request failed with `e` (sent as its last event).
@@ -250,12 +238,6 @@ impl Policy for GeneratePolicy {
     fn is_done(&self) -> bool {
         self.failed || self.samples.iter().all(|s| s.finished)
     }
-}
-
-/// Whether a draw from the whole row, kept when the constraint allows it, is distributed as a
-/// draw from the allowed tokens: greedy, or no truncation of the distribution.
-fn unmasked_draw_is_exact(p: &SamplingParams) -> bool {
-    p.temperature == 0.0 || (p.top_k == 0 && p.top_p >= 1.0 && p.min_p <= 0.0)
 }
 
 /// Applies stop strings to newly decoded text: returns what may be shown now and keeps in

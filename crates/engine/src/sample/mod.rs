@@ -225,18 +225,31 @@ pub fn checked_norm_and_entropy(logits: &mut [f32]) -> (f32, f32) {
 /// One sampling step over a row of logits (modified in place by penalties, and sanitized when
 /// it holds NaN or infinities).
 pub fn sample(logits: &mut [f32], p: &SamplingParams, history: &[u32], rng: &mut Rng) -> Choice {
-    sample_with(logits, p, history, rng, |_| {})
+    match sample_with(logits, p, history, rng, None) {
+        Ok(c) => c,
+        Err(e) => unreachable!("only a constraint fails a draw: {e}"),
+    }
 }
 
-/// As `sample`, with `mask` applied to the row after its statistics are taken (the logprobs and
-/// entropy stay the model's) and before penalties and the draw: a constraint's allowed tokens.
+/// What a constraint offers the sampler.
+pub trait Allowed {
+    /// Whether `id` may be drawn; `false` when unsure (the mask then decides).
+    fn allows(&mut self, id: u32) -> bool;
+    /// Sets every forbidden logit of the row to −∞.
+    fn mask(&mut self, logits: &mut [f32]) -> Result<()>;
+}
+
+/// As `sample`, drawing only tokens `allowed` allows. The logprobs and entropy stay the model's
+/// (taken before the constraint). A greedy row skips the mask when its best token is allowed
+/// (then it is also the best allowed one); a sampled row is masked first, since one draw over
+/// the whole vocabulary costs more than a mask.
 pub fn sample_with(
     logits: &mut [f32],
     p: &SamplingParams,
     history: &[u32],
     rng: &mut Rng,
-    mask: impl FnOnce(&mut [f32]),
-) -> Choice {
+    mut allowed: Option<&mut dyn Allowed>,
+) -> Result<Choice> {
     let (lse, entropy) = if p.stats || p.temperature > 0.0 || p.top_logprobs > 0 {
         checked_norm_and_entropy(logits)
     } else {
@@ -251,33 +264,48 @@ pub fn sample_with(
         .iter()
         .filter_map(|&t| logits.get(t as usize).map(|&l| (t, l)))
         .collect();
-    // The mask only sets forbidden logits to −∞: an allowed token keeps its raw logit below.
-    mask(logits);
     apply_penalties(logits, p, history);
+    // A mask only sets forbidden logits to −∞: an allowed token keeps its raw logit below.
     let id = if p.temperature == 0.0 {
-        argmax(logits)
-    } else if p.top_k == 0 && p.top_p >= 1.0 {
-        draw_full(logits, p, rng.next_f64())
+        let best = argmax(logits);
+        match allowed.as_mut() {
+            Some(a) => {
+                if a.allows(best) {
+                    best
+                } else {
+                    a.mask(logits)?;
+                    argmax(logits)
+                }
+            }
+            None => best,
+        }
     } else {
-        let cands = candidates(logits, p);
-        let u = rng.next_f64() as f32;
-        let mut cum = 0.0;
-        let hit = cands.iter().find(|c| {
-            cum += c.1;
-            u < cum
-        });
-        hit.or(cands.last()).expect("at least one candidate").0
+        if let Some(a) = allowed.as_mut() {
+            a.mask(logits)?;
+        }
+        if p.top_k == 0 && p.top_p >= 1.0 {
+            draw_full(logits, p, rng.next_f64())
+        } else {
+            let cands = candidates(logits, p);
+            let u = rng.next_f64() as f32;
+            let mut cum = 0.0;
+            let hit = cands.iter().find(|c| {
+                cum += c.1;
+                u < cum
+            });
+            hit.or(cands.last()).expect("at least one candidate").0
+        }
     };
     let raw = originals
         .iter()
         .find(|o| o.0 == id)
         .map_or(logits[id as usize], |o| o.1);
-    Choice {
+    Ok(Choice {
         id,
         logprob: raw - lse,
         entropy,
         top,
-    }
+    })
 }
 
 #[cfg(test)]
