@@ -7,6 +7,7 @@
 //! the message count and the text's bytes are checked against the server's limits.
 
 use crate::error::ApiError;
+use crate::reasoning::{Reasoning, Tags};
 use crate::reply::{self, Shape};
 use crate::template::Template;
 use crate::wire::{count, off_executor, parse_fields, Common, MAX_LOGPROBS};
@@ -20,8 +21,9 @@ use std::sync::atomic::Ordering;
 
 /// How messages become a prompt.
 pub enum ChatTemplate {
-    /// A Jinja template (from the GGUF), compiled once at start-up.
-    Jinja(Box<Template>),
+    /// A Jinja template (from the GGUF), compiled once at start-up, and the thinking tags its
+    /// source writes (a reasoning model's).
+    Jinja(Box<Template>, Option<Tags>),
     /// Gemma's `<start_of_turn>role … <end_of_turn>` format.
     Gemma,
 }
@@ -30,7 +32,8 @@ impl ChatTemplate {
     /// Compiles a Jinja chat template as Hugging Face runs them (see `template`); a syntax
     /// error is reported here, at start-up.
     pub fn jinja(src: String) -> Result<Self, String> {
-        Template::new(src).map(|t| Self::Jinja(Box::new(t)))
+        let tags = Tags::of_template(&src);
+        Template::new(src).map(|t| Self::Jinja(Box::new(t), tags))
     }
 
     /// The GGUF's template, else the architecture's known format, else none.
@@ -49,10 +52,24 @@ impl ChatTemplate {
         tok: &Tokenizer,
         msgs: &[(String, String)],
     ) -> Result<Vec<u32>, String> {
+        self.prompt(tok, msgs).map(|p| p.0)
+    }
+
+    /// The prompt tokens for `msgs` and how the reply's thought is split off (`None` for a
+    /// template without thinking tags).
+    pub fn prompt(
+        &self,
+        tok: &Tokenizer,
+        msgs: &[(String, String)],
+    ) -> Result<(Vec<u32>, Option<Reasoning>), String> {
         let (text, bos) = self.prompt_text(tok, msgs)?;
         // A template that writes BOS itself must not get a second one.
         let add_bos = bos.is_empty() || !text.starts_with(&bos);
-        Ok(tok.encode(&text, add_bos, true))
+        let reasoning = match self {
+            Self::Jinja(_, Some(tags)) => Some(Reasoning::for_prompt(*tags, &text)),
+            _ => None,
+        };
+        Ok((tok.encode(&text, add_bos, true), reasoning))
     }
 
     /// The prompt text for `msgs` with the model's BOS and EOS texts, and the BOS text.
@@ -68,7 +85,7 @@ impl ChatTemplate {
 
     /// The prompt text for `msgs` (role, content), ready for the model's answer.
     fn render(&self, msgs: &[(String, String)], bos: &str, eos: &str) -> Result<String, String> {
-        let Self::Jinja(t) = self else {
+        let Self::Jinja(t, _) = self else {
             return Ok(gemma(msgs));
         };
         let messages: Vec<_> = msgs
@@ -227,7 +244,7 @@ pub async fn apply_template(
 
 pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let state = st.clone();
-    let (req, engine_req) = off_executor(move || {
+    let (req, engine_req, reasoning) = off_executor(move || {
         let st = state;
         let req: ChatRequest = parse_fields(&st, &body, "chat request", FIELDS)?;
         req.common.check_model(&st)?;
@@ -240,8 +257,8 @@ pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response,
                 "this model has no chat template; use /v1/completions",
             ));
         };
-        let ids = template
-            .prompt_ids(&st.cfg.tokenizer, &msgs)
+        let (ids, reasoning) = template
+            .prompt(&st.cfg.tokenizer, &msgs)
             .map_err(|e| ApiError::invalid("messages", e))?;
         let top = if req.logprobs {
             Some(count("top_logprobs", req.top_logprobs, 0, 0, MAX_LOGPROBS)?)
@@ -252,7 +269,7 @@ pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response,
         let engine_req =
             req.common
                 .request(&st, ids, top, req.max_completion_tokens, constraint)?;
-        Ok((req, engine_req))
+        Ok((req, engine_req, reasoning))
     })
     .await?;
     let group = st.groups.fetch_add(1, Ordering::Relaxed);
@@ -265,6 +282,7 @@ pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response,
             logprobs: req.logprobs,
             stream: req.common.stream_mode(),
             echo: None,
+            reasoning,
         },
     )
     .await

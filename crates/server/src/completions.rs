@@ -149,6 +149,7 @@ pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response,
             logprobs: req.logprobs.is_some(),
             stream: req.common.stream_mode(),
             echo: prepared.echo,
+            reasoning: None,
         },
     )
     .await

@@ -18,6 +18,7 @@ pub mod listen;
 mod metrics;
 mod page;
 pub mod pages;
+mod reasoning;
 mod reply;
 mod structured;
 pub mod template;

@@ -9,6 +9,7 @@
 
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Outcome};
+use crate::reasoning::{Reasoning, Splitter};
 use crate::AppState;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
@@ -44,6 +45,8 @@ pub struct Meta {
     /// Each prompt's text, put before its choices' text (`echo`), and choices per prompt.
     echo: Option<Vec<String>>,
     per_prompt: usize,
+    /// How a chat reply's thought is split from its content (reasoning models).
+    reasoning: Option<Reasoning>,
 }
 
 /// What a reply is made of: one request's events with choice indices made global, and the
@@ -134,6 +137,8 @@ pub struct Submission {
     pub stream: Option<bool>,
     /// Each prompt's text to put before its choices' text.
     pub echo: Option<Vec<String>>,
+    /// Chat replies of a reasoning model: the thought goes to `reasoning_content`.
+    pub reasoning: Option<Reasoning>,
 }
 
 /// Submits the requests and answers with their one reply.
@@ -145,6 +150,7 @@ pub async fn submit(st: &AppState, sub: Submission) -> Result<Response, ApiError
         logprobs,
         stream,
         echo,
+        reasoning,
     } = sub;
     let prompt_tokens = reqs.iter().map(|r| r.prompt_ids.len()).sum();
     let samples: Vec<usize> = reqs.iter().map(|r| r.n).collect();
@@ -176,6 +182,7 @@ pub async fn submit(st: &AppState, sub: Submission) -> Result<Response, ApiError
         logprobs,
         echo,
         per_prompt,
+        reasoning,
     };
     // The first event says whether the engine took a request; on any refusal, returning
     // drops the receivers, which cancels the requests it did take.
@@ -343,7 +350,16 @@ async fn collect(m: Meta, mut events: Merged) -> Result<Value, ApiError> {
             });
             match m.shape {
                 Shape::Completion => v["text"] = json!(c.text),
-                Shape::Chat => v["message"] = json!({"role": "assistant", "content": c.text}),
+                Shape::Chat => {
+                    let (thought, content) = match &m.reasoning {
+                        Some(r) => r.split(&c.text),
+                        None => (None, c.text.clone()),
+                    };
+                    v["message"] = json!({"role": "assistant", "content": content});
+                    if let Some(t) = thought {
+                        v["message"]["reasoning_content"] = json!(t);
+                    }
+                }
             }
             v
         })
@@ -389,6 +405,8 @@ struct Streaming {
     sent: Vec<usize>,
     /// Whether a chat choice has named its role yet.
     started: Vec<bool>,
+    /// Per choice, what splits a reasoning model's thought from its content.
+    splitters: Vec<Option<Splitter>>,
     completion: usize,
     first_at: Option<f64>,
     /// Each choice's finish reason once it came.
@@ -441,22 +459,37 @@ impl Streaming {
         SseEvent::default().data(v.to_string())
     }
 
-    /// One choice's piece of a chunk: new text and/or a finish reason.
-    fn choice(&self, index: usize, text: &str, logprobs: Value, finish: Option<&str>) -> Value {
+    /// One choice's piece of a chunk: new text (a chat's split into thought and content)
+    /// and/or a finish reason.
+    fn choice(&mut self, index: usize, text: &str, logprobs: Value, finish: Option<&str>) -> Value {
         let mut v = json!({"index": index, "logprobs": logprobs, "finish_reason": finish});
-        match self.m.shape {
+        if self.m.shape == Shape::Completion {
             // A completion choice's first piece starts with its echoed prompt.
-            Shape::Completion if !self.started[index] => {
-                v["text"] = json!(format!("{}{text}", self.m.echo_of(index)))
-            }
-            Shape::Completion => v["text"] = json!(text),
-            Shape::Chat if finish.is_some() => v["delta"] = json!({}),
-            // The first piece of a chat choice names the role.
-            Shape::Chat if !self.started[index] => {
-                v["delta"] = json!({"role": "assistant", "content": text})
-            }
-            Shape::Chat => v["delta"] = json!({"content": text}),
+            v["text"] = if self.started[index] {
+                json!(text)
+            } else {
+                json!(format!("{}{text}", self.m.echo_of(index)))
+            };
+            return v;
         }
+        let (thought, content) = match &mut self.splitters[index] {
+            Some(s) if finish.is_some() => s.finish(),
+            Some(s) => s.push(text),
+            None => (String::new(), text.to_string()),
+        };
+        let mut delta = json!({});
+        let says = finish.is_none() || !content.is_empty() || !thought.is_empty();
+        if says && !self.started[index] {
+            // The first piece of a chat choice names the role.
+            delta["role"] = json!("assistant");
+        }
+        if finish.is_none() || !content.is_empty() {
+            delta["content"] = json!(content);
+        }
+        if !thought.is_empty() {
+            delta["reasoning_content"] = json!(thought);
+        }
+        v["delta"] = delta;
         v
     }
 
@@ -524,6 +557,7 @@ fn stream_reply(
         preempted: false,
         sent: vec![0; m.n],
         started: vec![false; m.n],
+        splitters: (0..m.n).map(|_| m.reasoning.map(Splitter::new)).collect(),
         reasons: vec![None; m.n],
         first_at: None,
         recorded: false,

@@ -55,12 +55,13 @@ fn app_full(
     faults: &[u64],
     limits: Limits,
 ) -> (Router, EngineHandle) {
-    app_of(Tiny::llama(), api_key, slow, faults, limits)
+    app_of(Tiny::llama(), TEMPLATE, api_key, slow, faults, limits)
 }
 
 /// The router over a tiny model of shape `t`.
 fn app_of(
     t: Tiny,
+    template: &str,
     api_key: Option<&str>,
     slow: Duration,
     faults: &[u64],
@@ -82,7 +83,7 @@ fn app_of(
             tokenizer: tok,
             context,
             api_key: api_key.map(str::to_string),
-            chat_template: Some(ChatTemplate::jinja(TEMPLATE.into()).unwrap()),
+            chat_template: Some(ChatTemplate::jinja(template.into()).unwrap()),
             limits,
         },
     );
@@ -511,7 +512,7 @@ async fn structured_outputs_constrain_the_reply_in_every_dialect() {
         vocab: 320,
         ..Tiny::llama()
     };
-    let app = app_of(t, None, Duration::ZERO, &[], Limits::default()).0;
+    let app = app_of(t, TEMPLATE, None, Duration::ZERO, &[], Limits::default()).0;
     let schema = json!({"type": "object", "properties": {
         "colour": {"enum": ["red", "green"]}, "n": {"type": "integer", "minimum": 1, "maximum": 9}},
         "required": ["colour", "n"], "additionalProperties": false});
@@ -1131,4 +1132,72 @@ async fn apply_template_returns_the_rendered_prompt() {
         "{body}"
     );
     assert_still_serving(&app).await;
+}
+
+/// A reasoning model's template opens a thought for the answer: what the model writes before
+/// `</think>` is `reasoning_content`, the rest `content`, in one reply and streamed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reasoning_models_thought_goes_to_reasoning_content() {
+    let thinking = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}\
+assistant: <think>\n{# the model closes it: </think> #}";
+    let t = Tiny {
+        vocab: 320,
+        ..Tiny::llama()
+    };
+    let app = app_of(t, thinking, None, Duration::ZERO, &[], Limits::default()).0;
+    // A constraint makes the random model think, close the thought and answer.
+    let body = |stream: bool, seed: u64| {
+        json!({"messages": [{"role": "user", "content": "2+2?"}], "temperature": 1.0,
+            "seed": seed, "max_tokens": 40, "stream": stream,
+            "structured_outputs": {"regex": "[ab]{2,6}</think>[xy]{1,4}"}})
+    };
+    let is = |s: &str, set: &str, lo: usize, hi: usize| {
+        (lo..=hi).contains(&s.len()) && s.chars().all(|c| set.contains(c))
+    };
+    for seed in 0..4 {
+        let (s, out) = call(
+            &app,
+            "POST",
+            "/v1/chat/completions",
+            Some(body(false, seed)),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{out}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let msg = &v["choices"][0]["message"];
+        let (thought, content) = (
+            msg["reasoning_content"].as_str().unwrap(),
+            msg["content"].as_str().unwrap(),
+        );
+        assert!(is(thought, "ab", 2, 6) && is(content, "xy", 1, 4), "{out}");
+        let (s, out) = call(&app, "POST", "/v1/chat/completions", Some(body(true, seed))).await;
+        assert_eq!(s, StatusCode::OK, "{out}");
+        let chunks = sse_chunks(&out);
+        let join = |field: &str| -> String {
+            chunks
+                .iter()
+                .filter_map(|c| c["choices"][0]["delta"][field].as_str().map(str::to_string))
+                .collect()
+        };
+        assert_eq!(
+            (join("reasoning_content"), join("content")),
+            (thought.to_string(), content.to_string())
+        );
+    }
+    // A template without thinking tags leaves the text alone.
+    let (s, out) = call(
+        &app_with_key(None),
+        "POST",
+        "/v1/chat/completions",
+        Some(json!({
+        "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        serde_json::from_str::<Value>(&out).unwrap()["choices"][0]["message"]
+            .get("reasoning_content")
+            .is_none(),
+        "{out}"
+    );
 }
