@@ -4,13 +4,15 @@
 //! constrained request leaves the requests beside it bit-identical (batch invariance).
 
 use everett_engine::constraint::{Compiler, Constraint, Grammar};
+use everett_engine::engine::ExploreRequest;
 use everett_engine::error::Error;
 use everett_engine::generate::{FinishReason, Request};
 use everett_engine::gguf::GgufFile;
 use everett_engine::model::Model;
-use everett_engine::oneshot::generate_batch;
+use everett_engine::oneshot::{explore_request, generate_batch};
 use everett_engine::request::Output;
 use everett_engine::sample::SamplingParams;
+use everett_engine::superposition::{ExploreParams, FinishReason as PathEnd};
 use everett_engine::testutil::default_model;
 use everett_engine::tokenizer::Tokenizer;
 use serde_json::{json, Value};
@@ -22,14 +24,14 @@ struct Real {
     compiler: Compiler,
 }
 
-fn load() -> Option<Real> {
-    let f = GgufFile::open(&default_model()?).unwrap();
+fn load(path: &std::path::Path) -> Real {
+    let f = GgufFile::open(path).unwrap();
     let tok = Arc::new(Tokenizer::from_gguf(&f).unwrap());
-    Some(Real {
+    Real {
         model: Model::from_gguf(&f, 2).unwrap(),
         compiler: Compiler::new(tok.clone()).unwrap(),
         tok,
-    })
+    }
 }
 
 fn request(r: &Real, prompt: &str, g: Option<Grammar>, temp: f32, seed: u64, n: usize) -> Request {
@@ -103,7 +105,8 @@ fn finished(outs: &[Output]) {
 
 #[test]
 fn json_schema_samples_always_parse_and_validate() {
-    let Some(mut r) = load() else { return };
+    let Some(path) = default_model() else { return };
+    let mut r = load(&path);
     let g = r
         .compiler
         .compile(&Constraint::JsonSchema(person_schema()))
@@ -127,7 +130,8 @@ fn json_schema_samples_always_parse_and_validate() {
 
 #[test]
 fn choices_and_regexes_hold_under_every_sampler() {
-    let Some(mut r) = load() else { return };
+    let Some(path) = default_model() else { return };
+    let mut r = load(&path);
     let choices = vec!["red".to_string(), "green".into(), "blue \"sky\"".into()];
     let g = r
         .compiler
@@ -161,7 +165,8 @@ fn choices_and_regexes_hold_under_every_sampler() {
 
 #[test]
 fn a_constraint_that_does_not_compile_is_refused_with_its_reason() {
-    let Some(r) = load() else { return };
+    let Some(path) = default_model() else { return };
+    let r = load(&path);
     let e = r
         .compiler
         .compile(&Constraint::JsonSchema(json!({"type": "objekt"})))
@@ -182,7 +187,8 @@ fn a_constraint_that_does_not_compile_is_refused_with_its_reason() {
 
 #[test]
 fn a_constrained_request_leaves_the_others_bit_identical() {
-    let Some(mut r) = load() else { return };
+    let Some(path) = default_model() else { return };
+    let mut r = load(&path);
     let g = r
         .compiler
         .compile(&Constraint::JsonSchema(person_schema()))
@@ -250,4 +256,50 @@ fn tiny_vocabularies_compile_and_constrain_too() {
             );
         }
     }
+}
+
+#[test]
+fn an_exploration_under_a_constraint_holds_only_futures_that_satisfy_it() {
+    let Some(path) = default_model() else { return };
+    let mut r = load(&path);
+    let answers = ["Paris", "Lyon", "Marseille", "Nice"];
+    let g = r
+        .compiler
+        .compile(&Constraint::Choice(
+            answers.iter().map(|a| a.to_string()).collect(),
+        ))
+        .unwrap();
+    let prompt = "The capital of France is";
+    let req = ExploreRequest {
+        prompt: prompt.into(),
+        prompt_ids: r.tok.encode(prompt, true, false),
+        params: ExploreParams {
+            branches: 4,
+            width: 8,
+            steps: 8,
+            ..ExploreParams::default()
+        },
+        constraint: Some(g),
+    };
+    let x = explore_request(&mut r.model, &r.tok, req).unwrap();
+    assert!(x.paths.len() >= 2, "{:?}", x.paths.len());
+    for p in &x.paths {
+        let text = p.text.trim_start();
+        assert!(answers.contains(&text), "{:?}", p.text);
+        assert!(
+            matches!(p.finish_reason, PathEnd::Stop | PathEnd::Eos),
+            "{p:?}"
+        );
+    }
+    // Every node of the tree lies on the way to an answer (or ends one).
+    for n in &x.nodes[1..] {
+        let spelled = n.text.trim();
+        let eog = n.token_id.is_some_and(|t| r.tok.is_eog(t));
+        assert!(
+            eog || answers.iter().any(|a| a.contains(spelled)),
+            "{spelled:?}"
+        );
+    }
+    let total: f64 = x.paths.iter().map(|p| p.probability).sum();
+    assert!((total - 1.0).abs() < 1e-6, "{total}");
 }

@@ -257,6 +257,7 @@ fn an_exploration_and_generations_share_forward_passes_and_results() {
         prompt: "p".into(),
         prompt_ids: prompt,
         params,
+        constraint: None,
     };
     let (x, mut sx) = e.submit(Task::Explore(req)).unwrap();
     let mut shared_steps = 0;

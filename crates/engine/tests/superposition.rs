@@ -461,6 +461,7 @@ fn step_events_add_up_to_the_finished_tree() {
         prompt: String::new(),
         prompt_ids: vec![2, 40, 41],
         params,
+        constraint: None,
     };
     let (_, mut events) = engine.submit(Task::Explore(req)).unwrap();
     engine.run_until_idle().unwrap();

@@ -4,7 +4,9 @@
 //! `stochastic`, `alpha`, `bifurcation_gap`, `stop`), and the reply is the JSON that
 //! `everett explore --json` prints. With `"stream": true` it is SSE: one `step` event per level
 //! (`ExploreStep`: the expanded nodes and the new live, pruned and finished ones), then a
-//! `result` event with the whole exploration, then `data: [DONE]`.
+//! `result` event with the whole exploration, then `data: [DONE]`. `structured_outputs` or
+//! `response_format` (as in the generation routes) constrain every path: the tree holds only
+//! futures that satisfy the constraint.
 
 use crate::error::ApiError;
 use crate::reply::next_event;
@@ -40,6 +42,8 @@ struct ExploreBody {
     alpha: Option<f32>,
     bifurcation_gap: Option<f32>,
     stop: Option<Stop>,
+    response_format: Option<serde_json::Value>,
+    structured_outputs: Option<serde_json::Value>,
     #[serde(default)]
     stream: bool,
     /// Lower runs first (vLLM's meaning); 0 by default.
@@ -80,10 +84,19 @@ impl ExploreBody {
             .limits
             .check_seqs(params.width, &format!("width={}", params.width))?;
         st.cfg.limits.check_bytes(self.prompt.len(), "prompt")?;
+        let fields = crate::structured::Fields::objects(
+            self.response_format.clone(),
+            self.structured_outputs.clone(),
+        );
+        let constraint = fields
+            .asked()?
+            .map(|a| crate::structured::compile(st, &a))
+            .transpose()?;
         Ok(ExploreRequest {
             prompt: self.prompt.clone(),
             prompt_ids: prompt_ids(st, &self.prompt),
             params,
+            constraint,
         })
     }
 }

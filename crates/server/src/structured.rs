@@ -46,6 +46,15 @@ pub struct Asked {
 }
 
 impl Fields {
+    /// Only OpenAI's and vLLM's object forms (the explore route takes these two).
+    pub fn objects(response_format: Option<Value>, structured_outputs: Option<Value>) -> Self {
+        Self {
+            response_format,
+            structured_outputs,
+            ..Self::default()
+        }
+    }
+
     /// The constraint the request asks for, if any.
     pub fn asked(&self) -> Result<Option<Asked>, ApiError> {
         let mut found: Vec<Asked> = Vec::new();

@@ -1201,3 +1201,31 @@ assistant: <think>\n{# the model closes it: </think> #}";
         "{out}"
     );
 }
+
+/// `/v1/explore` takes the same constraint: every path of the tree satisfies it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exploration_takes_a_constraint() {
+    let t = Tiny {
+        vocab: 320,
+        ..Tiny::llama()
+    };
+    let app = app_of(t, TEMPLATE, None, Duration::ZERO, &[], Limits::default()).0;
+    let body = json!({"prompt": "Pick:", "branches": 3, "width": 4, "steps": 6,
+        "structured_outputs": {"choice": ["ab", "ba", "abc"]}});
+    let (s, out) = call(&app, "POST", "/v1/explore", Some(body)).await;
+    assert_eq!(s, StatusCode::OK, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let paths = v["paths"].as_array().unwrap();
+    assert!(!paths.is_empty(), "{out}");
+    for p in paths {
+        assert!(
+            ["ab", "ba", "abc"].contains(&p["text"].as_str().unwrap()),
+            "{p}"
+        );
+    }
+    let bad = json!({"prompt": "Pick:", "structured_outputs": {"regex": "(x"}});
+    let (s, out) = call(&app, "POST", "/v1/explore", Some(bad)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["error"]["param"], "structured_outputs.regex", "{out}");
+}

@@ -96,10 +96,20 @@ pub fn explore(
         prompt: prompt.to_string(),
         prompt_ids: prompt_ids.to_vec(),
         params: params.clone(),
+        constraint: None,
     };
+    explore_request(model, tok, req)
+}
+
+/// As `explore`, for a whole request (a constraint on the paths, say).
+pub fn explore_request(
+    model: &mut Model,
+    tok: &Tokenizer,
+    req: ExploreRequest,
+) -> Result<Exploration> {
     let cfg = EngineConfig {
         kv_tokens: req.kv_tokens(),
-        ..EngineConfig::for_seqs(2 * params.width + 2)
+        ..EngineConfig::for_seqs(2 * req.params.width + 2)
     };
     let mut result = None;
     run(model, tok, cfg, vec![Task::Explore(req)], |_, e| {

@@ -6,7 +6,13 @@
 //! recompute the whole path (the seed prototype's method): the same tree at a much higher cost.
 //! A level is decided only when every leaf's row has been read, so chunking or preemption of the
 //! request changes when, never what. Analysis of the finished tree is in `analysis`.
+//!
+//! Under a constraint every leaf carries its matcher's state: its row is masked to the tokens
+//! the constraint allows before the leaf is read (so scores are renormalised over the allowed
+//! tokens), each surviving child takes a copy advanced by its token, and a path whose
+//! constraint is complete finishes (`Stop`).
 
+use crate::constraint::Grammar;
 use crate::request::policy::{Ctx, Policy};
 use crate::request::{Event, ExploreRequest, Seq};
 use crate::sample::dist::{self, DistStats};
@@ -17,6 +23,8 @@ use crate::superposition::{
 };
 use crate::tokenizer::Tokenizer;
 use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 /// Alternatives kept per expanded node for display.
@@ -62,6 +70,8 @@ pub(crate) struct ExplorePolicy {
     depth: usize,
     start: Instant,
     done: bool,
+    /// Under a constraint: each live leaf's matcher, by node.
+    grammars: HashMap<usize, Mutex<Grammar>>,
 }
 
 impl ExplorePolicy {
@@ -82,7 +92,13 @@ impl ExplorePolicy {
             next: None,
             bifurcation: false,
         };
+        let grammars = r
+            .constraint
+            .map(|g| (0, Mutex::new(g)))
+            .into_iter()
+            .collect();
         Self {
+            grammars,
             p: r.params,
             prompt: r.prompt,
             prompt_ids: r.prompt_ids,
@@ -125,7 +141,21 @@ impl Policy for ExplorePolicy {
     fn read(&self, s: usize, _: &Seq, _: usize, row: &mut [f32]) -> LeafRead {
         let node = self.seq_node[s];
         let seed = self.p.seed ^ (node as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        read_leaf(row, &self.p, seed)
+        let Some(g) = self.grammars.get(&node) else {
+            return read_leaf(row, &self.p, seed);
+        };
+        let mask = g.lock().unwrap_or_else(PoisonError::into_inner).mask();
+        if let Ok(m) = &mask {
+            m.apply(row);
+        }
+        let mut leaf = read_leaf(row, &self.p, seed);
+        // Only allowed tokens become children (or alternatives): with fewer allowed tokens than
+        // `branches`, the top list would reach into the masked ones. A matcher that cannot
+        // continue leaves none, and the path ends here.
+        let allowed = |t: &(u32, f32)| mask.as_ref().is_ok_and(|m| m.allows(t.0));
+        leaf.children.retain(allowed);
+        leaf.best.retain(allowed);
+        leaf
     }
 
     fn apply(&mut self, ctx: &mut Ctx, reads: Vec<(usize, LeafRead)>) {
@@ -191,12 +221,29 @@ impl ExplorePolicy {
         let mut children: Vec<Vec<usize>> = vec![Vec::new(); self.leaves.len()];
         let mut live: Vec<usize> = Vec::new();
         // Node ids follow the ranking, so the best candidate of a level gets the lowest id.
+        let mut grammars = HashMap::new();
         for (i, c) in cands.iter().enumerate() {
             let id = self.push_node(ctx.tok, c, depth);
             if i >= kept {
                 continue;
             }
-            match self.finish_reason(ctx.tok, id, depth) {
+            let mut complete = false;
+            if let Some(parent) = self.grammars.get_mut(&c.parent) {
+                let mut g = parent
+                    .get_mut()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                if g.consume(c.token).is_err() {
+                    continue; // the mask allowed it; a matcher that disagrees drops the path
+                }
+                complete = g.is_stopped();
+                grammars.insert(id, Mutex::new(g));
+            }
+            let reason = match self.finish_reason(ctx.tok, id, depth) {
+                None if complete => Some(FinishReason::Stop),
+                r => r,
+            };
+            match reason {
                 Some(r) => {
                     self.nodes[id].status = Status::Finished;
                     self.nodes[id].finish_reason = Some(r);
@@ -208,6 +255,8 @@ impl ExplorePolicy {
                 }
             }
         }
+        grammars.retain(|id, _| live.contains(id));
+        self.grammars = grammars;
         if !live.is_empty() && self.cannot_win(&live) {
             for &id in &live {
                 self.nodes[id].status = Status::Pruned;

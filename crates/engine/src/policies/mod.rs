@@ -27,18 +27,17 @@ pub(crate) struct Built {
 /// Validates `task` against `limits` and makes its policy; `tok` gives the end-of-generation
 /// ids.
 pub(crate) fn build(task: Task, tok: &Tokenizer, limits: &Limits) -> Result<Built> {
-    if let Task::Generate(r) = &task {
-        if let Some(g) = r
-            .constraint
-            .as_ref()
-            .filter(|g| g.vocab() != tok.vocab_size())
-        {
-            return Err(Error::InvalidRequest(format!(
-                "the constraint was compiled for a vocabulary of {} tokens; this model's has {}",
-                g.vocab(),
-                tok.vocab_size()
-            )));
-        }
+    let constraint = match &task {
+        Task::Generate(r) => r.constraint.as_ref(),
+        Task::Explore(r) => r.constraint.as_ref(),
+        Task::Score(_) => None,
+    };
+    if let Some(g) = constraint.filter(|g| g.vocab() != tok.vocab_size()) {
+        return Err(Error::InvalidRequest(format!(
+            "the constraint was compiled for a vocabulary of {} tokens; this model's has {}",
+            g.vocab(),
+            tok.vocab_size()
+        )));
     }
     Ok(match task {
         Task::Generate(r) if r.collapse.is_some() => {

@@ -39,6 +39,9 @@ pub struct ExploreRequest {
     pub prompt: String,
     pub prompt_ids: Vec<u32>,
     pub params: ExploreParams,
+    /// What every path must match (compiled by `constraint::Compiler`): each branch carries
+    /// its own matcher state, and the tree holds only futures that satisfy it.
+    pub constraint: Option<crate::constraint::Grammar>,
 }
 
 impl ExploreRequest {

@@ -173,7 +173,7 @@ pub enum Status {
 pub enum FinishReason {
     /// End-of-generation token.
     Eos,
-    /// A stop string appeared.
+    /// A stop string appeared, or the path's constraint is complete.
     Stop,
     /// Reached `steps`.
     Length,
