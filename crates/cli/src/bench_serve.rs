@@ -6,6 +6,8 @@
 //! reported as mean and p50/p95/p99 with output token throughput over the whole run. Output
 //! tokens are the server's `usage.completion_tokens` when it reports them, else the content
 //! chunks. One warm-up request runs first and is not counted. Works against llama-server too.
+//! `--extra-body JSON` merges fields into every `--extra-every`-th request's body (a
+//! `response_format` on half the requests, say).
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -35,6 +37,12 @@ pub struct BenchServeArgs {
     /// The `model` field to send (default: the first of the server's /v1/models).
     #[arg(long)]
     model_name: Option<String>,
+    /// A JSON object whose fields are added to the request bodies (see `--extra-every`).
+    #[arg(long)]
+    extra_body: Option<String>,
+    /// Which requests get `--extra-body`: every Nth (1: all).
+    #[arg(long, default_value_t = 1)]
+    extra_every: usize,
 }
 
 /// Most requests (and requests in flight) one run sends.
@@ -101,21 +109,35 @@ async fn bench(a: &BenchServeArgs, prompts: Vec<String>) -> Result<Value> {
             v["data"][0]["id"].as_str().unwrap_or("default").to_string()
         }
     };
+    let extra = match &a.extra_body {
+        Some(t) => match serde_json::from_str(t) {
+            Ok(Value::Object(m)) => Some(m),
+            _ => bail!("--extra-body must be a JSON object"),
+        },
+        None => None,
+    };
+    if a.extra_every == 0 {
+        bail!("--extra-every must be at least 1");
+    }
     let one = Arc::new(Request {
         client,
         url: format!("{base}/v1/completions"),
         model: model.clone(),
         max_tokens: a.max_tokens,
+        extra,
     });
-    one.send(&prompts[0]).await.context("the warm-up request")?;
+    one.send(&prompts[0], false)
+        .await
+        .context("the warm-up request")?;
     let slots = Arc::new(Semaphore::new(a.concurrency));
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(a.requests);
     for i in 0..a.requests {
         let permit = slots.clone().acquire_owned().await?;
         let (one, prompt) = (one.clone(), prompts[i % prompts.len()].clone());
+        let with_extra = i % a.extra_every == 0;
         tasks.push(tokio::spawn(async move {
-            let r = one.send(&prompt).await;
+            let r = one.send(&prompt, with_extra).await;
             drop(permit);
             r
         }));
@@ -161,16 +183,21 @@ struct Request {
     url: String,
     model: String,
     max_tokens: usize,
+    extra: Option<serde_json::Map<String, Value>>,
 }
 
 impl Request {
-    /// Sends one streaming request and times its chunks.
-    async fn send(&self, prompt: &str) -> Result<Sample> {
-        let body = json!({
+    /// Sends one streaming request (with the extra body fields when `with_extra`) and times
+    /// its chunks.
+    async fn send(&self, prompt: &str, with_extra: bool) -> Result<Sample> {
+        let mut body = json!({
             "model": self.model, "prompt": prompt, "max_tokens": self.max_tokens,
             "temperature": 0, "ignore_eos": true, "stream": true,
             "stream_options": {"include_usage": true},
         });
+        if let (true, Some(extra), Some(obj)) = (with_extra, &self.extra, body.as_object_mut()) {
+            obj.extend(extra.clone());
+        }
         let start = Instant::now();
         let mut resp = (self.client.post(&self.url))
             .header("content-type", "application/json")
