@@ -218,6 +218,21 @@ impl Grammar {
     }
 }
 
+/// A mask computed once and used for several samples in the same state (the `n` samples of a
+/// prompt's first token).
+pub struct Shared<'a>(pub &'a Mask);
+
+impl Allowed for Shared<'_> {
+    fn allows(&mut self, id: u32) -> bool {
+        self.0.allows(id)
+    }
+
+    fn mask(&mut self, logits: &mut [f32]) -> Result<()> {
+        self.0.apply(logits);
+        Ok(())
+    }
+}
+
 impl Allowed for Grammar {
     fn allows(&mut self, id: u32) -> bool {
         Grammar::allows(self, id)

@@ -7,7 +7,7 @@
 //! only tokens it allows (`sample::sample_with`: a greedy row skips the mask when its best
 //! token is allowed). Masks are computed in `read`, on the compute threads, row by row.
 
-use crate::constraint::Grammar;
+use crate::constraint::{Grammar, Mask, Shared};
 use crate::error::Error;
 use crate::generate::{FinishReason, Request, TokenInfo};
 use crate::request::policy::{Ctx, Policy};
@@ -103,11 +103,20 @@ impl GeneratePolicy {
 
     /// Sample `i`'s draw from `row` (already shaped) after `history`: under a constraint, of a
     /// token its grammar allows.
-    fn draw(&self, i: usize, row: &mut [f32], history: &[u32], mut rng: Rng) -> Draw {
+    /// `shared`: the mask of sample `i`'s state when it was computed already.
+    fn draw(
+        &self,
+        i: usize,
+        row: &mut [f32],
+        history: &[u32],
+        mut rng: Rng,
+        shared: Option<&Mask>,
+    ) -> Draw {
         let p = &self.req.sampling;
-        let choice = match &self.samples[i].grammar {
-            None => sample_with(row, p, history, &mut rng, None),
-            Some(g) => {
+        let choice = match (&self.samples[i].grammar, shared) {
+            (None, _) => sample_with(row, p, history, &mut rng, None),
+            (Some(_), Some(m)) => sample_with(row, p, history, &mut rng, Some(&mut Shared(m))),
+            (Some(g), None) => {
                 let mut g = g.lock().unwrap_or_else(PoisonError::into_inner);
                 sample_with(row, p, history, &mut rng, Some(&mut *g))
             }
@@ -196,12 +205,18 @@ impl Policy for GeneratePolicy {
         // Every sample read from one row has produced the same number of tokens.
         self.shape_row(self.samples[who[0]].produced, row);
         let original = (who.len() > 1).then(|| row.to_vec());
+        // The samples of one prompt start in one state: one mask serves them all.
+        let shared = match (&original, &self.samples[0].grammar) {
+            (Some(_), Some(g)) => g.lock().unwrap_or_else(PoisonError::into_inner).mask().ok(),
+            _ => None,
+        };
         who.iter()
             .map(|&i| {
                 let rng = self.samples[i].rng.clone();
+                let (ids, m) = (&seq.ids, shared.as_ref());
                 match (&original, i) {
-                    (Some(orig), 1..) => self.draw(i, &mut orig.clone(), &seq.ids, rng),
-                    _ => self.draw(i, row, &seq.ids, rng),
+                    (Some(orig), 1..) => self.draw(i, &mut orig.clone(), ids, rng, m),
+                    _ => self.draw(i, row, ids, rng, m),
                 }
             })
             .collect()
