@@ -66,6 +66,13 @@ fn person_schema() -> Value {
     })
 }
 
+/// `person_schema`, compiled.
+fn person(r: &Real) -> Grammar {
+    r.compiler
+        .compile(&Constraint::JsonSchema(person_schema()))
+        .unwrap()
+}
+
 /// Checks `v` against `person_schema` by hand.
 fn check_person(v: &Value) {
     let o = v.as_object().expect("an object");
@@ -107,10 +114,7 @@ fn finished(outs: &[Output]) {
 fn json_schema_samples_always_parse_and_validate() {
     let Some(path) = default_model() else { return };
     let mut r = load(&path);
-    let g = r
-        .compiler
-        .compile(&Constraint::JsonSchema(person_schema()))
-        .unwrap();
+    let g = person(&r);
     let prompt = "Describe a fictional person as JSON:";
     let reqs: Vec<Request> = (0..6)
         .map(|seed| request(&r, prompt, Some(g.clone()), 1.0, seed, 2))
@@ -189,10 +193,7 @@ fn a_constraint_that_does_not_compile_is_refused_with_its_reason() {
 fn a_constrained_request_leaves_the_others_bit_identical() {
     let Some(path) = default_model() else { return };
     let mut r = load(&path);
-    let g = r
-        .compiler
-        .compile(&Constraint::JsonSchema(person_schema()))
-        .unwrap();
+    let g = person(&r);
     let free = |r: &Real, seed: u64| {
         let mut q = request(r, "Once upon a time", None, 0.8, seed, 1);
         q.max_tokens = 24;
