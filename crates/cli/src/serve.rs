@@ -16,6 +16,7 @@ use everett_engine::kernels::matmul::Isa;
 use everett_engine::model::Model;
 use everett_engine::scheduler::SchedulerConfig;
 use everett_server::listen::{self, ConnLimits};
+use everett_server::tools::Format;
 use everett_server::{loading, router, ChatTemplate, Limits, ServerConfig};
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,13 @@ pub struct ServeArgs {
     /// asks for the key).
     #[arg(long)]
     api_key: Option<String>,
+    /// A Jinja chat template file to use instead of the GGUF's (vLLM's `--chat-template`).
+    #[arg(long, value_name = "FILE")]
+    chat_template: Option<std::path::PathBuf>,
+    /// How the model writes tool calls: hermes, llama3_json, mistral or generic (default: read
+    /// from the chat template; generic for a template that teaches none).
+    #[arg(long, value_name = "NAME")]
+    tool_call_parser: Option<String>,
     /// How log lines look on stderr (filter them with RUST_LOG; default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -115,7 +123,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     // One opening of the file; the template is compiled first, so a broken one fails before
     // the weights load.
     let file = open(&a.common)?;
-    let chat_template = chat_template(&file)?;
+    let chat_template = served_template(a, &file)?;
     let (model, tok) = load_from(&a.common, &file)?;
     drop(file);
     check_kv_size(&model, a)?;
@@ -193,6 +201,35 @@ fn check_kv_size(model: &Model, a: &ServeArgs) -> Result<()> {
             total >> 20
         ),
     }
+}
+
+/// The chat template `serve` runs: `--chat-template`'s file, else the GGUF's; tool calls read
+/// as `--tool-call-parser` says, else as the template teaches.
+fn served_template(a: &ServeArgs, file: &GgufFile) -> Result<Option<ChatTemplate>> {
+    let (template, src) = match &a.chat_template {
+        Some(path) => {
+            let src = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the chat template {}", path.display()))?;
+            let t = ChatTemplate::jinja(src.clone())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            (Some(t), Some(src))
+        }
+        None => {
+            let src = match file.get("tokenizer.chat_template") {
+                Some(Value::Str(s)) => Some(s.clone()),
+                _ => None,
+            };
+            (chat_template(file)?, src)
+        }
+    };
+    let Some(name) = &a.tool_call_parser else {
+        return Ok(template);
+    };
+    let format = Format::from_name(name, src.as_deref()).map_err(anyhow::Error::msg)?;
+    let Some(t) = template else {
+        anyhow::bail!("--tool-call-parser: this model has no chat template to call tools through");
+    };
+    Ok(Some(t.with_tool_format(format)))
 }
 
 /// The GGUF's chat template, else its architecture's known format.

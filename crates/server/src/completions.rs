@@ -150,6 +150,7 @@ pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response,
             stream: req.common.stream_mode(),
             echo: prepared.echo,
             reasoning: None,
+            tools: None,
         },
     )
     .await

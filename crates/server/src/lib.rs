@@ -23,6 +23,7 @@ mod reply;
 mod structured;
 pub mod template;
 mod tokens;
+pub mod tools;
 mod wire;
 
 use axum::extract::{DefaultBodyLimit, Request, State};

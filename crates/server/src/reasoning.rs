@@ -127,7 +127,7 @@ impl Splitter {
 }
 
 /// Length of the longest suffix of `s` that is a proper prefix of `tag`.
-fn partial_suffix(s: &str, tag: &str) -> usize {
+pub(crate) fn partial_suffix(s: &str, tag: &str) -> usize {
     (1..tag.len())
         .rev()
         .find(|&n| {

@@ -10,6 +10,9 @@
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Outcome};
 use crate::reasoning::{Reasoning, Splitter};
+use crate::tools::parse::{parse, Call, Parsed};
+use crate::tools::stream::CallStream;
+use crate::tools::Format;
 use crate::AppState;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +22,8 @@ use everett_engine::scheduler::Admission;
 use everett_engine::tokenizer::Tokenizer;
 use futures_util::stream::{self, BoxStream, SelectAll, Stream, StreamExt};
 use serde_json::{json, Value};
+use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
@@ -47,6 +52,10 @@ pub struct Meta {
     per_prompt: usize,
     /// How a chat reply's thought is split from its content (reasoning models).
     reasoning: Option<Reasoning>,
+    /// The format a chat reply's tool calls are read in, when it may call tools.
+    tools: Option<Format>,
+    /// Makes the reply's call ids unique (its engine id and the time it was made).
+    call_seed: u64,
 }
 
 /// What a reply is made of: one request's events with choice indices made global, and the
@@ -139,6 +148,8 @@ pub struct Submission {
     pub echo: Option<Vec<String>>,
     /// Chat replies of a reasoning model: the thought goes to `reasoning_content`.
     pub reasoning: Option<Reasoning>,
+    /// Chat replies that may call tools: their calls are read in this format.
+    pub tools: Option<Format>,
 }
 
 /// Submits the requests and answers with their one reply.
@@ -151,6 +162,7 @@ pub async fn submit(st: &AppState, sub: Submission) -> Result<Response, ApiError
         stream,
         echo,
         reasoning,
+        tools,
     } = sub;
     let prompt_tokens = reqs.iter().map(|r| r.prompt_ids.len()).sum();
     let samples: Vec<usize> = reqs.iter().map(|r| r.n).collect();
@@ -167,6 +179,9 @@ pub async fn submit(st: &AppState, sub: Submission) -> Result<Response, ApiError
     } else {
         "cmpl"
     };
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let meta = Meta {
         shape,
         metrics: st.metrics.clone(),
@@ -174,15 +189,15 @@ pub async fn submit(st: &AppState, sub: Submission) -> Result<Response, ApiError
         tok: st.cfg.tokenizer.clone(),
         id: format!("{prefix}-{id}"),
         model: st.cfg.model_name.clone(),
-        created: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        created: created.as_secs(),
         prompt_tokens,
         n,
         logprobs,
         echo,
         per_prompt,
         reasoning,
+        tools,
+        call_seed: (id << 20) ^ created.as_nanos() as u64,
     };
     // The first event says whether the engine took a request; on any refusal, returning
     // drops the receivers, which cancels the requests it did take.
@@ -206,6 +221,39 @@ impl Meta {
             .as_ref()
             .and_then(|e| e.get(index / self.per_prompt.max(1)))
             .map_or("", String::as_str)
+    }
+
+    /// A token's text as the reply reads it: in a reply that may call tools, a control token
+    /// other than the end (`[TOOL_CALLS]`, `<|python_tag|>`) is written out for the parser.
+    fn token_text<'a>(&self, t: &'a TokenInfo) -> Cow<'a, str> {
+        let tok = &self.tok;
+        if self.tools.is_some() && t.text.is_empty() && tok.is_control(t.id) && !tok.is_eog(t.id) {
+            return Cow::Owned(tok.piece(t.id).to_string());
+        }
+        Cow::Borrowed(&t.text)
+    }
+
+    /// Choice `index`'s `tool_calls` (streamed ones number their calls).
+    fn calls_json(&self, index: usize, calls: &[Call], streaming: bool) -> Value {
+        let format = self.tools.unwrap_or(Format::Generic);
+        calls
+            .iter()
+            .enumerate()
+            .map(|(k, c)| {
+                let seed = self
+                    .call_seed
+                    .wrapping_add(((index as u64) << 16) + k as u64);
+                let mut v = json!({
+                    "id": format.call_id(seed),
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                });
+                if streaming {
+                    v["index"] = json!(k);
+                }
+                v
+            })
+            .collect()
     }
 
     fn route(&self) -> &'static str {
@@ -312,7 +360,7 @@ async fn collect(m: Meta, mut events: Merged) -> Result<Value, ApiError> {
                 first_at.get_or_insert_with(|| m.start.elapsed().as_secs_f64());
                 gaps.tokens(&m.metrics, tokens.len());
                 for token in tokens {
-                    choices[index].text.push_str(&token.text);
+                    choices[index].text.push_str(&m.token_text(&token));
                     choices[index].tokens.push(token);
                 }
             }
@@ -355,7 +403,21 @@ async fn collect(m: Meta, mut events: Merged) -> Result<Value, ApiError> {
                         Some(r) => r.split(&c.text),
                         None => (None, c.text.clone()),
                     };
-                    v["message"] = json!({"role": "assistant", "content": content});
+                    let parsed = match m.tools {
+                        Some(format) => parse(format, &content),
+                        None => Parsed {
+                            content,
+                            calls: Vec::new(),
+                        },
+                    };
+                    v["message"] = json!({"role": "assistant", "content": parsed.content});
+                    if !parsed.calls.is_empty() {
+                        if parsed.content.is_empty() {
+                            v["message"]["content"] = Value::Null;
+                        }
+                        v["message"]["tool_calls"] = m.calls_json(i, &parsed.calls, false);
+                        v["finish_reason"] = json!("tool_calls");
+                    }
                     if let Some(t) = thought {
                         v["message"]["reasoning_content"] = json!(t);
                     }
@@ -407,6 +469,10 @@ struct Streaming {
     started: Vec<bool>,
     /// Per choice, what splits a reasoning model's thought from its content.
     splitters: Vec<Option<Splitter>>,
+    /// Per choice, what holds back and reads its tool calls.
+    calls: Vec<Option<CallStream>>,
+    /// Chunks to send before the next event's (a finish after its calls).
+    pending: VecDeque<SseEvent>,
     completion: usize,
     first_at: Option<f64>,
     /// Each choice's finish reason once it came.
@@ -477,8 +543,22 @@ impl Streaming {
             Some(s) => s.push(text),
             None => (String::new(), text.to_string()),
         };
+        let (content, calls) = match &mut self.calls[index] {
+            Some(cs) => {
+                let mut out = cs.push(&content);
+                let mut calls = Vec::new();
+                if finish.is_some() {
+                    let end = cs.finish();
+                    out.push_str(&end.content);
+                    calls = end.calls;
+                }
+                (out, calls)
+            }
+            None => (content, Vec::new()),
+        };
         let mut delta = json!({});
-        let says = finish.is_none() || !content.is_empty() || !thought.is_empty();
+        let says =
+            finish.is_none() || !content.is_empty() || !thought.is_empty() || !calls.is_empty();
         if says && !self.started[index] {
             // The first piece of a chat choice names the role.
             delta["role"] = json!("assistant");
@@ -489,17 +569,24 @@ impl Streaming {
         if !thought.is_empty() {
             delta["reasoning_content"] = json!(thought);
         }
+        if !calls.is_empty() {
+            delta["tool_calls"] = self.m.calls_json(index, &calls, true);
+            v["finish_reason"] = json!("tool_calls");
+        }
         v["delta"] = delta;
         v
     }
 
     async fn next(mut self) -> Option<(Result<SseEvent, Infallible>, Self)> {
+        if let Some(chunk) = self.pending.pop_front() {
+            return Some((Ok(chunk), self));
+        }
         if self.done {
             return None;
         }
         let out = match self.events.next().await {
             Some(Item::Tokens { index, tokens }) => {
-                let text: String = tokens.iter().map(|t| t.text.as_str()).collect();
+                let text: String = tokens.iter().map(|t| self.m.token_text(t)).collect();
                 let lp = logprobs_json(&self.m, &tokens, self.sent[index]);
                 let c = self.choice(index, &text, lp, None);
                 self.sent[index] += text.len();
@@ -513,8 +600,15 @@ impl Streaming {
             }
             Some(Item::Finished { index, reason }) => {
                 self.reasons[index] = Some(reason.as_str());
-                let c = self.choice(index, "", Value::Null, Some(reason.as_str()));
+                let mut c = self.choice(index, "", Value::Null, Some(reason.as_str()));
                 self.started[index] = true;
+                if c["delta"].get("tool_calls").is_some() {
+                    // The calls in one chunk, the finish in the next, as OpenAI sends them.
+                    let end = json!({"index": index, "delta": {}, "logprobs": null, "finish_reason": "tool_calls"});
+                    c["finish_reason"] = Value::Null;
+                    let end = self.chunk(json!([end]), None);
+                    self.pending.push_back(end);
+                }
                 self.chunk(json!([c]), None)
             }
             Some(Item::Preempted) => {
@@ -558,6 +652,8 @@ fn stream_reply(
         sent: vec![0; m.n],
         started: vec![false; m.n],
         splitters: (0..m.n).map(|_| m.reasoning.map(Splitter::new)).collect(),
+        calls: (0..m.n).map(|_| m.tools.map(CallStream::new)).collect(),
+        pending: VecDeque::new(),
         reasons: vec![None; m.n],
         first_at: None,
         recorded: false,

@@ -6,7 +6,7 @@
 //! Every field is either implemented or refused: a body is checked against its route's list of
 //! fields before it is read, and an unknown key is a 400 that names it (`--lenient-fields`
 //! ignores unknown keys instead, with a warning in the log). Fields of OpenAI's API that this
-//! server does not implement yet are refused even then: ignoring `tools` would answer something
+//! server does not implement are refused even then: ignoring `functions` would answer something
 //! other than what was asked. The structured-output fields are read in `structured`.
 
 use crate::error::ApiError;
@@ -47,15 +47,9 @@ pub const COMMON_FIELDS: &[&str] = &[
     "user",
 ];
 
-/// OpenAI fields refused even with `--lenient-fields` (tools are not implemented yet;
-/// answering without them would be a silent wrong answer).
-const NOT_IMPLEMENTED: &[&str] = &[
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "functions",
-    "function_call",
-];
+/// OpenAI fields refused even with `--lenient-fields`: the deprecated `functions` form of tool
+/// calling (send `tools`), which answering without would be a silent wrong answer.
+const NOT_IMPLEMENTED: &[&str] = &["functions", "function_call"];
 #[derive(Deserialize)]
 #[serde(untagged)]
 pub enum Stop {
@@ -168,7 +162,9 @@ pub fn parse_fields<T: serde::de::DeserializeOwned>(
         if NOT_IMPLEMENTED.contains(&k.as_str()) {
             return Err(ApiError::invalid(
                 &k,
-                format!("`{k}` is not supported by this server yet"),
+                format!(
+                    "`{k}` (the deprecated form of tool calling) is not supported; send `tools`"
+                ),
             ));
         }
         if !st.cfg.limits.lenient_fields {

@@ -384,8 +384,30 @@ async fn fields_are_implemented_or_refused_by_name_and_sizes_are_bounded() {
         ),
         (
             "/v1/chat/completions",
-            json!({"messages": [{"role": "user", "content": "a"}], "tools": []}),
-            "tools",
+            json!({"messages": [{"role": "user", "content": "a"}], "functions": []}),
+            "functions",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "a"}],
+                   "tools": [{"type": "function", "function": {"name": "a b"}}]}),
+            "tools[0].function.name",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "a"}], "tool_choice": "required"}),
+            "tool_choice",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "assistant", "tool_calls": [
+                {"id": "1", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]}),
+            "messages[0].tool_calls[0].function.arguments",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "tool", "content": "18C"}]}),
+            "messages[0].tool_call_id",
         ),
         (
             "/v1/completions",
@@ -497,7 +519,7 @@ async fn fields_are_implemented_or_refused_by_name_and_sizes_are_bounded() {
         &lenient,
         "POST",
         "/v1/chat/completions",
-        Some(json!({"messages": [{"role": "user", "content": "a"}], "tools": []})),
+        Some(json!({"messages": [{"role": "user", "content": "a"}], "functions": []})),
     )
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
@@ -817,10 +839,16 @@ async fn chat_completions_render_the_template_and_answer_as_the_assistant() {
         .collect();
     assert_eq!(content, c["message"]["content"].as_str().unwrap());
     // Bad messages name the field.
-    for bad in [
-        json!([]),
-        json!([{"role": "bogus", "content": "x"}]),
-        json!([{"role": "user", "content": [{"type": "image_url"}]}]),
+    for (bad, param) in [
+        (json!([]), "messages"),
+        (
+            json!([{"role": "bogus", "content": "x"}]),
+            "messages[0].role",
+        ),
+        (
+            json!([{"role": "user", "content": [{"type": "image_url"}]}]),
+            "messages[0].content",
+        ),
     ] {
         let (s, body) = call(
             &app,
@@ -832,7 +860,7 @@ async fn chat_completions_render_the_template_and_answer_as_the_assistant() {
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(
             serde_json::from_str::<Value>(&body).unwrap()["error"]["param"],
-            "messages"
+            param
         );
     }
 }
