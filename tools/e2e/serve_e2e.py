@@ -5,6 +5,11 @@
 * structured outputs through the same client: `response_format` json_schema (nested objects,
   arrays, enums, required fields) at temperature 1 over many seeds, each reply validated by
   `jsonschema`, streamed and not; a broken schema is a 400;
+* tool calling through the same client: `tool_choice` required, a named function and auto, over
+  many seeds at temperature 1, streamed and not; every call names an offered tool and its
+  arguments validate against the tool's parameters; the call and its result go back into the
+  history for the next turn (`--tools-only` runs just these, against a server started with
+  another family's chat template);
 * a bounded load test: many concurrent streaming clients, each must get exactly the tokens it
   asked for, with zero errors, and afterwards /metrics must show nothing running and an empty KV
   cache;
@@ -391,6 +396,94 @@ def drive_page(ws, url):
           f"playground streamed (plain and lookahead), no console errors")
 
 
+WEATHER = {"type": "object",
+           "properties": {"city": {"type": "string", "maxLength": 40},
+                          "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+           "required": ["city", "unit"]}
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city.",
+                                      "parameters": WEATHER}},
+    {"type": "function", "function": {"name": "get_time", "description": "The time now in a time zone.",
+                                      "parameters": {"type": "object",
+                                                     "properties": {"zone": {"type": "string", "maxLength": 40}},
+                                                     "required": ["zone"]}}},
+]
+SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+
+
+def valid_calls(calls, names, what):
+    """Each call names one of `names` and its arguments validate; returns them as (name, args)."""
+    check(calls, f"{what}: no tool call")
+    out = []
+    for call in calls:
+        check(call.type == "function" and call.id, f"{what}: call {call}")
+        check(call.function.name in names, f"{what}: called {call.function.name}")
+        args = json.loads(call.function.arguments)
+        jsonschema.validate(args, SCHEMAS[call.function.name])
+        out.append((call.function.name, args))
+    return out
+
+
+def tool_checks(url, model, seeds):
+    """Tool calls through the official client; returns how many calls were checked."""
+    c = openai.OpenAI(base_url=url + "/v1", api_key="none")
+    msgs = [{"role": "user", "content": "What is the weather in Paris right now?"}]
+    base = dict(model=model, messages=msgs, tools=TOOLS, max_tokens=80)
+    named = {"type": "function", "function": {"name": "get_time"}}
+    checked = 0
+    for seed in range(seeds):
+        for choice, names in (("required", SCHEMAS.keys()), (named, ["get_time"])):
+            r = c.chat.completions.create(tool_choice=choice, temperature=1, seed=seed, **base)
+            ch = r.choices[0]
+            check(ch.finish_reason == "tool_calls", f"tool_choice={choice} seed {seed}: {ch}")
+            checked += len(valid_calls(ch.message.tool_calls, names, f"seed {seed}"))
+    # Streamed: the calls arrive as delta.tool_calls, then finish_reason tool_calls.
+    calls, finish = {}, None
+    for chunk in c.chat.completions.create(tool_choice="required", temperature=1, seed=7, stream=True, **base):
+        if not chunk.choices:
+            continue
+        d = chunk.choices[0].delta
+        for tc in d.tool_calls or []:
+            got = calls.setdefault(tc.index, {"id": tc.id, "name": "", "arguments": ""})
+            got["name"] += tc.function.name or ""
+            got["arguments"] += tc.function.arguments or ""
+        finish = chunk.choices[0].finish_reason or finish
+    check(finish == "tool_calls" and calls, f"streamed tool call: {calls} {finish}")
+    for got in calls.values():
+        check(got["name"] in SCHEMAS, f"streamed call {got}")
+        jsonschema.validate(json.loads(got["arguments"]), SCHEMAS[got["name"]])
+    # The same request without streaming gives the same call.
+    r = c.chat.completions.create(tool_choice="required", temperature=1, seed=7, **base)
+    first = r.choices[0].message.tool_calls[0]
+    check((first.function.name, first.function.arguments) == (calls[0]["name"], calls[0]["arguments"]),
+          f"streamed call {calls[0]} != {first}")
+    # The call and its result go back into the history; the next turn is answered.
+    history = msgs + [
+        {"role": "assistant", "content": None,
+         "tool_calls": [{"id": first.id, "type": "function",
+                         "function": {"name": first.function.name, "arguments": first.function.arguments}}]},
+        {"role": "tool", "tool_call_id": first.id, "content": json.dumps({"temperature": 18})},
+    ]
+    r = c.chat.completions.create(model=model, messages=history, tools=TOOLS, max_tokens=24, temperature=0)
+    check(r.choices[0].finish_reason in ("stop", "length", "tool_calls"), f"after the tool's result: {r}")
+    # auto: a call or an answer, never a broken call passed off as text.
+    for seed in range(3):
+        r = c.chat.completions.create(tool_choice="auto", temperature=1, seed=seed, **base)
+        ch = r.choices[0]
+        if ch.message.tool_calls:
+            valid_calls(ch.message.tool_calls, SCHEMAS.keys(), f"auto seed {seed}")
+    # tool_choice "none": no calls.
+    r = c.chat.completions.create(tool_choice="none", temperature=0, **base)
+    check(not r.choices[0].message.tool_calls, f"tool_choice none called: {r}")
+    # A named function that is not offered is a 400 naming the field.
+    try:
+        c.chat.completions.create(tool_choice={"type": "function", "function": {"name": "nope"}}, **base)
+        check(False, "an unknown tool name was accepted")
+    except openai.BadRequestError as e:
+        check("tool_choice" in str(e), f"bad tool_choice error: {e}")
+    return checked
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", required=True)
@@ -400,11 +493,19 @@ def main():
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--tools-only", action="store_true", help="only the tool-calling checks")
     a = ap.parse_args()
+    if a.tools_only:
+        model = openai.OpenAI(base_url=a.url + "/v1", api_key="none").models.list().data[0].id
+        n = tool_checks(a.url, model, a.seeds)
+        print(f"tool calls: {n} calls valid (required, named, streamed, history, auto, none, 400): ok")
+        return
     model = client_checks(a.url)
     print("openai client: completions, chat, streaming, n=2, logprobs, bad requests: ok")
     n = structured_checks(a.url, model, a.seeds)
     print(f"structured outputs: {n} json_schema replies at temperature 1 valid, streamed, choice, 400: ok")
+    n = tool_checks(a.url, model, min(a.seeds, 8))
+    print(f"tool calls: {n} calls valid (required, named, streamed, history, auto, none, 400): ok")
     load_test(a.url, model, a.clients, a.tokens)
     if a.everett:
         greedy_identity(a.url, model, a.everett, a.model)

@@ -6,7 +6,7 @@
 //! `websocket-client` (`.ci/run` makes that virtualenv); without it they are skipped, unless
 //! EVERETT_REQUIRE_E2E is set.
 
-use everett_engine::testutil::{chromium, default_model, e2e_python, tiny_model, Tiny};
+use everett_engine::testutil::{chromium, default_model, e2e_python, tiny_model, vocab_dir, Tiny};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -22,9 +22,15 @@ struct Server {
 impl Server {
     /// Starts `everett serve --port 0` and waits for its "ready" line.
     fn start(model: &Path) -> Server {
+        Self::start_with(model, &[])
+    }
+
+    /// `start` with more flags.
+    fn start_with(model: &Path, flags: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_everett"))
             .args(["serve", "--port", "0", "--model"])
             .arg(model)
+            .args(flags)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -99,6 +105,56 @@ fn real_clients_load_greedy_identity_and_the_page() {
         out.status.success(),
         "end-to-end checks failed:\n{stdout}\n{stderr}"
     );
+}
+
+/// Tool calls in each format through the official client: the default model served with the
+/// chat templates of Qwen 2.5 (Hermes `<tool_call>`), Llama 3.1 (JSON), Mistral Nemo
+/// (`[TOOL_CALLS][…]`) and Mistral Small 3.2 (`[TOOL_CALLS]name[ARGS]{…}`), from llama.cpp's
+/// templates. The model was not trained on these formats: the grammar of `required` and named
+/// calls is what makes every call parse.
+#[test]
+fn tool_calls_in_each_format_through_the_openai_client() {
+    let Some(model) = default_model() else { return };
+    let Some(python) = e2e_python() else { return };
+    let Some(vocab) = vocab_dir() else { return };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/e2e/serve_e2e.py");
+    for (template, parser) in [
+        ("Qwen-Qwen2.5-7B-Instruct.jinja", "hermes"),
+        ("meta-llama-Llama-3.1-8B-Instruct.jinja", "llama3_json"),
+        ("mistralai-Mistral-Nemo-Instruct-2407.jinja", "mistral"),
+        ("Mistral-Small-3.2-24B-Instruct-2506.jinja", "mistral"),
+    ] {
+        let path = vocab.join("templates").join(template);
+        let path = path.to_str().unwrap();
+        // The format read from the template; for one, also named by the flag.
+        let mut runs = vec![vec!["--chat-template", path]];
+        if parser == "mistral" && template.contains("Nemo") {
+            runs.push(vec!["--chat-template", path, "--tool-call-parser", parser]);
+        }
+        for flags in runs {
+            let server = Server::start_with(&model, &flags);
+            let out = Command::new(&python)
+                .arg(&script)
+                .args([
+                    "--url",
+                    &format!("http://{}", server.addr),
+                    "--tools-only",
+                    "--seeds",
+                    "3",
+                ])
+                .output()
+                .unwrap();
+            let (stdout, stderr) = (
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+            );
+            println!("{template} {flags:?}: {stdout}");
+            assert!(
+                out.status.success(),
+                "{template} {flags:?}:\n{stdout}\n{stderr}"
+            );
+        }
+    }
 }
 
 #[test]

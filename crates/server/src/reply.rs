@@ -584,58 +584,66 @@ impl Streaming {
         if self.done {
             return None;
         }
-        let out = match self.events.next().await {
-            Some(Item::Tokens { index, tokens }) => {
-                let text: String = tokens.iter().map(|t| self.m.token_text(t)).collect();
-                let lp = logprobs_json(&self.m, &tokens, self.sent[index]);
-                let c = self.choice(index, &text, lp, None);
-                self.sent[index] += text.len();
-                self.started[index] = true;
-                self.completion += tokens.len();
-                self.gaps.tokens(&self.m.metrics, tokens.len());
-                let start = self.m.start;
-                self.first_at
-                    .get_or_insert_with(|| start.elapsed().as_secs_f64());
-                self.chunk(json!([c]), None)
-            }
-            Some(Item::Finished { index, reason }) => {
-                self.reasons[index] = Some(reason.as_str());
-                let mut c = self.choice(index, "", Value::Null, Some(reason.as_str()));
-                self.started[index] = true;
-                if c["delta"].get("tool_calls").is_some() {
-                    // The calls in one chunk, the finish in the next, as OpenAI sends them.
-                    let end = json!({"index": index, "delta": {}, "logprobs": null, "finish_reason": "tool_calls"});
-                    c["finish_reason"] = Value::Null;
-                    let end = self.chunk(json!([end]), None);
-                    self.pending.push_back(end);
+        // Text held back (a possible tool call) sends nothing: wait for the next event.
+        let out = loop {
+            break match self.events.next().await {
+                Some(Item::Tokens { index, tokens }) => {
+                    let text: String = tokens.iter().map(|t| self.m.token_text(t)).collect();
+                    let lp = logprobs_json(&self.m, &tokens, self.sent[index]);
+                    let c = self.choice(index, &text, lp, None);
+                    let empty = c["logprobs"].is_null()
+                        && c.get("delta").is_some_and(|d| *d == json!({"content": ""}));
+                    self.sent[index] += text.len();
+                    self.started[index] = true;
+                    self.completion += tokens.len();
+                    self.gaps.tokens(&self.m.metrics, tokens.len());
+                    let start = self.m.start;
+                    self.first_at
+                        .get_or_insert_with(|| start.elapsed().as_secs_f64());
+                    if empty {
+                        continue;
+                    }
+                    self.chunk(json!([c]), None)
                 }
-                self.chunk(json!([c]), None)
-            }
-            Some(Item::Preempted) => {
-                self.preempted = true;
-                SseEvent::default().comment("preempted")
-            }
-            Some(Item::Error(e)) => {
-                self.m.log_failed(&e);
-                // Nothing more of this reply: the next poll sends `[DONE]`, as vLLM does.
-                self.events = Merged::new();
-                self.include_usage = false;
-                let e = ApiError::from(e);
-                let v = json!({"error": {"message": e.message, "type": e.kind}});
-                SseEvent::default().data(v.to_string())
-            }
-            None => {
-                self.record();
-                if self.include_usage {
-                    // The usage chunk now, [DONE] on the next poll.
+                Some(Item::Finished { index, reason }) => {
+                    self.reasons[index] = Some(reason.as_str());
+                    let mut c = self.choice(index, "", Value::Null, Some(reason.as_str()));
+                    self.started[index] = true;
+                    if c["delta"].get("tool_calls").is_some() {
+                        // The calls in one chunk, the finish in the next, as OpenAI sends them.
+                        let end = json!({"index": index, "delta": {}, "logprobs": null, "finish_reason": "tool_calls"});
+                        c["finish_reason"] = Value::Null;
+                        let end = self.chunk(json!([end]), None);
+                        self.pending.push_back(end);
+                    }
+                    self.chunk(json!([c]), None)
+                }
+                Some(Item::Preempted) => {
+                    self.preempted = true;
+                    SseEvent::default().comment("preempted")
+                }
+                Some(Item::Error(e)) => {
+                    self.m.log_failed(&e);
+                    // Nothing more of this reply: the next poll sends `[DONE]`, as vLLM does.
+                    self.events = Merged::new();
                     self.include_usage = false;
-                    let u = usage(&self.m, self.completion);
-                    self.chunk(json!([]), Some(u))
-                } else {
-                    self.done = true;
-                    SseEvent::default().data("[DONE]")
+                    let e = ApiError::from(e);
+                    let v = json!({"error": {"message": e.message, "type": e.kind}});
+                    SseEvent::default().data(v.to_string())
                 }
-            }
+                None => {
+                    self.record();
+                    if self.include_usage {
+                        // The usage chunk now, [DONE] on the next poll.
+                        self.include_usage = false;
+                        let u = usage(&self.m, self.completion);
+                        self.chunk(json!([]), Some(u))
+                    } else {
+                        self.done = true;
+                        SseEvent::default().data("[DONE]")
+                    }
+                }
+            };
         };
         Some((Ok(out), self))
     }

@@ -1,26 +1,19 @@
 //! The HTTP API through `router().oneshot(...)` on a tiny model: every endpoint so far, streaming
 //! and not, and bad input answered with the OpenAI error object naming the field.
 
-use axum::body::{to_bytes, Body};
+mod common;
+
+use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
-use everett_engine::engine::handle::{spawn, EngineHandle};
-use everett_engine::engine::{Engine, EngineConfig};
-use everett_engine::gguf::GgufFile;
-use everett_engine::model::Model;
-use everett_engine::testutil::{tiny_model, Slow, Tiny};
-use everett_engine::tokenizer::Tokenizer;
-use everett_server::{loading, router, ChatTemplate, Limits, ServerConfig};
+use common::{app_of, call, sse_chunks, TEMPLATE};
+use everett_engine::engine::handle::EngineHandle;
+use everett_engine::testutil::Tiny;
+use everett_server::{loading, Limits};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
-
-/// A small Jinja chat template in the Hugging Face style (Python string methods included).
-const TEMPLATE: &str = "{{ bos_token }}{% for m in messages %}{% if m.role == 'bogus' %}\
-{{ raise_exception('bad role') }}{% endif %}{{ m.role }}: {{ m.content.strip() }}\n{% endfor %}\
-{% if add_generation_prompt %}assistant:{% endif %}";
 
 fn app() -> Router {
     app_with_key(None)
@@ -58,56 +51,11 @@ fn app_full(
     app_of(Tiny::llama(), TEMPLATE, api_key, slow, faults, limits)
 }
 
-/// The router over a tiny model of shape `t`.
-fn app_of(
-    t: Tiny,
-    template: &str,
-    api_key: Option<&str>,
-    slow: Duration,
-    faults: &[u64],
-    limits: Limits,
-) -> (Router, EngineHandle) {
-    let f = GgufFile::from_bytes(tiny_model(&t, 42)).unwrap();
-    let model = Model::from_gguf(&f, 1).unwrap();
-    let tok = Arc::new(Tokenizer::from_gguf(&f).unwrap());
-    let context = model.config.context_length;
-    let mut cfg = EngineConfig::default();
-    cfg.scheduler.max_waiting = limits.max_waiting;
-    let mut engine = Engine::new(Slow(model, slow), tok.clone(), cfg);
-    engine.inject_faults(faults);
-    let (handle, _thread) = spawn(engine);
-    let app = router(
-        handle.clone(),
-        ServerConfig {
-            model_name: "tiny".into(),
-            tokenizer: tok,
-            context,
-            api_key: api_key.map(str::to_string),
-            chat_template: Some(ChatTemplate::jinja(template.into()).unwrap()),
-            limits,
-        },
-    );
-    (app, handle)
-}
-
 /// A small completion still succeeds (after some failure or cancellation).
 async fn assert_still_serving(app: &Router) {
     let req = json!({"prompt": "a", "max_tokens": 2});
     let (s, body) = call(app, "POST", "/v1/completions", Some(req)).await;
     assert_eq!(s, StatusCode::OK, "{body}");
-}
-
-async fn call(app: &Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, String) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json")
-        .body(body.map_or(Body::empty(), |b| Body::from(b.to_string())))
-        .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = to_bytes(resp.into_body(), usize::MAX).await.unwrap();
-    (status, String::from_utf8(bytes.to_vec()).unwrap())
 }
 
 /// A panic inside an engine step: the request in flight gets a 500 (or, streaming, an SSE
@@ -1009,19 +957,6 @@ async fn explore_refuses_bad_parameters_naming_them() {
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_still_serving(&app).await;
-}
-
-/// The data lines of an SSE body, parsed, without the final `[DONE]`.
-fn sse_chunks(body: &str) -> Vec<Value> {
-    let data: Vec<&str> = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .collect();
-    assert_eq!(data.last(), Some(&"[DONE]"), "{body}");
-    data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,7 +2,8 @@
 //! function, a grammar of the format's call syntax around each function's parameter schema, so
 //! the call always parses; for the generic format, a JSON schema on every reply (a call or a
 //! `response`). The JSON inside is written as Python's `json.dumps` writes it (`", "`, `": "`),
-//! the form the templates show their models.
+//! the form the templates show their models. A function takes the parameters it declares: a
+//! parameter schema with `properties` and no word on `additionalProperties` gets no others.
 
 use super::{Format, Function};
 use everett_engine::constraint::Constraint;
@@ -14,11 +15,22 @@ fn spacing() -> Value {
     json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "})
 }
 
-/// `{"name": <name>, <args_key>: <parameters>}` for one function.
+/// The schema a call's arguments must meet.
+fn arguments(f: &Function) -> Value {
+    let mut p = f.parameters.clone();
+    if let Some(o) = p.as_object_mut() {
+        if o.contains_key("properties") && !o.contains_key("additionalProperties") {
+            o.insert("additionalProperties".into(), Value::Bool(false));
+        }
+    }
+    p
+}
+
+/// `{"name": <name>, <args_key>: <arguments>}` for one function.
 fn call_schema(f: &Function, args_key: &str) -> Value {
     json!({
         "type": "object",
-        "properties": {"name": {"const": f.name}, args_key: f.parameters},
+        "properties": {"name": {"const": f.name}, args_key: arguments(f)},
         "required": ["name", args_key],
         "additionalProperties": false,
     })
@@ -80,7 +92,7 @@ pub fn forced_call(
             let alts: Vec<String> = fns
                 .iter()
                 .map(|f| {
-                    let mut p = f.parameters.clone();
+                    let mut p = arguments(f);
                     if let Some(o) = p.as_object_mut() {
                         o.insert("x-guidance".into(), spacing());
                     }

@@ -1,7 +1,9 @@
 //! Tool calling in chat completions, as OpenAI defines it: `tools` (functions with JSON-schema
 //! parameters), `tool_choice` (`none`, `auto`, `required`, or one named function) and
 //! `parallel_tool_calls`; calls come back as `message.tool_calls` (or streamed as
-//! `delta.tool_calls`) with `finish_reason: "tool_calls"`.
+//! `delta.tool_calls`) with `finish_reason: "tool_calls"`. `parallel_tool_calls` is off unless
+//! asked for, as llama-server has it: small models asked for "one or more" calls tend to repeat
+//! the first until they run out of tokens.
 //!
 //! A model calls tools in the syntax its chat template teaches it; `Format` is that syntax,
 //! read from the template (or named by `--tool-call-parser`). The template renders the tools
@@ -160,7 +162,7 @@ impl Tools {
         }
         let choice = tool_choice(choice, &functions)?;
         let parallel = match parallel {
-            None | Some(Value::Null) => true,
+            None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
             Some(_) => {
                 return Err(ApiError::invalid(
