@@ -1,9 +1,11 @@
 //! `everett collapse`: greedy generation that commits several tokens per forward pass
 //! (Jacobi / lookahead decoding, seed 003). It streams the text, then shows each pass: how
 //! many tokens it committed and the entropy over its window as a sparkline. `--json` prints the
-//! run's record, `--html FILE` writes the self-contained picture.
+//! run's record, `--html FILE` writes the self-contained picture. `--json-schema`, `--regex`,
+//! `--choice` or `--grammar` constrain it (still exactly constrained greedy decoding).
 
 use crate::commands::load;
+use crate::constrain::ConstraintArgs;
 use crate::Common;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -47,6 +49,12 @@ pub struct CollapseArgs {
     /// Stop string (repeatable).
     #[arg(long)]
     pub stop: Vec<String>,
+    #[command(flatten)]
+    pub constraint: ConstraintArgs,
+    /// Under a constraint (--json-schema, --regex, --choice, --grammar), do not guess the tokens
+    /// it forces (to measure what those guesses save).
+    #[arg(long)]
+    pub no_fast_forward: bool,
     /// Write the pass-by-pass picture as a self-contained HTML page.
     #[arg(long)]
     pub html: Option<PathBuf>,
@@ -62,6 +70,7 @@ impl CollapseArgs {
             window: self.window,
             ngram: self.ngram,
             candidates: self.candidates,
+            fast_forward: !self.no_fast_forward,
         }
     }
 }
@@ -71,12 +80,14 @@ pub fn run(a: &CollapseArgs) -> Result<()> {
         bail!("--max-tokens must be at least 1");
     }
     let (mut model, tok) = load(&a.common)?;
+    let tok = std::sync::Arc::new(tok);
     let sampling = SamplingParams {
         temperature: a.temperature,
         ..SamplingParams::default()
     };
     let mut req = Request::new(tok.encode(&a.prompt, true, false), sampling, a.max_tokens);
     req.stop_strings = a.stop.clone();
+    req.constraint = a.constraint.compile(&tok)?;
     req.collapse = Some(a.params());
     let json = a.common.json;
     let mut stdout = std::io::stdout().lock();

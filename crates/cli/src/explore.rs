@@ -4,15 +4,14 @@
 //! constrain every path (the tree then holds only futures that satisfy it).
 
 use crate::commands::load;
+use crate::constrain::ConstraintArgs;
 use crate::Common;
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
-use everett_engine::constraint::{Compiler, Constraint};
 use everett_engine::engine::ExploreRequest;
 use everett_engine::kv::KvType;
 use everett_engine::oneshot::explore_request;
 use everett_engine::superposition::{render, ExploreParams, Measure};
-use everett_engine::tokenizer::Tokenizer;
 use everett_server::pages::explore as html;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -21,18 +20,8 @@ use std::path::PathBuf;
 #[command(allow_negative_numbers = true)]
 pub struct ExploreArgs {
     pub prompt: String,
-    /// Every path must match this JSON schema (a file, or the schema's JSON itself).
-    #[arg(long, conflicts_with_all = ["regex", "choice", "grammar"])]
-    pub json_schema: Option<String>,
-    /// Every path must match this regular expression.
-    #[arg(long, conflicts_with_all = ["choice", "grammar"])]
-    pub regex: Option<String>,
-    /// Every path must be one of these strings (repeat the flag).
-    #[arg(long, conflicts_with = "grammar")]
-    pub choice: Vec<String>,
-    /// Every path must match this grammar (a file in llguidance's Lark syntax).
-    #[arg(long)]
-    pub grammar: Option<PathBuf>,
+    #[command(flatten)]
+    pub constraint: ConstraintArgs,
     /// A local GGUF file instead of the default model.
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -112,34 +101,6 @@ impl ExploreArgs {
     }
 }
 
-impl ExploreArgs {
-    /// The constraint the flags ask for, if any.
-    fn constraint(&self) -> Result<Option<Constraint>> {
-        if let Some(s) = &self.json_schema {
-            let text = if std::path::Path::new(s).is_file() {
-                std::fs::read_to_string(s).with_context(|| format!("reading {s}"))?
-            } else {
-                s.clone()
-            };
-            let schema = serde_json::from_str(&text)
-                .map_err(|e| anyhow!("--json-schema is neither a file nor JSON: {e}"))?;
-            return Ok(Some(Constraint::JsonSchema(schema)));
-        }
-        if let Some(r) = &self.regex {
-            return Ok(Some(Constraint::Regex(r.clone())));
-        }
-        if !self.choice.is_empty() {
-            return Ok(Some(Constraint::Choice(self.choice.clone())));
-        }
-        if let Some(p) = &self.grammar {
-            let g =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            return Ok(Some(Constraint::Lark(g)));
-        }
-        Ok(None)
-    }
-}
-
 pub fn run(a: &ExploreArgs) -> Result<()> {
     let params = a.params()?;
     let common = Common {
@@ -149,14 +110,9 @@ pub fn run(a: &ExploreArgs) -> Result<()> {
         kv_type: a.kv_type,
     };
     let (mut model, tok) = load(&common)?;
+    let tok = std::sync::Arc::new(tok);
     let ids = tok.encode(&a.prompt, true, false);
-    let constraint = match a.constraint()? {
-        Some(c) => {
-            let tok = Tokenizer::from_gguf(&crate::commands::open(&common)?)?;
-            Some(Compiler::new(std::sync::Arc::new(tok))?.compile(&c)?)
-        }
-        None => None,
-    };
+    let constraint = a.constraint.compile(&tok)?;
     let req = ExploreRequest {
         prompt: a.prompt.clone(),
         prompt_ids: ids,

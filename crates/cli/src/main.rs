@@ -11,6 +11,7 @@ mod bench_serve;
 mod chat;
 mod collapse;
 mod commands;
+mod constrain;
 mod explore;
 mod logging;
 mod pull;

@@ -105,12 +105,6 @@ impl Request {
         }
         if let Some(c) = &self.collapse {
             c.validate(self.sampling.temperature, self.n)?;
-            if self.constraint.is_some() {
-                return Err(Error::param(
-                    "collapse",
-                    "collapse (lookahead) decoding does not take a constraint yet",
-                ));
-            }
         }
         Ok(())
     }

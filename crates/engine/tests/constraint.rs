@@ -1,15 +1,17 @@
 //! Constrained decoding on the real model (262 144-token vocabulary): every sample of a JSON
 //! schema, a choice list or a regex matches it, at temperature 1 over many seeds and with
 //! `n > 1`; a constraint that does not compile is refused with llguidance's message; and a
-//! constrained request leaves the requests beside it bit-identical (batch invariance).
+//! constrained request leaves the requests beside it bit-identical (batch invariance); collapse
+//! decoding under a constraint is constrained greedy decoding, in fewer passes.
 
+use everett_engine::collapse::{CollapseParams, Source};
 use everett_engine::constraint::{Compiler, Constraint, Grammar};
 use everett_engine::engine::ExploreRequest;
 use everett_engine::error::Error;
 use everett_engine::generate::{FinishReason, Request};
 use everett_engine::gguf::GgufFile;
 use everett_engine::model::Model;
-use everett_engine::oneshot::{explore_request, generate_batch};
+use everett_engine::oneshot::{collapse, explore_request, generate_batch};
 use everett_engine::request::Output;
 use everett_engine::sample::SamplingParams;
 use everett_engine::superposition::{ExploreParams, FinishReason as PathEnd};
@@ -196,16 +198,17 @@ fn a_constrained_request_leaves_the_others_bit_identical() {
     let g = person(&r);
     let free = |r: &Real, seed: u64| {
         let mut q = request(r, "Once upon a time", None, 0.8, seed, 1);
-        q.max_tokens = 24;
+        q.max_tokens = 16;
         q.sampling.top_logprobs = 3;
         q
     };
-    let alone_reqs: Vec<Request> = (0..3).map(|s| free(&r, s)).collect();
+    // A constrained request among 31 free ones, as a full batch of 32 rows.
+    let alone_reqs: Vec<Request> = (0..31).map(|s| free(&r, s)).collect();
     let alone = generate_batch(&mut r.model, &r.tok, alone_reqs).unwrap();
-    let mut mixed_reqs: Vec<Request> = (0..3).map(|s| free(&r, s)).collect();
-    mixed_reqs.insert(1, request(&r, "JSON:", Some(g), 1.0, 7, 2));
+    let mut mixed_reqs: Vec<Request> = (0..31).map(|s| free(&r, s)).collect();
+    mixed_reqs.insert(1, request(&r, "JSON:", Some(g), 1.0, 7, 1));
     let mut mixed = generate_batch(&mut r.model, &r.tok, mixed_reqs).unwrap();
-    let constrained: Vec<Output> = mixed.drain(1..3).collect();
+    let constrained: Vec<Output> = mixed.drain(1..2).collect();
     for o in &constrained {
         check_person(&serde_json::from_str(&o.text).unwrap());
     }
@@ -303,4 +306,55 @@ fn an_exploration_under_a_constraint_holds_only_futures_that_satisfy_it() {
     }
     let total: f64 = x.paths.iter().map(|p| p.probability).sum();
     assert!((total - 1.0).abs() < 1e-6, "{total}");
+}
+
+/// Collapse decoding under a constraint is exactly constrained greedy decoding — the same
+/// tokens and logprobs — in every mode, and the tokens the grammar forces, guessed for free,
+/// commit several tokens per pass where plain passes commit one.
+#[test]
+fn collapse_under_a_constraint_is_constrained_greedy_in_fewer_passes() {
+    let Some(path) = default_model() else { return };
+    let mut r = load(&path);
+    let prompt = "Describe a fictional person as JSON:";
+    let alone = vec![request(&r, prompt, Some(person(&r)), 0.0, 0, 1)];
+    let greedy = generate_batch(&mut r.model, &r.tok, alone)
+        .unwrap()
+        .remove(0);
+    check_person(&serde_json::from_str(&greedy.text).unwrap());
+    let ids = |o: &Output| {
+        o.tokens
+            .iter()
+            .map(|t| (t.id, t.logprob.to_bits()))
+            .collect::<Vec<_>>()
+    };
+    let d = CollapseParams::default();
+    let mut per_pass = Vec::new();
+    for p in [
+        d,
+        CollapseParams::jacobi(4),
+        CollapseParams {
+            candidates: 3,
+            window: 6,
+            ..d
+        },
+        CollapseParams {
+            fast_forward: false,
+            ..d
+        },
+    ] {
+        let mut req = request(&r, prompt, Some(person(&r)), 0.0, 0, 1);
+        req.collapse = Some(p);
+        let run = collapse(&mut r.model, &r.tok, req, |_| {}).unwrap();
+        assert_eq!(ids(&run.output), ids(&greedy), "{p:?}: {}", run.output.text);
+        assert_eq!(run.output.finish_reason, greedy.finish_reason);
+        let forced = run
+            .passes
+            .iter()
+            .filter(|x| x.source == Source::Grammar)
+            .count();
+        assert_eq!(forced > 0, p.fast_forward, "{p:?}");
+        per_pass.push(run.tokens_per_pass());
+    }
+    // Fast-forward guesses save passes: the default beats the same run without them.
+    assert!(per_pass[0] > per_pass[3] * 1.3, "{per_pass:?}");
 }

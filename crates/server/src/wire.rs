@@ -346,6 +346,11 @@ fn lookahead(v: &serde_json::Value) -> Result<Option<CollapseParams>, ApiError> 
             "window" => p.window = int(1, MAX_WINDOW)?,
             "ngram" => p.ngram = int(2, MAX_NGRAM)?,
             "candidates" => p.candidates = int(1, MAX_CANDIDATES)?,
+            "fast_forward" => {
+                p.fast_forward = v.as_bool().ok_or_else(|| {
+                    ApiError::invalid(&name, "`lookahead.fast_forward` must be true or false")
+                })?
+            }
             "mode" => {
                 p.mode = match v.as_str() {
                     Some("lookahead") => Mode::Lookahead,
@@ -361,7 +366,7 @@ fn lookahead(v: &serde_json::Value) -> Result<Option<CollapseParams>, ApiError> 
             _ => {
                 return Err(ApiError::invalid(
                     &name,
-                    format!("unknown field `{k}` in `lookahead` (window, ngram, candidates, mode)"),
+                    format!("unknown field `{k}` in `lookahead` (window, ngram, candidates, mode, fast_forward)"),
                 ))
             }
         }

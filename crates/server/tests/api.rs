@@ -568,6 +568,20 @@ async fn structured_outputs_constrain_the_reply_in_every_dialect() {
         })
         .collect();
     valid_json(&text);
+    // Lookahead (collapse) decoding takes a constraint: the same text as constrained greedy.
+    let greedy = json!({"prompt": "Answer:", "max_tokens": 40, "temperature": 0,
+        "structured_outputs": {"json": schema}});
+    let mut looked = greedy.clone();
+    looked["lookahead"] = json!({"window": 4});
+    let text = |body: &str| {
+        let v: Value = serde_json::from_str(body).unwrap();
+        v["choices"][0]["text"].as_str().unwrap().to_string()
+    };
+    let (_, a) = call(&app, "POST", "/v1/completions", Some(greedy)).await;
+    let (s, b) = call(&app, "POST", "/v1/completions", Some(looked)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    valid_json(&text(&a));
+    assert_eq!(text(&a), text(&b));
 }
 
 /// `logit_bias` moves the sampled token; `echo` puts the prompt before the text, streamed or not.

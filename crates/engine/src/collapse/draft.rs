@@ -43,6 +43,22 @@ impl Chain {
         Some(traj)
     }
 
+    /// A chain of `guesses` that come from no draft (the tokens a constraint forces).
+    pub fn forced(guesses: Vec<u32>) -> Self {
+        Self {
+            source: Source::Grammar,
+            lineages: vec![Vec::new(); guesses.len()],
+            guesses,
+            kind: None,
+        }
+    }
+
+    /// Keeps the first `n` guesses.
+    pub fn truncate(&mut self, n: usize) {
+        self.guesses.truncate(n);
+        self.lineages.truncate(n);
+    }
+
     fn none() -> Self {
         Self {
             source: Source::None,

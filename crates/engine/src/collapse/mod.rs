@@ -15,6 +15,11 @@
 //! This module holds the parameters, what a pass reports and the drafting; the policy that runs
 //! it is `policies::collapse`, and `oneshot::collapse` runs one request alone.
 //!
+//! Under a constraint (`Request::constraint`) every row is masked as plain constrained
+//! generation masks it, with the matcher advanced over the chain's guesses before it; the tokens
+//! the grammar forces after the committed text (llguidance's fast-forward tokens) are the
+//! guesses, so the punctuation and keys of a JSON schema cost no passes of their own.
+//!
 //! What it does not do: sample. Verification that preserves a sampling distribution is a later
 //! step; `temperature > 0` is refused.
 
@@ -52,6 +57,8 @@ pub struct CollapseParams {
     pub ngram: usize,
     /// G: most chains verified per pass (each costs its guesses plus the last token again).
     pub candidates: usize,
+    /// Under a constraint, guess the tokens it forces (on by default; off to measure them).
+    pub fast_forward: bool,
 }
 
 impl Default for CollapseParams {
@@ -61,6 +68,7 @@ impl Default for CollapseParams {
             window: 8,
             ngram: 4,
             candidates: 1,
+            fast_forward: true,
         }
     }
 }
@@ -141,4 +149,7 @@ pub enum Source {
     Ngram,
     /// The Jacobi window.
     Jacobi,
+    /// Tokens a constraint forces next (JSON punctuation, a schema's keys): guesses that cost
+    /// no pass of their own.
+    Grammar,
 }

@@ -72,11 +72,27 @@ impl GeneratePolicy {
     }
 
     /// Sample 0's choice from a row that follows `history`, had it produced `produced` tokens
-    /// by then (a collapse policy reads rows ahead of what it has produced).
-    pub fn choose_at(&self, history: &[u32], produced: usize, row: &mut [f32]) -> Choice {
+    /// by then (a collapse policy reads rows ahead of what it has produced), under `grammar`'s
+    /// state at that row when the request is constrained.
+    pub fn choose_at(
+        &self,
+        history: &[u32],
+        produced: usize,
+        row: &mut [f32],
+        grammar: Option<&mut Grammar>,
+    ) -> Result<Choice, Error> {
         self.shape_row(produced, row);
         let mut rng = self.samples[0].rng.clone();
-        sample(row, &self.req.sampling, history, &mut rng)
+        match grammar {
+            None => Ok(sample(row, &self.req.sampling, history, &mut rng)),
+            Some(g) => sample_with(row, &self.req.sampling, history, &mut rng, Some(g)),
+        }
+    }
+
+    /// Sample 0's constraint in its present state (after the tokens it emitted).
+    pub fn grammar(&self) -> Option<Grammar> {
+        let g = self.samples[0].grammar.as_ref()?;
+        Some(g.lock().unwrap_or_else(PoisonError::into_inner).clone())
     }
 
     /// What the request does to a row before sampling, for a sample that has produced
@@ -125,7 +141,7 @@ impl GeneratePolicy {
     }
 
     /// Ends every sample: the request failed with `e` (sent as its last event).
-    fn fail(&mut self, ctx: &mut Ctx, e: Error) {
+    pub fn fail(&mut self, ctx: &mut Ctx, e: Error) {
         for (i, smp) in self.samples.iter_mut().enumerate() {
             if !smp.finished {
                 smp.finished = true;
