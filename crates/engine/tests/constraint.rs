@@ -358,3 +358,37 @@ fn collapse_under_a_constraint_is_constrained_greedy_in_fewer_passes() {
     // Fast-forward guesses save passes: the default beats the same run without them.
     assert!(per_pass[0] > per_pass[3] * 1.3, "{per_pass:?}");
 }
+
+/// Masks made ahead of the logits, beside the forward pass (a model of 1 compute thread leaves
+/// a core free for them on a machine of 2 or more), give the very samples that masks made in
+/// the reads do (2 threads on 2 cores: no core to spare).
+#[test]
+fn masks_made_beside_the_forward_pass_change_nothing() {
+    let Some(path) = default_model() else { return };
+    let mut outs = Vec::new();
+    for threads in [1, 2] {
+        let mut r = load(&path);
+        r.model = Model::from_gguf(&GgufFile::open(&path).unwrap(), threads).unwrap();
+        let g = person(&r);
+        let reqs = (0..4)
+            .map(|seed| request(&r, "A person as JSON:", Some(g.clone()), 1.0, seed, 2))
+            .collect();
+        let o = generate_batch(&mut r.model, &r.tok, reqs).unwrap();
+        outs.push(
+            o.iter()
+                .map(|o| {
+                    check_person(&serde_json::from_str(&o.text).unwrap());
+                    o.tokens
+                        .iter()
+                        .map(|t| (t.id, t.logprob.to_bits()))
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert!(
+        std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2,
+        "this check needs a second core to overlap masks with the forward pass"
+    );
+    assert_eq!(outs[0], outs[1]);
+}

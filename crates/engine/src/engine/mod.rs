@@ -478,8 +478,29 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
             self.batch
                 .push_rows(r.kv, r.start, tokens, r.logits.clone());
         }
-        let kv = self.scheduler.kv_for_forward();
-        self.model.forward(&self.batch, kv, &mut self.logits)?;
+        let (reqs, kv) = self.scheduler.forward_parts();
+        // Policies' preparations (constraint masks) run beside the forward pass when a core is
+        // free of the pool's threads; otherwise their reads do the same work after it.
+        let prepares: Vec<(&Req, usize)> = plan
+            .runs
+            .iter()
+            .filter(|r| !r.logits.is_empty())
+            .map(|r| (&reqs[&r.req], r.seq))
+            .filter(|(req, _)| req.policy.prepares())
+            .collect();
+        let (model, batch, logits) = (&mut self.model, &self.batch, &mut self.logits);
+        if prepares.is_empty() || !spare_core(model.pool().threads()) {
+            model.forward(batch, kv, logits)?;
+        } else {
+            std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    for (req, s) in &prepares {
+                        req.policy.prepare(*s, &req.seqs[*s]);
+                    }
+                });
+                model.forward(batch, kv, logits)
+            })?;
+        }
         self.stats.forward_tokens += self.batch.len() as u64;
         let used = self.scheduler.kv().used_blocks();
         self.stats.peak_used_blocks = self.stats.peak_used_blocks.max(used);
@@ -530,4 +551,10 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
             req.send(Event::Error(e));
         }
     }
+}
+
+/// Whether the machine has a core beside the pool's `threads`.
+fn spare_core(threads: usize) -> bool {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get())) > threads
 }

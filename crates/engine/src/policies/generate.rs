@@ -5,7 +5,9 @@
 //!
 //! Under a constraint (`Request::constraint`) each sample has its own grammar state and draws
 //! only tokens it allows (`sample::sample_with`: a greedy row skips the mask when its best
-//! token is allowed). Masks are computed in `read`, on the compute threads, row by row.
+//! token is allowed). A sampled row always takes its mask: `prepare` computes it beside the
+//! forward pass when a core is free of the compute threads (the grammar's state is known before
+//! the logits are), else `read` computes it on the compute threads, row by row.
 
 use crate::constraint::{Grammar, Mask, Shared};
 use crate::error::Error;
@@ -26,6 +28,8 @@ struct Sample {
     finished: bool,
     /// The constraint's state after this sample's tokens (locked only by this sample's row).
     grammar: Option<Mutex<Grammar>>,
+    /// The mask of that state, when `prepare` computed it ahead of the row.
+    premask: Mutex<Option<Mask>>,
 }
 
 /// A sample's draw from one row: its choice (or why the constraint could not give one) and
@@ -56,6 +60,7 @@ impl GeneratePolicy {
                 produced: 0,
                 finished: false,
                 grammar: req.constraint.clone().map(Mutex::new),
+                premask: Mutex::new(None),
             })
             .collect();
         Self {
@@ -129,6 +134,12 @@ impl GeneratePolicy {
         shared: Option<&Mask>,
     ) -> Draw {
         let p = &self.req.sampling;
+        let premask = self.samples[i]
+            .premask
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let shared = shared.or(premask.as_ref());
         let choice = match (&self.samples[i].grammar, shared) {
             (None, _) => sample_with(row, p, history, &mut rng, None),
             (Some(_), Some(m)) => sample_with(row, p, history, &mut rng, Some(&mut Shared(m))),
@@ -160,12 +171,18 @@ impl GeneratePolicy {
             return;
         }
         let mut complete = false;
-        if let Some(g) = &mut self.samples[i].grammar {
+        let smp = &mut self.samples[i];
+        if let Some(g) = &mut smp.grammar {
             let g = g.get_mut().unwrap_or_else(PoisonError::into_inner);
-            if let Err(e) = g.consume(choice.id) {
+            let consumed = g.consume(choice.id);
+            complete = g.is_stopped();
+            // A mask made ahead belongs to the state before this token.
+            *smp.premask
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner) = None;
+            if let Err(e) = consumed {
                 return self.fail(ctx, e);
             }
-            complete = g.is_stopped();
         }
         let (req, smp) = (&self.req, &mut self.samples[i]);
         smp.produced += 1;
@@ -223,7 +240,13 @@ impl Policy for GeneratePolicy {
         let original = (who.len() > 1).then(|| row.to_vec());
         // The samples of one prompt start in one state: one mask serves them all.
         let shared = match (&original, &self.samples[0].grammar) {
-            (Some(_), Some(g)) => g.lock().unwrap_or_else(PoisonError::into_inner).mask().ok(),
+            (Some(_), Some(g)) => {
+                let pre = self.samples[0].premask.lock();
+                match pre.unwrap_or_else(PoisonError::into_inner).take() {
+                    Some(m) => Some(m),
+                    None => g.lock().unwrap_or_else(PoisonError::into_inner).mask().ok(),
+                }
+            }
             _ => None,
         };
         who.iter()
@@ -236,6 +259,22 @@ impl Policy for GeneratePolicy {
                 }
             })
             .collect()
+    }
+
+    /// A constrained request that samples: every row will take its mask.
+    fn prepares(&self) -> bool {
+        self.req.constraint.is_some() && self.req.sampling.temperature > 0.0 && !self.failed
+    }
+
+    /// The mask of the sample that reads sequence `s`'s next row (sample 0's for a prompt's
+    /// `n` samples), computed ahead of the row.
+    fn prepare(&self, s: usize, _: &Seq) {
+        let Some(smp) = self.samples.get(s).filter(|smp| !smp.finished) else {
+            return;
+        };
+        let Some(g) = &smp.grammar else { return };
+        let mask = g.lock().unwrap_or_else(PoisonError::into_inner).mask().ok();
+        *smp.premask.lock().unwrap_or_else(PoisonError::into_inner) = mask;
     }
 
     fn apply(&mut self, ctx: &mut Ctx, reads: Vec<(usize, Self::Read)>) {

@@ -31,6 +31,15 @@ pub(crate) trait Policy: Send + Sync {
     /// Reads the logits row of position `pos` of sequence `s` (the policy may modify the row).
     fn read(&self, s: usize, seq: &Seq, pos: usize, row: &mut [f32]) -> Self::Read;
 
+    /// Whether `prepare` has work this step.
+    fn prepares(&self) -> bool {
+        false
+    }
+
+    /// Work for sequence `s`'s next read that needs no logits (a constraint's mask), run beside
+    /// the forward pass on a spare core when there is one.
+    fn prepare(&self, _s: usize, _seq: &Seq) {}
+
     /// Consumes this step's reads of the request, in batch order as (sequence, read).
     fn apply(&mut self, ctx: &mut Ctx, reads: Vec<(usize, Self::Read)>);
 
@@ -46,6 +55,8 @@ pub(crate) trait DynPolicy: Send + Sync {
     fn logit_positions(&self, seq: &Seq) -> Range<usize>;
     fn slack(&self) -> usize;
     fn read(&self, s: usize, seq: &Seq, pos: usize, row: &mut [f32]) -> AnyRead;
+    fn prepares(&self) -> bool;
+    fn prepare(&self, s: usize, seq: &Seq);
     fn apply(&mut self, ctx: &mut Ctx, reads: Vec<(usize, AnyRead)>);
     fn is_done(&self) -> bool;
 }
@@ -59,6 +70,12 @@ impl<P: Policy> DynPolicy for P {
     }
     fn read(&self, s: usize, seq: &Seq, pos: usize, row: &mut [f32]) -> AnyRead {
         AnyRead(Box::new(Policy::read(self, s, seq, pos, row)))
+    }
+    fn prepares(&self) -> bool {
+        Policy::prepares(self)
+    }
+    fn prepare(&self, s: usize, seq: &Seq) {
+        Policy::prepare(self, s, seq)
     }
     fn apply(&mut self, ctx: &mut Ctx, reads: Vec<(usize, AnyRead)>) {
         // The engine hands a request back only the reads its own policy made.

@@ -169,10 +169,10 @@ impl Scheduler {
         &self.kv
     }
 
-    /// The cache for the forward pass to write the scheduled rows into (their slots were
-    /// reserved by `schedule`; `update` commits them).
-    pub(crate) fn kv_for_forward(&mut self) -> &mut KvCache {
-        &mut self.kv
+    /// The requests (for work beside the forward pass), and the cache for the pass to write
+    /// the scheduled rows into (their slots were reserved by `schedule`; `update` commits them).
+    pub(crate) fn forward_parts(&mut self) -> (&HashMap<RequestId, Req>, &mut KvCache) {
+        (&self.reqs, &mut self.kv)
     }
 
     /// Drops every idle prefix-cache block.
