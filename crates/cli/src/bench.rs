@@ -6,7 +6,7 @@
 //! one greedy 32-token generation of the same prompt, and against the same search without KV
 //! sharing. `collapse` is `bench_collapse` (lookahead and Jacobi decoding against greedy).
 //! `engine` (only when asked for by name: it takes minutes) is the serving workload of
-//! `bench_engine`.
+//! `bench_engine`; `depth` (by name too) is `bench_depth`, speed with a long context cached.
 
 use crate::commands::load;
 use crate::Common;
@@ -22,7 +22,7 @@ use everett_engine::tokenizer::Tokenizer;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
-const PARTS: [&str; 8] = [
+const PARTS: [&str; 9] = [
     "pp128",
     "pp512",
     "tg128",
@@ -31,6 +31,7 @@ const PARTS: [&str; 8] = [
     "collapse",
     "constraint",
     "engine",
+    "depth",
 ];
 const EXPLORE_PROMPT: &str = "The meaning of life is";
 const RUNS: usize = 3;
@@ -213,6 +214,10 @@ pub fn run(common: &Common, only: Option<&str>) -> Result<()> {
             eprintln!("constraint {v}");
         }
         out.insert("constraint".into(), v);
+    }
+    // Long contexts take minutes: only on request.
+    if only == Some("depth") {
+        out.insert("depth".into(), crate::bench_depth::run(&mut m, &tok)?);
     }
     // The serving workload takes minutes: only on request.
     if only == Some("engine") {

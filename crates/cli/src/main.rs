@@ -6,6 +6,7 @@
 mod bench;
 mod bench_collapse;
 mod bench_constraint;
+mod bench_depth;
 mod bench_engine;
 mod bench_serve;
 mod chat;
@@ -156,7 +157,7 @@ enum Cmd {
         target: Option<BenchTarget>,
         #[command(flatten)]
         common: Common,
-        /// Run one part only (pp128, pp512, tg128, parallel, explore, collapse, constraint, engine).
+        /// Run one part only (pp128, pp512, tg128, parallel, explore, collapse, constraint, engine, depth).
         #[arg(long)]
         only: Option<String>,
     },

@@ -12,4 +12,5 @@ pub mod pack;
 pub mod pool;
 pub mod quant;
 mod quant_low;
+pub mod softmax;
 mod vnni;

@@ -1,14 +1,30 @@
 //! Causal attention of a flat batch over the paged KV cache: each row attends to its own
 //! sequence's positions up to its own (inside the layer's window), never to another sequence.
-//! Rows × (groups of heads sharing a KV head) are split across the thread pool; every
-//! (row, head) is computed in a fixed order, so results do not depend on what else is in the
-//! batch or on how heads were grouped.
+//!
+//! A row's visible positions are cut at multiples of `SPAN`. Each span gives, per head, a
+//! partial softmax: its largest score, the sum of its exponentials and their weighted sum of
+//! values; the partials are folded in span order (the online softmax of flash attention), and
+//! the row's output is the folded sum over the folded total. How the work is shared out never
+//! changes that arithmetic, so a row's result depends only on its own sequence:
+//! * Consecutive rows of one sequence (a prefill chunk) form tiles; a tile takes each span in
+//!   turn for all its rows, so the span's keys and values are read from memory once per tile
+//!   and per KV head (for all the query heads that share it) and then come from cache.
+//! * When the batch has fewer (row, KV head) pairs than threads (one long sequence decoding),
+//!   every span's partial is computed on its own, on any thread, and the partials are folded
+//!   afterwards in span order: one sequence uses every core.
 
 use crate::batch::Batch;
 use crate::kernels::disjoint::Disjoint;
 use crate::kernels::heads::{self, Run, MAX_HEADS};
-use crate::kernels::pool::{split, ThreadPool};
-use crate::kv::KvCache;
+use crate::kernels::pool::ThreadPool;
+use crate::kernels::softmax::{exp, exp_sub_sum};
+use crate::kv::{KvCache, SeqView};
+
+/// Positions per span (aligned to multiples of it); a span of keys and values at head size
+/// 256 in f16 is 128 KiB each, which a core's L2 cache holds while a tile reads it.
+pub const SPAN: usize = 256;
+/// Most rows in a tile.
+const TILE: usize = 16;
 
 pub struct AttnShape {
     pub n_head: usize,
@@ -26,9 +42,128 @@ pub struct LayerKv<'a> {
     pub layer: usize,
 }
 
+/// The partial softmax of `heads` heads: `[max per head, sum per head, weighted sums (heads ×
+/// head_dim)]`, `heads * (head_dim + 2)` floats.
+fn part_len(heads: usize, hd: usize) -> usize {
+    heads * (hd + 2)
+}
+
+/// Spans `first / SPAN ..= last / SPAN`, each cut to `first..=last`.
+fn spans(first: usize, last: usize) -> impl Iterator<Item = (usize, usize)> {
+    (first / SPAN..=last / SPAN)
+        .map(move |c| (first.max(c * SPAN), last.min(c * SPAN + SPAN - 1) + 1))
+}
+
+/// One row's work for one KV head: where its queries are and what it sees.
+struct Query<'a> {
+    view: SeqView<'a>,
+    /// The query heads that share the KV head, `[heads, head_dim]`.
+    q: &'a [f32],
+    kvh: usize,
+}
+
+/// The partial softmax of positions `from..to` for `qr`'s heads into `part` (see `part_len`);
+/// `sc`: scratch of `heads * SPAN`.
+fn span_part(
+    shape: &AttnShape,
+    qr: &Query,
+    (from, to): (usize, usize),
+    sc: &mut [f32],
+    part: &mut [f32],
+) {
+    let hd = shape.head_dim;
+    let heads = qr.q.len() / hd;
+    let (stride, len) = (qr.view.row(), to - from);
+    let mut i0 = 0;
+    for (_, count, keys, _) in qr.view.runs(from, to) {
+        for hc in (0..heads).step_by(MAX_HEADS) {
+            let hn = MAX_HEADS.min(heads - hc);
+            let run = Run {
+                rows: keys.skip(qr.kvh * hd),
+                stride,
+                n: count,
+            };
+            let out = &mut sc[hc * len + i0..];
+            heads::scores(
+                &qr.q[hc * hd..(hc + hn) * hd],
+                hd,
+                run,
+                shape.scale,
+                out,
+                len,
+            );
+        }
+        i0 += count;
+    }
+    let (ml, o) = part.split_at_mut(2 * heads);
+    for j in 0..heads {
+        let row = &mut sc[j * len..(j + 1) * len];
+        if let Some(cap) = shape.softcap {
+            row.iter_mut().for_each(|s| *s = cap * (*s / cap).tanh());
+        }
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        ml[j] = max;
+        ml[heads + j] = exp_sub_sum(row, max);
+    }
+    o.fill(0.0);
+    let mut i0 = 0;
+    for (_, count, _, values) in qr.view.runs(from, to) {
+        for hc in (0..heads).step_by(MAX_HEADS) {
+            let hn = MAX_HEADS.min(heads - hc);
+            let run = Run {
+                rows: values.skip(qr.kvh * hd),
+                stride,
+                n: count,
+            };
+            heads::weighted_sum(
+                &mut o[hc * hd..(hc + hn) * hd],
+                hd,
+                &sc[hc * len + i0..],
+                len,
+                run,
+            );
+        }
+        i0 += count;
+    }
+}
+
+/// An empty fold: max −∞, sum 0, weighted sums 0 (folding a partial into it gives the partial).
+fn fold_start(acc: &mut [f32], heads: usize) {
+    acc[..heads].fill(f32::NEG_INFINITY);
+    acc[heads..].fill(0.0);
+}
+
+/// Folds partial `part` into `acc` (both `part_len(heads, hd)`).
+fn fold(acc: &mut [f32], part: &[f32], heads: usize, hd: usize) {
+    let (aml, ao) = acc.split_at_mut(2 * heads);
+    let (pml, po) = part.split_at(2 * heads);
+    for j in 0..heads {
+        let m = aml[j].max(pml[j]);
+        let (a, b) = (exp(aml[j] - m), exp(pml[j] - m));
+        aml[j] = m;
+        aml[heads + j] = aml[heads + j] * a + pml[heads + j] * b;
+        for (x, &y) in ao[j * hd..(j + 1) * hd]
+            .iter_mut()
+            .zip(&po[j * hd..(j + 1) * hd])
+        {
+            *x = *x * a + y * b;
+        }
+    }
+}
+
+/// The output of a fold: each head's weighted sum over its sum.
+fn fold_end(acc: &[f32], heads: usize, hd: usize, out: &mut [f32]) {
+    for j in 0..heads {
+        let inv = 1.0 / acc[heads + j];
+        let o = &acc[2 * heads + j * hd..2 * heads + (j + 1) * hd];
+        for (x, &y) in out[j * hd..(j + 1) * hd].iter_mut().zip(o) {
+            *x = y * inv;
+        }
+    }
+}
+
 /// `out[t, h*hd..]` = softmax(q·K^T·scale) V for every row t and head h.
-/// `q`: `[rows, n_head*head_dim]`; `scores`: per-thread scratch of
-/// `threads * n_head * (max_len + 1)`, `max_len` the batch's largest position plus one.
+/// `q`, `out`: `[rows, n_head*head_dim]`; `scratch` grows as needed.
 pub fn attend(
     pool: &ThreadPool,
     cache: LayerKv,
@@ -36,85 +171,118 @@ pub fn attend(
     shape: &AttnShape,
     q: &[f32],
     out: &mut [f32],
-    scores: &mut [f32],
+    scratch: &mut Vec<f32>,
 ) {
+    let (nh, nkv, hd) = (shape.n_head, shape.n_head_kv, shape.head_dim);
+    let group = nh / nkv;
+    let plen = part_len(group, hd);
     let LayerKv { kv, layer } = cache;
-    let max_len = batch.positions.iter().max().map_or(1, |p| p + 1);
-    assert!(scores.len() >= pool.threads() * shape.n_head * (max_len + 1));
-    let (nh, hd) = (shape.n_head, shape.head_dim);
-    let group = nh / shape.n_head_kv;
-    // Heads that share a KV head are computed together, so each cached key and value row is
-    // read once for all of them; with too few rows to keep every thread busy the group is split.
-    let mut per = group;
-    while per > 1 && per.is_multiple_of(2) && batch.len() * nh / per < pool.threads() {
-        per /= 2;
-    }
+    let query = |t: usize, kvh: usize| Query {
+        view: kv.view(layer, batch.seqs[t]),
+        q: &q[(t * nh + kvh * group) * hd..(t * nh + (kvh + 1) * group) * hd],
+        kvh,
+    };
+    let visible = |t: usize| {
+        let pos = batch.positions[t];
+        (kv.view(layer, batch.seqs[t]).first_visible(pos), pos)
+    };
+    let nt = pool.threads();
     let out_ptr = Disjoint::new(out);
-    let sc_ptr = Disjoint::new(scores);
-    let items = batch.len() * nh / per;
+    if batch.len() * nkv >= nt {
+        // Tiles of consecutive rows of one sequence.
+        let mut tiles: Vec<(usize, usize)> = Vec::new();
+        for t in 0..batch.len() {
+            match tiles.last_mut() {
+                Some((start, n))
+                    if *n < TILE
+                        && batch.seqs[t] == batch.seqs[t - 1]
+                        && batch.positions[t] == batch.positions[t - 1] + 1
+                        && *start + *n == t =>
+                {
+                    *n += 1
+                }
+                _ => tiles.push((t, 1)),
+            }
+        }
+        let per_thread = group * SPAN + (TILE + 1) * plen;
+        if scratch.len() < nt * per_thread {
+            scratch.resize(nt * per_thread, 0.0);
+        }
+        let sc_ptr = Disjoint::new(&mut scratch[..]);
+        let items = tiles.len() * nkv;
+        pool.run(&|ti, nt| {
+            // SAFETY: each thread owns its own `per_thread` floats of the scratch.
+            let mine = unsafe { sc_ptr.part(ti * per_thread, per_thread) };
+            let (sc, rest) = mine.split_at_mut(group * SPAN);
+            let (part, accs) = rest.split_at_mut(plen);
+            // Items dealt round-robin: a prefill's later tiles cost more than its first.
+            for item in (ti..items).step_by(nt) {
+                let ((start, n), kvh) = (tiles[item / nkv], item % nkv);
+                let rows: Vec<(Query, (usize, usize))> = (start..start + n)
+                    .map(|t| (query(t, kvh), visible(t)))
+                    .collect();
+                for acc in accs.chunks_exact_mut(plen).take(n) {
+                    fold_start(acc, group);
+                }
+                let lo = rows.iter().map(|r| r.1 .0).min().unwrap_or(0);
+                let hi = rows.iter().map(|r| r.1 .1).max().unwrap_or(0);
+                for c in lo / SPAN..=hi / SPAN {
+                    for (r, (qr, (first, last))) in rows.iter().enumerate() {
+                        if c < first / SPAN || c > last / SPAN {
+                            continue;
+                        }
+                        let range = ((*first).max(c * SPAN), (*last).min(c * SPAN + SPAN - 1) + 1);
+                        span_part(shape, qr, range, sc, part);
+                        fold(&mut accs[r * plen..(r + 1) * plen], part, group, hd);
+                    }
+                }
+                for r in 0..n {
+                    let t = start + r;
+                    // SAFETY: row t, heads of KV head kvh are written by this item only.
+                    let o = unsafe { out_ptr.part((t * nh + kvh * group) * hd, group * hd) };
+                    fold_end(&accs[r * plen..(r + 1) * plen], group, hd, o);
+                }
+            }
+        });
+        return;
+    }
+    // Few pairs: every span's partial on its own, then the folds.
+    let mut items: Vec<(usize, usize, (usize, usize))> = Vec::new();
+    let mut firsts = Vec::with_capacity(batch.len() * nkv + 1);
+    for t in 0..batch.len() {
+        let (first, last) = visible(t);
+        for kvh in 0..nkv {
+            firsts.push(items.len());
+            items.extend(spans(first, last).map(|s| (t, kvh, s)));
+        }
+    }
+    firsts.push(items.len());
+    let (parts_len, sc_len) = (items.len() * plen, group * SPAN);
+    if scratch.len() < parts_len + nt * sc_len {
+        scratch.resize(parts_len + nt * sc_len, 0.0);
+    }
+    let (parts, scs) = scratch.split_at_mut(parts_len);
+    let (parts_ptr, sc_ptr) = (Disjoint::new(parts), Disjoint::new(scs));
     pool.run(&|ti, nt| {
-        let span = per * (max_len + 1);
-        // SAFETY: each thread owns scores[ti*span..(ti+1)*span].
-        let sc = unsafe { sc_ptr.part(ti * span, span) };
-        for item in split(items, ti, nt) {
-            let (t, h0) = (item / (nh / per), item % (nh / per) * per);
-            let pos = batch.positions[t];
-            let view = kv.view(layer, batch.seqs[t]);
-            let first = view.first_visible(pos);
-            let len = pos + 1 - first;
-            let (kvh, stride) = (h0 / group, view.row());
-            let qs = &q[(t * nh + h0) * hd..(t * nh + h0 + per) * hd];
-            // sc[j * len + i]: head h0 + j, key first + i; then 1/sum of each head.
-            let (sc, inv) = sc.split_at_mut(per * len);
-            let mut i0 = 0;
-            for (_, count, keys, _) in view.runs(first, pos + 1) {
-                for hc in (0..per).step_by(MAX_HEADS) {
-                    let hn = MAX_HEADS.min(per - hc);
-                    let (q_part, keys) = (&qs[hc * hd..(hc + hn) * hd], keys.skip(kvh * hd));
-                    let out = &mut sc[hc * len + i0..];
-                    let run = Run {
-                        rows: keys,
-                        stride,
-                        n: count,
-                    };
-                    heads::scores(q_part, hd, run, shape.scale, out, len);
-                }
-                i0 += count;
+        // SAFETY: each thread owns its scores scratch, and each item its own partial.
+        let sc = unsafe { sc_ptr.part(ti * sc_len, sc_len) };
+        for (i, &(t, kvh, range)) in items.iter().enumerate().skip(ti).step_by(nt) {
+            let part = unsafe { parts_ptr.part(i * plen, plen) };
+            span_part(shape, &query(t, kvh), range, sc, part);
+        }
+    });
+    let parts = &*parts;
+    pool.run(&|ti, nt| {
+        let mut acc = vec![0f32; plen];
+        for pair in (ti..firsts.len() - 1).step_by(nt) {
+            let (t, kvh) = (pair / nkv, pair % nkv);
+            fold_start(&mut acc, group);
+            for i in firsts[pair]..firsts[pair + 1] {
+                fold(&mut acc, &parts[i * plen..(i + 1) * plen], group, hd);
             }
-            for j in 0..per {
-                let row = &mut sc[j * len..(j + 1) * len];
-                if let Some(cap) = shape.softcap {
-                    row.iter_mut().for_each(|s| *s = cap * (*s / cap).tanh());
-                }
-                let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                let mut sum = 0f32;
-                for s in row.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
-                inv[j] = 1.0 / sum;
-            }
-            // SAFETY: row t, heads h0..h0+per are written by this thread only.
-            let o = unsafe { out_ptr.part((t * nh + h0) * hd, per * hd) };
-            o.fill(0.0);
-            let mut i0 = 0;
-            for (_, count, _, values) in view.runs(first, pos + 1) {
-                for hc in (0..per).step_by(MAX_HEADS) {
-                    let hn = MAX_HEADS.min(per - hc);
-                    let (o_part, values) = (&mut o[hc * hd..(hc + hn) * hd], values.skip(kvh * hd));
-                    let w = &sc[hc * len + i0..];
-                    let run = Run {
-                        rows: values,
-                        stride,
-                        n: count,
-                    };
-                    heads::weighted_sum(o_part, hd, w, len, run);
-                }
-                i0 += count;
-            }
-            for (j, oh) in o.chunks_exact_mut(hd).enumerate() {
-                oh.iter_mut().for_each(|v| *v *= inv[j]);
-            }
+            // SAFETY: row t, heads of KV head kvh are written by this pair only.
+            let o = unsafe { out_ptr.part((t * nh + kvh * group) * hd, group * hd) };
+            fold_end(&acc, group, hd, o);
         }
     });
 }

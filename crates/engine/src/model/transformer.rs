@@ -49,7 +49,6 @@ impl Model {
         let c = &self.config;
         let (t, d, hd) = (batch.len(), c.n_embd, c.head_dim);
         let (qn, kvn) = (c.n_head * hd, c.n_head_kv * hd);
-        let max_len = batch.positions.iter().max().map_or(1, |p| p + 1);
         let s = &mut self.scratch;
         grow(&mut s.x, t * d);
         grow(&mut s.h, t * d);
@@ -58,10 +57,6 @@ impl Model {
         grow(&mut s.v, t * kvn);
         grow(&mut s.att, t * qn);
         grow(&mut s.o, t * d);
-        grow(
-            &mut s.scores,
-            self.pool.threads() * c.n_head * (max_len + 1),
-        );
         let w = &self.weights;
         for (i, &tok) in batch.tokens.iter().enumerate() {
             let row = &mut s.x[i * d..(i + 1) * d];
