@@ -221,6 +221,22 @@ fn clone_output(m: &Model) -> everett_engine::kernels::pack::PackedMatrix {
     everett_engine::kernels::pack::PackedMatrix::Float { n, k, data }
 }
 
+/// Every position's logits (`ours`, rows of `v`) within `tol` × the row's scale of `want`.
+fn assert_near(ours: &[f32], want: &Rows, v: usize, tol: f64, what: &str) {
+    for (p, w) in want.iter().enumerate() {
+        let scale = w.iter().fold(0f64, |a, b| a.max(b.abs()));
+        let err = w
+            .iter()
+            .zip(&ours[p * v..(p + 1) * v])
+            .map(|(a, b)| (a - *b as f64).abs())
+            .fold(0f64, f64::max);
+        assert!(
+            err <= tol * scale,
+            "{what} pos {p}: max error {err} (scale {scale})"
+        );
+    }
+}
+
 fn prompt(len: usize, salt: u32) -> Vec<u32> {
     (0..len as u32)
         .map(|i| 4 + (i * 7 + salt * 13) % 90)
@@ -239,24 +255,12 @@ fn matches_the_reference_forward_for_every_architecture() {
         let toks = prompt(20, 1);
         let ours = prefill(&mut m, &toks);
         let want = reference(&m, &t, &toks, kv_type == KvType::F16);
-        let v = m.config.vocab;
-        for (p, w) in want.iter().enumerate() {
-            let scale = w.iter().fold(0f64, |a, b| a.max(b.abs()));
-            let err = w
-                .iter()
-                .zip(&ours[p * v..(p + 1) * v])
-                .map(|(a, b)| (a - *b as f64).abs())
-                .fold(0f64, f64::max);
-            // Float weights and activations: only f32 rounding separates us from the f64
-            // reference. With an f16 cache, a value that lies near a half-way point can round
-            // to the other neighbour than the reference's: a little more room.
-            let tol = if kv_type == KvType::F16 { 3e-4 } else { 1e-4 };
-            assert!(
-                err <= tol * scale,
-                "{} {kv_type:?} pos {p}: max error {err} (scale {scale})",
-                t.arch
-            );
-        }
+        // Float weights and activations: only f32 rounding separates us from the f64
+        // reference. With an f16 cache, a value that lies near a half-way point can round
+        // to the other neighbour than the reference's: a little more room.
+        let tol = if kv_type == KvType::F16 { 3e-4 } else { 1e-4 };
+        let what = format!("{} {kv_type:?}", t.arch);
+        assert_near(&ours, &want, m.config.vocab, tol, &what);
     }
 }
 
@@ -266,18 +270,23 @@ fn prefill_equals_token_by_token_decode() {
         let mut m = load(&t);
         let toks = prompt(19, 2);
         let all = prefill(&mut m, &toks);
-        let mut kv = cache(&m, 32);
-        let s = kv.new_seq();
-        let (mut b, mut logits) = (Batch::default(), Vec::new());
-        let v = m.config.vocab;
-        for (p, &tok) in toks.iter().enumerate() {
-            b.clear();
-            b.push_seq(s, p, &[tok], true);
-            kv.reserve(s, 1).unwrap();
-            m.forward(&b, &mut kv, &mut logits).unwrap();
-            b.commit_to(&mut kv);
-            assert_eq!(logits, all[p * v..(p + 1) * v], "{} position {p}", t.arch);
-        }
+        assert_decode_equals(&mut m, &toks, &all, t.arch);
+    }
+}
+
+/// Decoding `toks` one at a time gives, bit for bit, the logits `all` of their prefill.
+fn assert_decode_equals(m: &mut Model, toks: &[u32], all: &[f32], what: &str) {
+    let mut kv = cache(m, toks.len() + 8);
+    let s = kv.new_seq();
+    let (mut b, mut logits) = (Batch::default(), Vec::new());
+    let v = m.config.vocab;
+    for (p, &tok) in toks.iter().enumerate() {
+        b.clear();
+        b.push_seq(s, p, &[tok], true);
+        kv.reserve(s, 1).unwrap();
+        m.forward(&b, &mut kv, &mut logits).unwrap();
+        b.commit_to(&mut kv);
+        assert_eq!(logits, all[p * v..(p + 1) * v], "{what} position {p}");
     }
 }
 
@@ -368,4 +377,27 @@ fn bad_batches_are_rejected_with_a_reason() {
     b.clear();
     b.push_seq(s, 3, &[5], true);
     assert!(m.forward(&b, &mut kv, &mut logits).is_err());
+}
+
+/// Attention over many spans (`attention::SPAN` positions each): a 600-token prefill, whose rows
+/// run in tiles, matches the f64 reference at every position, and decoding the same tokens one
+/// at a time — one row, its spans spread over the threads and folded after — gives the very
+/// same logits.
+#[test]
+fn long_rows_cross_spans_exactly() {
+    use everett_engine::model::attention::SPAN;
+    let n = 2 * SPAN + 88;
+    for t in [Tiny::gemma3(), Tiny::llama()] {
+        let t = Tiny {
+            ctx: 1024,
+            ..t.float()
+        };
+        let mut m = load(&t);
+        m.kv_type = KvType::F32;
+        let toks = prompt(n, 5);
+        let all = prefill(&mut m, &toks);
+        let want = reference(&m, &t, &toks, false);
+        assert_near(&all, &want, m.config.vocab, 1e-4, t.arch);
+        assert_decode_equals(&mut m, &toks, &all, t.arch);
+    }
 }

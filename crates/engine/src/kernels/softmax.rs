@@ -30,7 +30,7 @@ pub fn exp(x: f32) -> f32 {
     p = p.mul_add(r, 8.333_452e-3);
     p = p.mul_add(r, 4.166_579_6e-2);
     p = p.mul_add(r, 1.666_666_5e-1);
-    p = p.mul_add(r, 5.000_000_1e-1);
+    p = p.mul_add(r, 0.5);
     let y = p.mul_add(r * r, r) + 1.0;
     // 2^n from the rounded value's low bits (n ≥ −126 after the clamp).
     let bits = ((t.to_bits() as i32 - ROUND.to_bits() as i32 + 127) as u32) << 23;

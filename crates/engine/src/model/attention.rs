@@ -264,9 +264,10 @@ pub fn attend(
     let (parts, scs) = scratch.split_at_mut(parts_len);
     let (parts_ptr, sc_ptr) = (Disjoint::new(parts), Disjoint::new(scs));
     pool.run(&|ti, nt| {
-        // SAFETY: each thread owns its scores scratch, and each item its own partial.
+        // SAFETY: each thread owns its scores scratch.
         let sc = unsafe { sc_ptr.part(ti * sc_len, sc_len) };
         for (i, &(t, kvh, range)) in items.iter().enumerate().skip(ti).step_by(nt) {
+            // SAFETY: item i's partial is written by this thread only.
             let part = unsafe { parts_ptr.part(i * plen, plen) };
             span_part(shape, &query(t, kvh), range, sc, part);
         }

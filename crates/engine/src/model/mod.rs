@@ -3,7 +3,7 @@
 //! mixtures of experts, `gpt2`) only say which tensors and options make up the shared `Block`;
 //! the forward itself is in `transformer` (and `ffn` for the MLP and expert layers).
 
-mod attention;
+pub mod attention;
 pub mod config;
 mod ffn;
 mod gemma;
