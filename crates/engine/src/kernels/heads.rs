@@ -59,8 +59,28 @@ impl Elem for u16 {
     }
 }
 
-/// Heads handled together by one pass (the register budget of the AVX2 variants).
+/// Heads handled together by one pass of `weighted_sum` (the register budget of the AVX2
+/// variants: two accumulators per head).
 pub const MAX_HEADS: usize = 4;
+/// Queries handled together by one pass of `scores` (one accumulator each): the heads of two
+/// rows of a prefill tile, so each key is widened once for both.
+pub const MAX_QUERIES: usize = 8;
+
+/// Calls `$f::<H>` (then the other generic parameters) with the query count as a constant.
+macro_rules! by_queries {
+    ($heads:expr, $f:ident, $a:expr $(, $t:ty)?) => {
+        match $heads {
+            1 => $f::<1 $(, $t)?>($a),
+            2 => $f::<2 $(, $t)?>($a),
+            3 => $f::<3 $(, $t)?>($a),
+            4 => $f::<4 $(, $t)?>($a),
+            5 => $f::<5 $(, $t)?>($a),
+            6 => $f::<6 $(, $t)?>($a),
+            7 => $f::<7 $(, $t)?>($a),
+            _ => $f::<8 $(, $t)?>($a),
+        }
+    };
+}
 
 /// Calls `$f::<H>` (then the other generic parameters) with the head count as a constant.
 macro_rules! by_heads {
@@ -74,8 +94,9 @@ macro_rules! by_heads {
     };
 }
 
-/// `out[j * out_stride + i] = dot(q[j*d..(j+1)*d], keys[i*stride..][..d]) * scale` for heads
-/// `j < q.len() / d` and rows `i < n` of `keys`.
+/// `out[j * out_stride + i] = dot(q[j*d..(j+1)*d], keys[i*stride..][..d]) * scale` for queries
+/// `j < q.len() / d` (at most `MAX_QUERIES`) and rows `i < n` of `keys`; each dot product's
+/// arithmetic is the same whatever the number of queries.
 pub fn scores(q: &[f32], d: usize, keys: Run, scale: f32, out: &mut [f32], out_stride: usize) {
     let Run {
         rows: keys,
@@ -83,7 +104,7 @@ pub fn scores(q: &[f32], d: usize, keys: Run, scale: f32, out: &mut [f32], out_s
         n,
     } = keys;
     let heads = q.len() / d;
-    assert!((1..=MAX_HEADS).contains(&heads) && q.len() == heads * d);
+    assert!((1..=MAX_QUERIES).contains(&heads) && q.len() == heads * d);
     assert!(n == 0 || (n - 1) * stride + d <= keys.len());
     assert!((heads - 1) * out_stride + n <= out.len());
     match keys {
@@ -127,7 +148,7 @@ unsafe fn scores_fma(heads: usize, a: ScoreArgs<f32>) {
 
 #[inline(always)]
 fn scores_any<E: Elem>(heads: usize, a: ScoreArgs<E>) {
-    by_heads!(heads, scores_h, a, E)
+    by_queries!(heads, scores_h, a, E)
 }
 
 #[inline(always)]
@@ -280,7 +301,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn scores_f16c(heads: usize, a: ScoreArgs<u16>) {
         // SAFETY: forwarded target features.
-        unsafe { by_heads!(heads, scores_h, a) }
+        unsafe { by_queries!(heads, scores_h, a) }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -394,6 +415,28 @@ mod tests {
                 .iter()
                 .zip(&expect)
                 .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+    }
+
+    #[test]
+    fn eight_queries_score_as_one_at_a_time() {
+        let (d, n, stride) = (256, 6, 256);
+        let q = data(MAX_QUERIES * d, 7);
+        let half: Vec<u16> = data(n * stride, 8)
+            .into_iter()
+            .map(|x| f16::from_f32(x).to_bits())
+            .collect();
+        let mut all = vec![0f32; MAX_QUERIES * n];
+        let run = Run {
+            rows: KvRows::F16(&half),
+            stride,
+            n,
+        };
+        scores(&q, d, run, 0.25, &mut all, n);
+        for j in 0..MAX_QUERIES {
+            let mut one = vec![0f32; n];
+            scores(&q[j * d..(j + 1) * d], d, run, 0.25, &mut one, n);
+            assert_eq!(one, all[j * n..(j + 1) * n], "query {j}");
         }
     }
 

@@ -15,7 +15,7 @@
 
 use crate::batch::Batch;
 use crate::kernels::disjoint::Disjoint;
-use crate::kernels::heads::{self, Run, MAX_HEADS};
+use crate::kernels::heads::{self, Run, MAX_HEADS, MAX_QUERIES};
 use crate::kernels::pool::ThreadPool;
 use crate::kernels::softmax::{exp, exp_sub_sum};
 use crate::kv::{KvCache, SeqView};
@@ -62,42 +62,58 @@ struct Query<'a> {
     kvh: usize,
 }
 
-/// The partial softmax of positions `from..to` for `qr`'s heads into `part` (see `part_len`);
-/// `sc`: scratch of `heads * SPAN`.
-fn span_part(
+/// Scores of positions `from..to` for every query of `q` (`[queries, head_dim]`, queries of KV
+/// head `kvh`): query j's at `sc[j * stride..]`.
+fn span_scores(
     shape: &AttnShape,
-    qr: &Query,
+    view: &SeqView,
+    kvh: usize,
+    q: &[f32],
     (from, to): (usize, usize),
     sc: &mut [f32],
-    part: &mut [f32],
+    stride: usize,
 ) {
     let hd = shape.head_dim;
-    let heads = qr.q.len() / hd;
-    let (stride, len) = (qr.view.row(), to - from);
+    let queries = q.len() / hd;
     let mut i0 = 0;
-    for (_, count, keys, _) in qr.view.runs(from, to) {
-        for hc in (0..heads).step_by(MAX_HEADS) {
-            let hn = MAX_HEADS.min(heads - hc);
+    for (_, count, keys, _) in view.runs(from, to) {
+        for qc in (0..queries).step_by(MAX_QUERIES) {
+            let qn = MAX_QUERIES.min(queries - qc);
             let run = Run {
-                rows: keys.skip(qr.kvh * hd),
-                stride,
+                rows: keys.skip(kvh * hd),
+                stride: view.row(),
                 n: count,
             };
-            let out = &mut sc[hc * len + i0..];
+            let out = &mut sc[qc * stride + i0..];
             heads::scores(
-                &qr.q[hc * hd..(hc + hn) * hd],
+                &q[qc * hd..(qc + qn) * hd],
                 hd,
                 run,
                 shape.scale,
                 out,
-                len,
+                stride,
             );
         }
         i0 += count;
     }
+}
+
+/// The partial softmax (see `part_len`) of `heads` heads over positions `from..to`, from their
+/// scores: head j's at `sc[j * stride + at..][..to - from]` (turned into weights in place).
+fn span_finish(
+    shape: &AttnShape,
+    view: &SeqView,
+    kvh: usize,
+    heads: usize,
+    (sc, stride, at): (&mut [f32], usize, usize),
+    (from, to): (usize, usize),
+    part: &mut [f32],
+) {
+    let hd = shape.head_dim;
+    let len = to - from;
     let (ml, o) = part.split_at_mut(2 * heads);
     for j in 0..heads {
-        let row = &mut sc[j * len..(j + 1) * len];
+        let row = &mut sc[j * stride + at..j * stride + at + len];
         if let Some(cap) = shape.softcap {
             row.iter_mut().for_each(|s| *s = cap * (*s / cap).tanh());
         }
@@ -107,24 +123,34 @@ fn span_part(
     }
     o.fill(0.0);
     let mut i0 = 0;
-    for (_, count, _, values) in qr.view.runs(from, to) {
+    for (_, count, _, values) in view.runs(from, to) {
         for hc in (0..heads).step_by(MAX_HEADS) {
             let hn = MAX_HEADS.min(heads - hc);
             let run = Run {
-                rows: values.skip(qr.kvh * hd),
-                stride,
+                rows: values.skip(kvh * hd),
+                stride: view.row(),
                 n: count,
             };
-            heads::weighted_sum(
-                &mut o[hc * hd..(hc + hn) * hd],
-                hd,
-                &sc[hc * len + i0..],
-                len,
-                run,
-            );
+            let w = &sc[hc * stride + at + i0..];
+            heads::weighted_sum(&mut o[hc * hd..(hc + hn) * hd], hd, w, stride, run);
         }
         i0 += count;
     }
+}
+
+/// The partial softmax of positions `from..to` for `qr`'s heads into `part` (see `part_len`);
+/// `sc`: scratch of `heads * SPAN`.
+fn span_part(
+    shape: &AttnShape,
+    qr: &Query,
+    range: (usize, usize),
+    sc: &mut [f32],
+    part: &mut [f32],
+) {
+    let heads = qr.q.len() / shape.head_dim;
+    let len = range.1 - range.0;
+    span_scores(shape, &qr.view, qr.kvh, qr.q, range, sc, len);
+    span_finish(shape, &qr.view, qr.kvh, heads, (sc, len, 0), range, part);
 }
 
 /// An empty fold: max −∞, sum 0, weighted sums 0 (folding a partial into it gives the partial).
@@ -204,7 +230,7 @@ pub fn attend(
                 _ => tiles.push((t, 1)),
             }
         }
-        let per_thread = group * SPAN + (TILE + 1) * plen;
+        let per_thread = 2 * group * SPAN + TILE * group * hd + (TILE + 1) * plen;
         if scratch.len() < nt * per_thread {
             scratch.resize(nt * per_thread, 0.0);
         }
@@ -213,7 +239,8 @@ pub fn attend(
         pool.run(&|ti, nt| {
             // SAFETY: each thread owns its own `per_thread` floats of the scratch.
             let mine = unsafe { sc_ptr.part(ti * per_thread, per_thread) };
-            let (sc, rest) = mine.split_at_mut(group * SPAN);
+            let (sc, rest) = mine.split_at_mut(2 * group * SPAN);
+            let (qt, rest) = rest.split_at_mut(TILE * group * hd);
             let (part, accs) = rest.split_at_mut(plen);
             // Items dealt round-robin: a prefill's later tiles cost more than its first.
             for item in (ti..items).step_by(nt) {
@@ -226,14 +253,55 @@ pub fn attend(
                 }
                 let lo = rows.iter().map(|r| r.1 .0).min().unwrap_or(0);
                 let hi = rows.iter().map(|r| r.1 .1).max().unwrap_or(0);
+                // The tile's queries side by side, so that two rows score in one pass.
+                for (r, (qr, _)) in rows.iter().enumerate() {
+                    qt[r * group * hd..(r + 1) * group * hd].copy_from_slice(qr.q);
+                }
+                let range = |r: usize, c: usize| {
+                    let (first, last) = rows[r].1;
+                    let seen = c >= first / SPAN && c <= last / SPAN;
+                    seen.then(|| (first.max(c * SPAN), last.min(c * SPAN + SPAN - 1) + 1))
+                };
                 for c in lo / SPAN..=hi / SPAN {
-                    for (r, (qr, (first, last))) in rows.iter().enumerate() {
-                        if c < first / SPAN || c > last / SPAN {
+                    let mut r = 0;
+                    while r < n {
+                        let Some(a) = range(r, c) else {
+                            r += 1;
                             continue;
+                        };
+                        // Two rows of one sequence share the span's keys: score them together
+                        // (each dot product as it would be alone), finish each on its own.
+                        let b = (r + 1 < n && 2 * group <= MAX_QUERIES)
+                            .then(|| range(r + 1, c))
+                            .flatten();
+                        let k = 1 + usize::from(b.is_some());
+                        let union = (
+                            a.0.min(b.map_or(a.0, |b| b.0)),
+                            a.1.max(b.map_or(a.1, |b| b.1)),
+                        );
+                        let ulen = union.1 - union.0;
+                        let view = &rows[r].0.view;
+                        let q = &qt[r * group * hd..(r + k) * group * hd];
+                        span_scores(shape, view, kvh, q, union, sc, ulen);
+                        for (i, range) in [Some(a), b].into_iter().flatten().enumerate() {
+                            let rows_sc = &mut sc[i * group * ulen..];
+                            span_finish(
+                                shape,
+                                view,
+                                kvh,
+                                group,
+                                (rows_sc, ulen, range.0 - union.0),
+                                range,
+                                part,
+                            );
+                            fold(
+                                &mut accs[(r + i) * plen..(r + i + 1) * plen],
+                                part,
+                                group,
+                                hd,
+                            );
                         }
-                        let range = ((*first).max(c * SPAN), (*last).min(c * SPAN + SPAN - 1) + 1);
-                        span_part(shape, qr, range, sc, part);
-                        fold(&mut accs[r * plen..(r + 1) * plen], part, group, hd);
+                        r += k;
                     }
                 }
                 for r in 0..n {
