@@ -1,0 +1,35 @@
+#!/usr/bin/env python3
+"""Prefix caching at the default model's whole window: one ~32k-token document (this project's
+own text repeated, from /tmp/long.txt) answered once, then for 8 clients at once with different
+questions; prints the times and the prefix-cache hits from /metrics.
+usage: tools/soak/prefix_long.py URL   (a running `everett serve --kv-tokens 40000`)"""
+import json, sys, time, threading, urllib.request
+url = sys.argv[1]
+doc = (open('/tmp/long.txt').read() * 3)[:118000]
+def post(path, body):
+    req = urllib.request.Request(url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=900) as r:
+        return json.loads(r.read())
+def metric(name):
+    with urllib.request.urlopen(url + "/metrics") as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.split()[-1])
+ntok = post("/tokenize", {"prompt": doc})["count"]
+print("document tokens", ntok)
+h0, q0 = metric("vllm:prefix_cache_hits_total"), metric("vllm:prefix_cache_queries_total")
+t = time.time()
+r = post("/v1/completions", {"prompt": doc + "\n\nQuestion 0: what is this about?", "max_tokens": 4, "temperature": 0})
+print("first request %.1f s, prompt_tokens %d" % (time.time() - t, r["usage"]["prompt_tokens"]))
+h1, q1 = metric("vllm:prefix_cache_hits_total"), metric("vllm:prefix_cache_queries_total")
+times = [0.0] * 8
+def one(i):
+    t = time.time()
+    post("/v1/completions", {"prompt": doc + f"\n\nQuestion {i+1}: what is this about?", "max_tokens": 4, "temperature": 0})
+    times[i] = time.time() - t
+t = time.time()
+th = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+[x.start() for x in th]; [x.join() for x in th]
+print("8 clients together: %.1f s wall, each %s" % (time.time() - t, ["%.1f" % x for x in times]))
+h2, q2 = metric("vllm:prefix_cache_hits_total"), metric("vllm:prefix_cache_queries_total")
+print("prefix cache: first request hits %d of %d queried tokens; the 8 clients hit %d of %d" % (h1 - h0, q1 - q0, h2 - h1, q2 - q1))
