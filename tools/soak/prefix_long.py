@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Prefix caching at the default model's whole window: one ~32k-token document (this project's
-own text repeated, from /tmp/long.txt) answered once, then for 8 clients at once with different
-questions; prints the times and the prefix-cache hits from /metrics.
-usage: tools/soak/prefix_long.py URL   (a running `everett serve --kv-tokens 40000`)"""
+"""Prefix caching at the default model's whole window: one ~32k-token document (TEXT repeated to
+118 000 characters) answered once, then for 8 clients at once with different questions; prints
+the times and the prefix-cache hits from /metrics.
+usage: tools/soak/prefix_long.py URL TEXT   (a running `everett serve --kv-tokens 40000`; the
+session 12 run used README.md, DESIGN.md and the seeds concatenated, 49 kB)"""
 import json, sys, time, threading, urllib.request
 url = sys.argv[1]
-doc = (open('/tmp/long.txt').read() * 3)[:118000]
+text = open(sys.argv[2]).read()
+doc = (text * (118000 // len(text) + 1))[:118000]
 def post(path, body):
     req = urllib.request.Request(url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=900) as r:
