@@ -139,7 +139,7 @@ fn decode(
     Ok((seqs * new) as f64 / dt)
 }
 
-fn peak_rss_mb() -> f64 {
+pub(crate) fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()

@@ -32,6 +32,9 @@ pub struct ChatArgs {
     top_p: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// What an answer does when the conversation reaches the end of the context.
+    #[command(flatten)]
+    overflow: crate::overflow::OverflowArgs,
 }
 
 pub fn run(a: &ChatArgs) -> Result<()> {
@@ -40,9 +43,12 @@ pub fn run(a: &ChatArgs) -> Result<()> {
         bail!("this model has no chat template and no known chat format; use `everett generate`");
     };
     let (model, tok) = load_from(&a.common, &file)?;
+    let overflow = a.overflow.overflow()?;
+    let cfg = EngineConfig::default();
+    a.overflow.check(&model, cfg.kv_tokens)?;
     drop(file);
     let tok = std::sync::Arc::new(tok);
-    let (engine, thread) = spawn(Engine::new(model, tok.clone(), EngineConfig::default()));
+    let (engine, thread) = spawn(Engine::new(model, tok.clone(), cfg));
     // Lines from stdin arrive on a channel, so waiting for one can be interrupted.
     let (line_tx, mut lines) = mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {
@@ -99,8 +105,11 @@ pub fn run(a: &ChatArgs) -> Result<()> {
                 ..Default::default()
             };
             turn += 1;
-            let (_, mut events) =
-                engine.submit(Task::Generate(Request::new(ids, sampling, a.max_tokens)));
+            let req = Request {
+                overflow,
+                ..Request::new(ids, sampling, a.max_tokens)
+            };
+            let (_, mut events) = engine.submit(Task::Generate(req));
             let mut answer = String::new();
             loop {
                 tokio::select! {

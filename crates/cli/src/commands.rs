@@ -6,8 +6,9 @@ use anyhow::{bail, Context, Result};
 use everett_engine::engine::{EngineConfig, Event, ScoreRequest, Task};
 use everett_engine::generate::{kv_tokens_for, Request};
 use everett_engine::gguf::GgufFile;
-use everett_engine::model::Model;
+use everett_engine::model::{Model, KV_BLOCK_SIZE};
 use everett_engine::oneshot::{self, generate_batch};
+use everett_engine::overflow::{Overflow, Stream};
 use everett_engine::request::Output;
 use everett_engine::sample::SamplingParams;
 use everett_engine::scheduler::SchedulerConfig;
@@ -41,8 +42,8 @@ pub fn load_from(common: &Common, file: &GgufFile) -> Result<(Model, Tokenizer)>
     Ok((model, tok))
 }
 
-fn request(tok: &Tokenizer, prompt: &str, a: &GenerateArgs) -> Request {
-    Request {
+fn request(tok: &Tokenizer, prompt: &str, a: &GenerateArgs) -> Result<Request> {
+    Ok(Request {
         prompt_ids: tok.encode(prompt, true, false),
         sampling: SamplingParams {
             temperature: a.temperature,
@@ -65,7 +66,8 @@ fn request(tok: &Tokenizer, prompt: &str, a: &GenerateArgs) -> Request {
         collapse: None,
         logit_bias: Vec::new(),
         constraint: None,
-    }
+        overflow: a.overflow.overflow()?,
+    })
 }
 
 fn output_json(tok: &Tokenizer, o: &Output) -> serde_json::Value {
@@ -113,7 +115,10 @@ pub fn generate(common: &Common, a: &GenerateArgs) -> Result<()> {
         _ => bail!("give either a PROMPT or --prompts-file"),
     };
     let (mut model, tok) = load(common)?;
-    let reqs: Vec<Request> = prompts.iter().map(|p| request(&tok, p, a)).collect();
+    let reqs = prompts
+        .iter()
+        .map(|p| request(&tok, p, a))
+        .collect::<Result<Vec<Request>>>()?;
     if reqs.len() > 1 || a.n > 1 || common.json {
         let outs = generate_batch(&mut model, &tok, reqs)?;
         let mut stdout = std::io::stdout().lock();
@@ -128,8 +133,12 @@ pub fn generate(common: &Common, a: &GenerateArgs) -> Result<()> {
     }
     // One prompt, streamed as it is produced.
     let req = reqs.into_iter().next().expect("one request");
+    let kv_tokens = kv_tokens_for(std::slice::from_ref(&req), model.config.context_length);
     let cfg = EngineConfig {
-        kv_tokens: kv_tokens_for(std::slice::from_ref(&req), model.config.context_length),
+        kv_tokens: a
+            .overflow
+            .kv_tokens(a.n)
+            .map_or(kv_tokens, |w| w.min(kv_tokens)),
         ..EngineConfig::for_seqs(1)
     };
     let mut stdout = std::io::stdout().lock();
@@ -213,6 +222,7 @@ pub fn perplexity(common: &Common, file: &Path, ctx: usize) -> Result<()> {
             Task::Score(ScoreRequest {
                 ids: chunk,
                 from: ctx / 2,
+                overflow: Overflow::Stop,
             })
         })
         .collect();
@@ -246,6 +256,66 @@ pub fn perplexity(common: &Common, file: &Path, ctx: usize) -> Result<()> {
         println!("{}", json!({"perplexity": ppl, "tokens_scored": scored}));
     } else {
         println!("perplexity {ppl:.4} over {scored} scored tokens ({n_chunks} chunks of {ctx})");
+    }
+    Ok(())
+}
+
+/// StreamingLLM's measure: the whole text (BOS first) as one sequence that streams through a
+/// window of `s.window` tokens, every prediction from position window/2 on scored, so that
+/// a text many windows long is read with bounded memory. Reports the peak resident size too.
+pub fn perplexity_streamed(common: &Common, file: &Path, s: Stream) -> Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let (mut model, tok) = load(common)?;
+    let window = s.window.unwrap_or(model.config.context_length);
+    let ids = tok.encode(&text, true, false);
+    if ids.len() <= window / 2 + 1 {
+        bail!(
+            "the file has {} tokens; streaming through a window of {window} scores from {} on",
+            ids.len(),
+            window / 2
+        );
+    }
+    let cfg = EngineConfig {
+        kv_tokens: window + KV_BLOCK_SIZE,
+        scheduler: SchedulerConfig {
+            max_seqs: 1,
+            max_logit_rows: 128,
+            ..SchedulerConfig::default()
+        },
+    };
+    let n = ids.len();
+    let task = Task::Score(ScoreRequest {
+        ids,
+        from: window / 2,
+        overflow: Overflow::Stream(Stream {
+            window: Some(window),
+            ..s
+        }),
+    });
+    let mut nll: Option<Vec<f32>> = None;
+    oneshot::run(&mut model, &tok, cfg, vec![task], |_, e| {
+        if let Event::Scored(v) = e {
+            nll = Some(v);
+        }
+        Ok(())
+    })?;
+    let nll = nll.context("the text ended without a score")?;
+    let ppl = (nll.iter().map(|&v| v as f64).sum::<f64>() / nll.len() as f64).exp();
+    let rss = crate::bench::peak_rss_mb();
+    if common.json {
+        println!(
+            "{}",
+            json!({"perplexity": ppl, "tokens_scored": nll.len(), "tokens": n,
+                   "window": window, "sink_tokens": s.sinks, "peak_rss_mb": rss})
+        );
+    } else {
+        println!(
+            "perplexity {ppl:.4} over {} scored tokens of {n}, streamed through a window of \
+             {window} with {} sink tokens; peak RSS {rss:.0} MiB",
+            nll.len(),
+            s.sinks
+        );
     }
     Ok(())
 }

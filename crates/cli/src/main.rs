@@ -15,6 +15,7 @@ mod commands;
 mod constrain;
 mod explore;
 mod logging;
+mod overflow;
 mod pull;
 mod serve;
 mod template;
@@ -22,6 +23,7 @@ mod template;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use everett_engine::kv::KvType;
+use everett_engine::overflow::Overflow;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -94,6 +96,8 @@ pub struct GenerateArgs {
     /// Samples per prompt (they share the prompt's KV); sample i is seeded with seed + i.
     #[arg(long, default_value_t = 1)]
     pub n: usize,
+    #[command(flatten)]
+    pub overflow: overflow::OverflowArgs,
 }
 
 #[derive(Subcommand)]
@@ -135,6 +139,10 @@ enum Cmd {
         file: PathBuf,
         #[arg(long, default_value_t = 512)]
         ctx: usize,
+        /// With `--context-overflow stream`: the whole text as one sequence through a window
+        /// of `--window` tokens (StreamingLLM), scored from position window/2 on.
+        #[command(flatten)]
+        overflow: overflow::OverflowArgs,
     },
     /// Print a GGUF file's metadata and tensor table.
     Inspect { file: PathBuf },
@@ -224,7 +232,15 @@ fn run() -> Result<()> {
             };
             commands::tokenize(&common, &text, add_special, ids)
         }
-        Cmd::Perplexity { common, file, ctx } => commands::perplexity(&common, &file, ctx),
+        Cmd::Perplexity {
+            common,
+            file,
+            ctx,
+            overflow,
+        } => match overflow.overflow()? {
+            Overflow::Stop => commands::perplexity(&common, &file, ctx),
+            Overflow::Stream(s) => commands::perplexity_streamed(&common, &file, s),
+        },
         Cmd::Inspect { file } => commands::inspect(&file),
         Cmd::Template(args) => template::run(&args),
         Cmd::Serve(args) => serve::run(&args),

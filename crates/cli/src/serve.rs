@@ -71,6 +71,10 @@ pub struct ServeArgs {
     /// from the chat template; generic for a template that teaches none).
     #[arg(long, value_name = "NAME")]
     tool_call_parser: Option<String>,
+    /// What a request without `context_overflow` does at the end of the context, and the
+    /// window of the requests that stream.
+    #[command(flatten)]
+    overflow: crate::overflow::OverflowArgs,
     /// How log lines look on stderr (filter them with RUST_LOG; default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -127,6 +131,8 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     let (model, tok) = load_from(&a.common, &file)?;
     drop(file);
     check_kv_size(&model, a)?;
+    let overflow = a.overflow.overflow()?;
+    a.overflow.check(&model, a.kv_tokens)?;
     let name = a.served_model_name.clone().unwrap_or_else(|| {
         let path = crate::pull::resolve(a.common.model.as_deref()).ok();
         path.and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
@@ -160,6 +166,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     let app = router(
         handle.clone(),
         ServerConfig {
+            overflow,
             model_name: name.clone(),
             tokenizer: tok,
             context,

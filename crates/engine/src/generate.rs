@@ -7,6 +7,7 @@ use crate::collapse::CollapseParams;
 use crate::constraint::Grammar;
 use crate::error::{Error, Result};
 use crate::model::KV_BLOCK_SIZE;
+use crate::overflow::Overflow;
 use crate::sample::SamplingParams;
 
 /// Largest accepted `n` (samples of one prompt).
@@ -37,6 +38,9 @@ pub struct Request {
     /// What every sample's output must match (compiled by `constraint::Compiler` for the
     /// engine's tokenizer); `None`: free text.
     pub constraint: Option<Grammar>,
+    /// What each sample does at the end of the context: stop (the default; a prompt plus
+    /// `max_tokens` beyond it is refused) or stream on past it (`overflow`).
+    pub overflow: Overflow,
 }
 
 impl Request {
@@ -54,6 +58,7 @@ impl Request {
             collapse: None,
             logit_bias: Vec::new(),
             constraint: None,
+            overflow: Overflow::Stop,
         }
     }
 

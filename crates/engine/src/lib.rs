@@ -12,6 +12,7 @@ pub mod kernels;
 pub mod kv;
 pub mod model;
 pub mod oneshot;
+pub mod overflow;
 pub(crate) mod policies;
 pub mod request;
 pub mod sample;

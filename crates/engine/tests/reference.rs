@@ -58,6 +58,7 @@ fn greedy_matches_reference_until_near_ties() {
     let reqs: Vec<Request> = cases
         .iter()
         .map(|c| Request {
+            overflow: Default::default(),
             prompt_ids: tok.encode(c["prompt"].as_str().unwrap(), true, false),
             sampling: SamplingParams {
                 top_logprobs: 10,
@@ -134,6 +135,7 @@ fn explorer_on_the_real_model_is_greedy_at_width_one_and_sharing_changes_nothing
     let prompt = "The history of the printing press begins in the fifteenth century, when";
     let ids = tok.encode(prompt, true, false);
     let req = Request {
+        overflow: Default::default(),
         prompt_ids: ids.clone(),
         sampling: SamplingParams::default(),
         max_tokens: 24,

@@ -227,6 +227,7 @@ fn one_branch_one_path_is_greedy_generation() {
             &mut m,
             &tok,
             vec![Request {
+                overflow: Default::default(),
                 prompt_ids: prompt.clone(),
                 sampling: SamplingParams::default(),
                 max_tokens: 20,

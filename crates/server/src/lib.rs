@@ -35,6 +35,7 @@ use axum::{Json, Router};
 pub use chat::ChatTemplate;
 use error::ApiError;
 use everett_engine::engine::handle::{EngineHandle, Health};
+use everett_engine::overflow::Overflow;
 use everett_engine::tokenizer::Tokenizer;
 use metrics::Metrics;
 use serde_json::{json, Value};
@@ -60,6 +61,9 @@ pub struct ServerConfig {
     /// How chat messages become a prompt (`None`: chat completions are refused).
     pub chat_template: Option<ChatTemplate>,
     pub limits: Limits,
+    /// What a request without `context_overflow` does at the end of the context, and the
+    /// window of those that stream.
+    pub overflow: Overflow,
 }
 
 /// What one request may ask for.

@@ -15,9 +15,13 @@ use crate::AppState;
 use everett_engine::collapse::{CollapseParams, Mode, MAX_CANDIDATES, MAX_NGRAM, MAX_WINDOW};
 use everett_engine::constraint::Grammar;
 use everett_engine::generate::{Request, MAX_SAMPLES};
+use everett_engine::overflow::{Overflow, Stream};
 use everett_engine::sample::SamplingParams;
 use everett_engine::scheduler::Admission;
 use serde::Deserialize;
+
+/// Most tokens one streaming sample may produce (`max_tokens` with `context_overflow: stream`).
+pub const MAX_STREAMED_TOKENS: i64 = 1 << 24;
 
 /// Most alternatives per token that `logprobs` / `top_logprobs` may ask for.
 pub const MAX_LOGPROBS: i64 = 20;
@@ -43,6 +47,7 @@ pub const COMMON_FIELDS: &[&str] = &[
     "lookahead",
     "logit_bias",
     "priority",
+    "context_overflow",
     // An end-user id for the operator's abuse monitoring: accepted, nothing to do.
     "user",
 ];
@@ -122,6 +127,9 @@ pub struct Common {
     pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
     /// Lower runs first (vLLM's meaning); 0 by default.
     pub priority: Option<i64>,
+    /// everett's extension: `"stop"` at the end of the context, or `"stream"` past it
+    /// (StreamingLLM); the server's `--context-overflow` by default.
+    pub context_overflow: Option<String>,
     #[allow(dead_code)] // accepted and ignored (see COMMON_FIELDS)
     pub user: Option<String>,
     /// `response_format`, `structured_outputs` and the other constraint fields.
@@ -268,11 +276,17 @@ impl Common {
             ..SamplingParams::default()
         };
         let stop_strings = self.stop.as_ref().map(Stop::to_vec).unwrap_or_default();
+        let overflow = self.overflow(st)?;
         let ctx = st.cfg.context as i64;
+        // A streaming sample may go on past the context.
+        let most = match overflow {
+            Overflow::Stop => ctx,
+            Overflow::Stream(_) => MAX_STREAMED_TOKENS,
+        };
         Ok(Request {
             prompt_ids,
             sampling,
-            max_tokens: count("max_tokens", max_tokens.or(self.max_tokens), 16, 1, ctx)?,
+            max_tokens: count("max_tokens", max_tokens.or(self.max_tokens), 16, 1, most)?,
             stop_strings,
             stop_ids: Vec::new(),
             n: count("n", self.n, 1, 1, MAX_SAMPLES as i64)?,
@@ -281,7 +295,24 @@ impl Common {
             collapse,
             logit_bias: self.logit_bias()?,
             constraint,
+            overflow,
         })
+    }
+
+    /// `context_overflow`, or the server's default; with `"stream"` the server's window.
+    fn overflow(&self, st: &AppState) -> Result<Overflow, ApiError> {
+        match self.context_overflow.as_deref() {
+            None => Ok(st.cfg.overflow),
+            Some("stop") => Ok(Overflow::Stop),
+            Some("stream") => Ok(match st.cfg.overflow {
+                Overflow::Stream(s) => Overflow::Stream(s),
+                Overflow::Stop => Overflow::Stream(Stream::default()),
+            }),
+            Some(other) => Err(ApiError::invalid(
+                "context_overflow",
+                format!("`context_overflow` is \"stop\" or \"stream\", got {other:?}"),
+            )),
+        }
     }
 
     /// How the engine queues this request's prompts: its priority, and one group for all of

@@ -136,6 +136,24 @@ async fn every_route_is_503_until_the_model_is_loaded() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn context_overflow_stream_generates_past_the_context() {
+    let app = app();
+    // The tiny model's context is 256 tokens: 600 more only fit by streaming past it.
+    let req = |overflow: &str| {
+        json!({"prompt": "once upon", "max_tokens": 600, "temperature": 0, "ignore_eos": true,
+               "context_overflow": overflow})
+    };
+    let (s, body) = call(&app, "POST", "/v1/completions", Some(req("stop"))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("\"param\":\"max_tokens\""), "{body}");
+    let (s, body) = call(&app, "POST", "/v1/completions", Some(req("stream"))).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(v["usage"]["completion_tokens"], 600);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn completions_answer_with_choices_usage_and_logprobs() {
     let app = app();
     let req = json!({"model": "tiny", "prompt": "ab", "max_tokens": 6, "temperature": 0,
@@ -254,6 +272,11 @@ async fn bad_input_gets_the_error_object_naming_the_field() {
         (json!({"prompt": "a", "logprobs": 1000}), "logprobs", 400),
         (json!({"prompt": [2, 99999]}), "prompt", 400),
         (json!({"prompt": "a", "max_tokens": 255}), "prompt", 400),
+        (
+            json!({"prompt": "a", "context_overflow": "wrap"}),
+            "context_overflow",
+            400,
+        ),
         (json!({"prompt": "a", "model": "gpt-9"}), "model", 404),
         (json!({"prompt": 5}), "body", 400),
         (json!({"prompt": ""}), "prompt", 400),

@@ -15,7 +15,7 @@ pub mod handle;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::kernels::pool::ThreadPool;
-use crate::kv::{KvCache, KvConfig, PrefixStats};
+use crate::kv::{KvCache, KvConfig, PrefixStats, SeqId};
 use crate::model::Model;
 use crate::policies::{self, Limits};
 use crate::request::policy::AnyRead;
@@ -38,6 +38,12 @@ pub trait Runner {
     fn forward(&mut self, batch: &Batch, kv: &mut KvCache, logits: &mut Vec<f32>) -> Result<()>;
     /// Threads for work beside the forward pass (reading many logit rows).
     fn pool(&self) -> &ThreadPool;
+    /// Whether cached keys can move to other positions (`shift_keys`), as streaming past the
+    /// context needs.
+    fn can_shift(&self) -> bool;
+    /// Turns the cached keys of `seq` at positions `from..` back by `back` positions (after
+    /// `KvCache::drop_middle`).
+    fn shift_keys(&self, kv: &mut KvCache, seq: SeqId, from: usize, back: usize);
 }
 
 impl Runner for Model {
@@ -56,6 +62,12 @@ impl Runner for Model {
     fn pool(&self) -> &ThreadPool {
         Model::pool(self)
     }
+    fn can_shift(&self) -> bool {
+        Model::can_shift(self)
+    }
+    fn shift_keys(&self, kv: &mut KvCache, seq: SeqId, from: usize, back: usize) {
+        Model::shift_keys(self, kv, seq, from, back)
+    }
 }
 
 impl<R: Runner + ?Sized> Runner for &mut R {
@@ -73,6 +85,12 @@ impl<R: Runner + ?Sized> Runner for &mut R {
     }
     fn pool(&self) -> &ThreadPool {
         (**self).pool()
+    }
+    fn can_shift(&self) -> bool {
+        (**self).can_shift()
+    }
+    fn shift_keys(&self, kv: &mut KvCache, seq: SeqId, from: usize, back: usize) {
+        (**self).shift_keys(kv, seq, from, back)
     }
 }
 
@@ -291,6 +309,8 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
             vocab: self.model.vocab(),
             context: self.model.context_length(),
             kv_tokens: self.scheduler.kv().capacity_tokens(),
+            sliding: self.scheduler.kv().widest_window(),
+            can_shift: self.model.can_shift(),
         };
         let built = policies::build(task, &self.tok, &limits)?;
         #[cfg(feature = "fault-injection")]
@@ -316,6 +336,7 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
             seqs: built.seqs,
             events: tx,
             cacheable: built.cacheable,
+            window: built.window,
         };
         self.scheduler.add(req, adm, weight);
         Ok(())
@@ -386,7 +407,10 @@ impl<M: Runner, T: Deref<Target = Tokenizer>> Engine<M, T> {
     /// One engine step: schedule → forward → read logits → update.
     pub fn step(&mut self) -> Result<StepReport> {
         let mut finished = self.reap();
-        let plan = self.scheduler.schedule();
+        let model = &self.model;
+        let plan = self
+            .scheduler
+            .schedule(&|kv, seq, from, back| model.shift_keys(kv, seq, from, back));
         for id in &plan.preempted {
             if let Some(req) = self.scheduler.get(*id) {
                 req.send(Event::Preempted);

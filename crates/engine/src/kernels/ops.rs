@@ -159,11 +159,22 @@ impl Rope {
     /// Rotates every head of `x` (`[heads, dim]`) for position `pos`. Each angle's sine and
     /// cosine are computed once and used for all heads.
     pub fn apply(&self, x: &mut [f32], dim: usize, pos: usize) {
+        self.rotate(x, dim, pos as f32, self.mscale);
+    }
+
+    /// Turns every head of `x`, rotated for some position p by `apply`, to position p - `back`:
+    /// the rotation by the opposite angle, without scaling again (StreamingLLM's re-rotation of
+    /// cached keys).
+    pub fn rotate_back(&self, x: &mut [f32], dim: usize, back: usize) {
+        self.rotate(x, dim, -(back as f32), 1.0);
+    }
+
+    fn rotate(&self, x: &mut [f32], dim: usize, pos: f32, scale: f32) {
         let half = dim / 2;
         for (i, f) in self.inv_freq.iter().enumerate() {
-            let theta = pos as f32 * f;
+            let theta = pos * f;
             let (sin, cos) = theta.sin_cos();
-            let (sin, cos) = (sin * self.mscale, cos * self.mscale);
+            let (sin, cos) = (sin * scale, cos * scale);
             let (a, b) = if self.neox {
                 (i, i + half)
             } else {

@@ -13,13 +13,15 @@
 //!
 //! Files: this one holds the sequences' lifecycle (new, fork, truncate, free, write, view);
 //! `alloc` reservation, `cached` prefix lookup and commit, `pool` the ref-counted blocks,
-//! `prefix` the hash index, `store` the K/V memory, `view` what attention reads, `config` sizes.
+//! `prefix` the hash index, `shift` forgetting the middle of a sequence (streaming past the
+//! window), `store` the K/V memory, `view` what attention reads, `config` sizes.
 
 mod alloc;
 mod cached;
 mod config;
 pub mod pool;
 pub mod prefix;
+mod shift;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -167,6 +169,15 @@ impl KvCache {
 
     pub fn len(&self, id: SeqId) -> usize {
         self.seq(id).len()
+    }
+
+    /// The widest sliding window of the model's layers (0 when none has one).
+    pub fn widest_window(&self) -> usize {
+        self.groups
+            .iter()
+            .filter_map(|g| g.window)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Positions of `id` that have blocks (written or reserved).

@@ -108,6 +108,12 @@ impl BlockPool {
         self.hash[id as usize] = Some(h);
     }
 
+    /// Unregisters a used block (its content is about to change); returns the hash it had.
+    pub fn clear_hash(&mut self, id: BlockId) -> Option<u64> {
+        debug_assert!(self.refs[id as usize] > 0, "unhashing a free block");
+        self.hash[id as usize].take()
+    }
+
     /// Frees every idle block; returns their hashes.
     pub fn evict_idle(&mut self) -> Vec<u64> {
         let idle = std::mem::take(&mut self.idle);

@@ -43,6 +43,22 @@ impl Store {
             Self::F16(s) => KvRows::F16(&s[range]),
         }
     }
+    /// Rewrites the `len` floats at `at` through `f` (in f32, whatever the stored type).
+    pub(super) fn update(&mut self, at: usize, len: usize, f: &dyn Fn(&mut [f32])) {
+        match self {
+            Self::F32(s) => f(&mut s[at..at + len]),
+            Self::F16(s) => {
+                let mut x: Vec<f32> = s[at..at + len]
+                    .iter()
+                    .map(|&h| f16::from_bits(h).to_f32())
+                    .collect();
+                f(&mut x);
+                for (h, v) in s[at..at + len].iter_mut().zip(x) {
+                    *h = f16::from_f32(v).to_bits();
+                }
+            }
+        }
+    }
     pub(super) fn copy_within(&mut self, from: std::ops::Range<usize>, to: usize) {
         match self {
             Self::F32(s) => s.copy_within(from, to),

@@ -227,3 +227,63 @@ fn a_hash_collision_never_hands_out_another_prefix() {
     index.forget(h, 0);
     assert!(index.get(h, ROOT, &t1).is_none());
 }
+
+#[test]
+fn dropping_the_middle_keeps_the_sinks_unshares_the_tail_and_leaves_the_prefix_cache() {
+    let mut kv = cache();
+    let a = kv.new_seq();
+    append(&mut kv, a, &ids(20, 1)).unwrap();
+    let b = kv.fork(a);
+    let used = kv.used_blocks();
+    // Blocks 1 and 2 (positions 4..12) go; blocks 3 and 4 become positions 4..12.
+    kv.drop_middle(b, 4, 8).unwrap();
+    assert_eq!(kv.len(b), 12);
+    let got: Vec<u32> = (0..12).map(|p| read(&kv, b, p)).collect();
+    let want: Vec<u32> = (0..4).chain(12..20).map(|i| 10 + i + 100).collect();
+    assert_eq!(got, want);
+    // The shared tail was copied in both groups (it will be rotated: 2 global blocks and the 2
+    // the sliding group still holds); the sink block is still shared.
+    assert_eq!(kv.blocks_of(&[a, b]), (used + 4, used + 5));
+    // The keys of `a` did not change when `b` rewrites its own.
+    kv.map_keys(0, b, 4, &|row| row.iter_mut().for_each(|x| *x += 1000.0));
+    assert_eq!(read(&kv, a, 12), 22 + 100);
+    assert_eq!(read(&kv, b, 4), 1022 + 100);
+    assert_eq!(read(&kv, b, 3), 13 + 100);
+    // `b`'s blocks feed the prefix cache no more: a prompt like `b`'s tokens finds only `a`'s.
+    append(&mut kv, b, &ids(4, 3)).unwrap();
+    kv.free(a);
+    let mut prompt: Vec<u32> = (0..4).chain(12..20).map(|i| 10 + i + 100).collect();
+    prompt.extend(ids(4, 3));
+    prompt.push(7);
+    let (c, hit) = kv.new_seq_cached(&prompt);
+    assert_eq!(
+        hit, 4,
+        "only the sink block, which `a` registered, is a hit"
+    );
+    kv.free(b);
+    kv.free(c);
+    assert_eq!(kv.used_blocks(), 0);
+}
+
+#[test]
+fn a_private_tail_is_rotated_in_place_and_leaves_the_prefix_cache() {
+    let mut kv = cache();
+    let a = kv.new_seq();
+    append(&mut kv, a, &ids(16, 1)).unwrap();
+    let used = kv.used_blocks();
+    kv.drop_middle(a, 4, 4).unwrap();
+    // One block released in each group that still held it; nothing copied.
+    assert!(kv.used_blocks() < used);
+    kv.map_keys(0, a, 4, &|row| row.iter_mut().for_each(|x| *x = -*x));
+    assert_eq!(
+        read(&kv, a, 4) as i64,
+        0,
+        "negated keys read back as 0 through `as u32`"
+    );
+    kv.free(a);
+    // A prompt of the original tokens finds the sink block and the dropped one (idle in the
+    // prefix cache, its keys still right for its tokens), not the rewritten blocks after them.
+    let (c, hit) = kv.new_seq_cached(&ids(17, 1));
+    assert_eq!(hit, 8);
+    kv.free(c);
+}

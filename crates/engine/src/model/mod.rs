@@ -18,7 +18,7 @@ use crate::kernels::matmul::Isa;
 use crate::kernels::ops::Rope;
 use crate::kernels::pack::PackedMatrix;
 use crate::kernels::pool::ThreadPool;
-use crate::kv::{KvConfig, KvType};
+use crate::kv::{KvCache, KvConfig, KvType, SeqId};
 pub use config::{Arch, Config};
 use layers::{Embedding, Ffn, Linear, Norm};
 
@@ -105,6 +105,23 @@ impl Model {
     /// The compute threads, for work beside the forward pass (e.g. reading many logit rows).
     pub fn pool(&self) -> &ThreadPool {
         &self.pool
+    }
+
+    /// Whether cached keys can move to other positions (`shift_keys`): not with learned
+    /// absolute positions (GPT-2), which are mixed into the hidden state, not the keys.
+    pub fn can_shift(&self) -> bool {
+        self.weights.pos_embd.is_none()
+    }
+
+    /// After `KvCache::drop_middle`: turns the cached keys of `seq` at positions `from..` back by
+    /// `back` positions in every layer with RoPE (keys are cached rotated).
+    pub fn shift_keys(&self, kv: &mut KvCache, seq: SeqId, from: usize, back: usize) {
+        let hd = self.config.head_dim;
+        for (layer, blk) in self.weights.blocks.iter().enumerate() {
+            if let Some(rope) = &blk.rope {
+                kv.map_keys(layer, seq, from, &|row| rope.rotate_back(row, hd, back));
+            }
+        }
     }
 
     /// A KV cache layout for this model holding `capacity_tokens` tokens.

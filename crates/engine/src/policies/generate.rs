@@ -229,7 +229,7 @@ impl Policy for GeneratePolicy {
 
     /// Samples of sequence `s` read from this row: all `n` from the prompt's last row, else one.
     fn read(&self, s: usize, seq: &Seq, _: usize, row: &mut [f32]) -> Vec<Draw> {
-        let first = seq.ids.len() == self.req.prompt_ids.len();
+        let first = seq.history_len() == self.req.prompt_ids.len();
         let who: Vec<usize> = if first && s == 0 {
             (0..self.req.n).collect()
         } else {

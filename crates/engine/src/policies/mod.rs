@@ -11,6 +11,7 @@ pub(crate) mod score;
 mod validate;
 
 use crate::error::{Error, Result};
+use crate::overflow::Window;
 use crate::request::policy::DynPolicy;
 use crate::request::{Seq, Task};
 use crate::tokenizer::Tokenizer;
@@ -22,6 +23,8 @@ pub(crate) struct Built {
     pub seqs: Vec<Seq>,
     /// Whether its sequences read and feed the prefix cache.
     pub cacheable: bool,
+    /// The window of a request that streams past the context.
+    pub window: Option<Window>,
 }
 
 /// Validates `task` against `limits` and makes its policy; `tok` gives the end-of-generation
@@ -48,24 +51,27 @@ pub(crate) fn build(task: Task, tok: &Tokenizer, limits: &Limits) -> Result<Buil
                 policy: Box::new(p),
                 seqs,
                 cacheable: true,
+                window: None,
             }
         }
         Task::Generate(r) => {
-            limits.generate(&r)?;
+            let window = limits.generate(&r)?;
             let p = generate::GeneratePolicy::new(r, &tok.eog);
             let seqs = p.seqs();
             Built {
                 policy: Box::new(p),
                 seqs,
                 cacheable: true,
+                window,
             }
         }
         Task::Score(r) => {
-            limits.score(&r)?;
+            let window = limits.score(&r)?;
             Built {
                 policy: Box::new(score::ScorePolicy::new(r.from)),
                 seqs: vec![Seq::new(r.ids)],
                 cacheable: true,
+                window,
             }
         }
         Task::Explore(r) => {
@@ -77,6 +83,7 @@ pub(crate) fn build(task: Task, tok: &Tokenizer, limits: &Limits) -> Result<Buil
                 policy: Box::new(p),
                 seqs,
                 cacheable,
+                window: None,
             }
         }
     })

@@ -27,7 +27,7 @@ impl Policy for ScorePolicy {
 
     fn logit_positions(&self, seq: &Seq) -> Range<usize> {
         let last = seq.ids.len().saturating_sub(1);
-        self.from.min(last)..last
+        seq.index_of(self.from).min(last)..last
     }
 
     fn read(&self, _: usize, seq: &Seq, pos: usize, row: &mut [f32]) -> f32 {

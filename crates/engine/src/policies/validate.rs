@@ -5,12 +5,17 @@
 
 use crate::error::{Error, Result};
 use crate::generate::Request;
+use crate::overflow::{Overflow, Window};
 use crate::request::{ExploreRequest, ScoreRequest};
 
 pub(crate) struct Limits {
     pub vocab: usize,
     pub context: usize,
     pub kv_tokens: usize,
+    /// The model's largest sliding attention window (0: none).
+    pub sliding: usize,
+    /// Whether its cached keys can move to other positions (streaming needs it).
+    pub can_shift: bool,
 }
 
 impl Limits {
@@ -41,6 +46,22 @@ impl Limits {
         Ok(())
     }
 
+    /// The window of a request that streams past the context; `None` for one that stops.
+    fn window(&self, overflow: Overflow) -> Result<Option<Window>> {
+        let Overflow::Stream(s) = overflow else {
+            return Ok(None);
+        };
+        if !self.can_shift {
+            return Err(Error::param(
+                "context_overflow",
+                "this model learns absolute positions: its cached tokens cannot move, so it \
+                 cannot stream past its context",
+            ));
+        }
+        s.resolve(self.context, self.kv_tokens, self.sliding)
+            .map(Some)
+    }
+
     fn kv(&self, need: usize) -> Result<()> {
         if need > self.kv_tokens {
             return Err(Error::TooLarge(format!(
@@ -51,10 +72,20 @@ impl Limits {
         Ok(())
     }
 
-    pub fn generate(&self, r: &Request) -> Result<()> {
+    /// Checks a generation; returns its window when it streams past the context.
+    pub fn generate(&self, r: &Request) -> Result<Option<Window>> {
         r.validate()?;
         self.prompt("prompt", &r.prompt_ids)?;
-        self.context("prompt", r.prompt_ids.len(), r.max_tokens, "max_tokens")?;
+        let window = self.window(r.overflow)?;
+        if window.is_some() && r.collapse.is_some() {
+            return Err(Error::param(
+                "context_overflow",
+                "collapse decoding does not stream past the context",
+            ));
+        }
+        if window.is_none() {
+            self.context("prompt", r.prompt_ids.len(), r.max_tokens, "max_tokens")?;
+        }
         if let Some(&bad) = r.stop_ids.iter().find(|&&t| t as usize >= self.vocab) {
             return Err(Error::param(
                 "stop_ids",
@@ -70,19 +101,30 @@ impl Limits {
                 ),
             ));
         }
-        self.kv(r.max_tokens_held())
+        // A streaming sample never holds more than its window.
+        let held = match window {
+            Some(w) => r.max_tokens_held().min(r.n.saturating_mul(w.size)),
+            None => r.max_tokens_held(),
+        };
+        self.kv(held)?;
+        Ok(window)
     }
 
-    pub fn score(&self, r: &ScoreRequest) -> Result<()> {
+    /// Checks a scoring; returns its window when it streams past the context.
+    pub fn score(&self, r: &ScoreRequest) -> Result<Option<Window>> {
         self.prompt("text", &r.ids)?;
-        self.context("text", r.ids.len(), 0, "nothing")?;
+        let window = self.window(r.overflow)?;
+        if window.is_none() {
+            self.context("text", r.ids.len(), 0, "nothing")?;
+        }
         if r.from >= r.ids.len() {
             return Err(Error::param(
                 "from",
                 format!("{} is not below the text's {} tokens", r.from, r.ids.len()),
             ));
         }
-        self.kv(r.ids.len())
+        self.kv(window.map_or(r.ids.len(), |w| w.size.min(r.ids.len())))?;
+        Ok(window)
     }
 
     pub fn explore(&self, r: &ExploreRequest) -> Result<()> {

@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::generate::{FinishReason, Request, TokenInfo};
 use crate::kv::SeqId;
 use crate::model::KV_BLOCK_SIZE;
+use crate::overflow::{Overflow, Window};
 use crate::superposition::{Exploration, ExploreParams, ExploreStep};
 use policy::DynPolicy;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -31,6 +32,8 @@ impl std::fmt::Display for RequestId {
 pub struct ScoreRequest {
     pub ids: Vec<u32>,
     pub from: usize,
+    /// What to do past the context: a text longer than it is refused unless it streams.
+    pub overflow: Overflow,
 }
 
 /// A superposition search (see `superposition`).
@@ -154,6 +157,10 @@ pub(crate) struct Seq {
     /// Trailing tokens of `ids` that are speculative (a collapse policy's guesses): they run
     /// only when the step has budget left after everything else, and may be taken back.
     pub draft: usize,
+    /// Tokens a streaming overflow took out of `ids` (`overflow`), all from index `gap` on:
+    /// `ids` holds the sinks and the recent window, and a token's position is its index there.
+    pub dropped: usize,
+    pub gap: usize,
 }
 
 impl Seq {
@@ -164,6 +171,22 @@ impl Seq {
             cached: 0,
             done: false,
             draft: 0,
+            dropped: 0,
+            gap: 0,
+        }
+    }
+
+    /// Tokens of the whole history, prompt and generated, dropped ones included.
+    pub fn history_len(&self) -> usize {
+        self.ids.len() + self.dropped
+    }
+
+    /// Where token `i` of the whole history is now in `ids`; a dropped token maps to the gap.
+    pub fn index_of(&self, i: usize) -> usize {
+        if i < self.gap {
+            i
+        } else {
+            i.saturating_sub(self.dropped).max(self.gap)
         }
     }
 
@@ -194,6 +217,8 @@ pub(crate) struct Req {
     pub events: EventSender,
     /// Whether its sequences read and feed the prefix cache.
     pub cacheable: bool,
+    /// Streaming past the window (`overflow`): its sequences' KV never holds more than this.
+    pub window: Option<Window>,
 }
 
 impl Req {

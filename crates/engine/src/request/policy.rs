@@ -129,12 +129,15 @@ impl<'a> Ctx<'a> {
         let mut ids = src.ids.clone();
         ids.push(token);
         let cached = if kv.is_some() { src.cached } else { 0 };
+        let (dropped, gap) = (src.dropped, src.gap);
         self.place(Seq {
             kv,
             ids,
             cached,
             done: false,
             draft: 0,
+            dropped,
+            gap,
         })
     }
 
@@ -147,6 +150,8 @@ impl<'a> Ctx<'a> {
             cached: 0,
             done: false,
             draft: 0,
+            dropped: 0,
+            gap: 0,
         })
     }
 

@@ -38,6 +38,13 @@
 //! alone: then it can never fit and fails with `TooLarge` (the engine refuses such requests up
 //! front, so this is a last guard against livelock, not a normal path).
 //!
+//! **Streaming past the window.** A request that streams (`overflow`) runs chunks of at most a
+//! quarter of its window; before a chunk would pass the window, the sequence forgets a run of
+//! whole blocks after its sinks (`KvCache::drop_middle`), its kept keys are turned back by the
+//! run's length (the engine's `shift`, i.e. the model's RoPE), and the tokens leave its `ids`,
+//! so a position is always its index there. A preempted streaming request recomputes exactly
+//! what it kept.
+//!
 //! **Ownership.** The scheduler owns the requests (`Req`: sequences and policy) and the KV
 //! cache, so every change to a block table happens in its two calls of a step: `schedule`
 //! (admission, reservation, preemption) before the forward pass, and `update` after it
@@ -59,6 +66,11 @@ use crate::tokenizer::Tokenizer;
 use queues::Queues;
 use std::collections::HashMap;
 use std::ops::Range;
+
+/// Turns the kept keys of a sequence back after it forgot the middle of its history:
+/// `(cache, sequence, first moved position, positions moved back)` (the model's
+/// `Runner::shift_keys`; the scheduler knows no RoPE).
+pub(crate) type ShiftKeys<'a> = &'a dyn Fn(&mut KvCache, SeqId, usize, usize);
 
 /// Limits of one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,9 +248,10 @@ impl Scheduler {
     }
 
     /// Plans the next step: reserves KV for every scheduled token (preempting when needed)
-    /// and advances each scheduled sequence's `cached` count.
-    pub(crate) fn schedule(&mut self) -> SchedulerOutput {
-        self.q.schedule(&mut self.reqs, &mut self.kv)
+    /// and advances each scheduled sequence's `cached` count. A streaming sequence that would
+    /// pass its window forgets the middle of its history first, and `shift` turns its kept keys.
+    pub(crate) fn schedule(&mut self, shift: ShiftKeys) -> SchedulerOutput {
+        self.q.schedule(&mut self.reqs, &mut self.kv, shift)
     }
 
     /// After the forward pass ran `batch` (the rows `plan` scheduled): commits its rows to the

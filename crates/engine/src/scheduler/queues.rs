@@ -2,8 +2,8 @@
 //! arrival), the running list, admission, preemption and the per-step plan (see the module
 //! header of `scheduler` for the policy).
 
-use super::{Admission, Scheduled, SchedulerConfig, SchedulerOutput, SchedulerStats};
-use crate::kv::KvCache;
+use super::{Admission, Scheduled, SchedulerConfig, SchedulerOutput, SchedulerStats, ShiftKeys};
+use crate::kv::{KvCache, KvFull};
 use crate::request::{Req, RequestId};
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -39,8 +39,10 @@ struct Group {
 }
 
 /// Per-step bookkeeping while building a `SchedulerOutput`.
-struct Step {
+struct Step<'a> {
     out: SchedulerOutput,
+    /// Turns a streaming sequence's kept keys after it forgot the middle of its history.
+    shift: ShiftKeys<'a>,
     budget: usize,
     rows_left: usize,
     busy: HashSet<RequestId>,
@@ -127,10 +129,12 @@ impl Queues {
         &mut self,
         reqs: &mut HashMap<RequestId, Req>,
         kv: &mut KvCache,
+        shift: ShiftKeys,
     ) -> SchedulerOutput {
         self.stats.steps += 1;
         let mut st = Step {
             out: SchedulerOutput::default(),
+            shift,
             budget: self.cfg.max_batch_tokens,
             rows_left: self.cfg.max_logit_rows,
             busy: HashSet::new(),
@@ -219,9 +223,9 @@ impl Queues {
             let Some(n) = chunk(&reqs[&id], s, st) else {
                 continue;
             };
-            let handle = seq.kv.expect("running sequences hold KV");
             loop {
-                if kv.reserve(handle, n).is_ok() {
+                let req = reqs.get_mut(&id).expect("running");
+                if make_room(req, s, n, kv, st.shift).is_ok() {
                     break;
                 }
                 match self.victim(id, st) {
@@ -325,7 +329,10 @@ impl Queues {
             let need: usize = req
                 .seqs
                 .iter()
-                .filter_map(|s| Some(kv.blocks_for(s.kv?, s.pending())))
+                .filter_map(|s| {
+                    let upto = req.window.map_or(usize::MAX, |w| w.size);
+                    Some(kv.blocks_for(s.kv?, s.pending().min(upto)))
+                })
                 .sum();
             let spare = kv.capacity_tokens() / kv.block_size() / 100;
             if !self.running.is_empty() && need + spare > kv.available_blocks() {
@@ -337,10 +344,7 @@ impl Queues {
                     continue;
                 }
                 let Some(n) = chunk(req, s, st) else { continue };
-                if kv
-                    .reserve(req.seqs[s].kv.expect("just admitted"), n)
-                    .is_ok()
-                {
+                if make_room(req, s, n, kv, st.shift).is_ok() {
                     push_run(req, s, n, st);
                 }
             }
@@ -364,6 +368,9 @@ impl Queues {
 fn chunk(req: &Req, s: usize, st: &Step) -> Option<usize> {
     let seq = &req.seqs[s];
     let mut n = seq.pending().min(st.budget);
+    if let Some(w) = req.window {
+        n = n.min(w.max_chunk());
+    }
     let want = req.policy.logit_positions(seq);
     let start = seq.cached;
     let rows = |n: usize| {
@@ -375,6 +382,32 @@ fn chunk(req: &Req, s: usize, st: &Step) -> Option<usize> {
         n = start.max(want.start) + st.rows_left - start;
     }
     (n > 0).then_some(n)
+}
+
+/// Makes room in the KV for `n` more tokens of sequence `s` of `req`: a streaming sequence that
+/// would pass its window first forgets the middle of its history (see `overflow`; the tokens it
+/// forgot stay forgotten even when the reservation then fails), then blocks are reserved.
+fn make_room(
+    req: &mut Req,
+    s: usize,
+    n: usize,
+    kv: &mut KvCache,
+    shift: ShiftKeys,
+) -> Result<(), KvFull> {
+    let seq = &mut req.seqs[s];
+    let handle = seq.kv.expect("scheduled sequences hold KV");
+    if let Some(w) = req.window {
+        let drop = w.to_drop(seq.cached, n);
+        if drop > 0 {
+            kv.drop_middle(handle, w.sinks, drop)?;
+            shift(kv, handle, w.sinks, drop);
+            seq.ids.drain(w.sinks..w.sinks + drop);
+            seq.cached -= drop;
+            seq.dropped += drop;
+            seq.gap = w.sinks;
+        }
+    }
+    kv.reserve(handle, n)
 }
 
 /// Records that `n` tokens of sequence `s` run this step.

@@ -12,7 +12,7 @@ use crate::generate::{FinishReason, Request};
 use crate::gguf::GgufFile;
 use crate::kernels::heads::KvRows;
 use crate::kernels::pool::ThreadPool;
-use crate::kv::{KvCache, KvConfig, KvType};
+use crate::kv::{KvCache, KvConfig, KvType, SeqId};
 use crate::request::{Event, Events, Task};
 use crate::sample::SamplingParams;
 use crate::testutil::{tiny_model, Tiny};
@@ -99,6 +99,11 @@ impl Runner for Fake {
     fn pool(&self) -> &ThreadPool {
         &self.pool
     }
+    // The fake's keys are its tokens, the same at every position: moving them changes nothing.
+    fn can_shift(&self) -> bool {
+        true
+    }
+    fn shift_keys(&self, _: &mut KvCache, _: SeqId, _: usize, _: usize) {}
 }
 
 fn tokenizer() -> Tokenizer {
@@ -408,6 +413,7 @@ fn scoring_is_chunked_within_the_logit_row_budget() {
     let ids = prompt(300, 4);
     let (_, mut s) = e
         .submit(Task::Score(ScoreRequest {
+            overflow: Default::default(),
             ids: ids.clone(),
             from: 100,
         }))

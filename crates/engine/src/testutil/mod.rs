@@ -363,6 +363,18 @@ impl<M: crate::engine::Runner> crate::engine::Runner for Slow<M> {
     fn pool(&self) -> &crate::kernels::pool::ThreadPool {
         self.0.pool()
     }
+    fn can_shift(&self) -> bool {
+        self.0.can_shift()
+    }
+    fn shift_keys(
+        &self,
+        kv: &mut crate::kv::KvCache,
+        seq: crate::kv::SeqId,
+        from: usize,
+        back: usize,
+    ) {
+        self.0.shift_keys(kv, seq, from, back)
+    }
 }
 
 /// A headless-capable Chromium binary for page tests: `None` (skip) when none is installed, a

@@ -50,6 +50,7 @@ pub fn app_of(
             api_key: api_key.map(str::to_string),
             chat_template: Some(ChatTemplate::jinja(template.into()).unwrap()),
             limits,
+            overflow: Default::default(),
         },
     );
     (app, handle)
