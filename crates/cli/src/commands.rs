@@ -301,12 +301,26 @@ pub fn perplexity_streamed(common: &Common, file: &Path, s: Stream) -> Result<()
         Ok(())
     })?;
     let nll = nll.context("the text ended without a score")?;
-    let ppl = (nll.iter().map(|&v| v as f64).sum::<f64>() / nll.len() as f64).exp();
+    let ppl_of = |v: &[f32]| (v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64).exp();
+    let ppl = ppl_of(&nll);
+    // The predictions `perplexity --ctx window` scores (the second half of each whole chunk of
+    // `window` tokens), for a comparison on the same tokens. nll[k] predicts token window/2+k+1.
+    let chunked: Vec<f32> = nll
+        .iter()
+        .enumerate()
+        .filter(|&(k, _)| {
+            let t = window / 2 + k + 1;
+            t < n / window * window && t % window > window / 2
+        })
+        .map(|(_, &v)| v)
+        .collect();
+    let same = (!chunked.is_empty()).then(|| ppl_of(&chunked));
     let rss = crate::bench::peak_rss_mb();
     if common.json {
         println!(
             "{}",
             json!({"perplexity": ppl, "tokens_scored": nll.len(), "tokens": n,
+                   "perplexity_on_ctx_tokens": same, "ctx_tokens_scored": chunked.len(),
                    "window": window, "sink_tokens": s.sinks, "peak_rss_mb": rss})
         );
     } else {
@@ -316,6 +330,12 @@ pub fn perplexity_streamed(common: &Common, file: &Path, s: Stream) -> Result<()
             nll.len(),
             s.sinks
         );
+        if let Some(p) = same {
+            println!(
+                "perplexity {p:.4} over the {} predictions `perplexity --ctx {window}` scores",
+                chunked.len()
+            );
+        }
     }
     Ok(())
 }
