@@ -25,9 +25,11 @@ impl ScorePolicy {
 impl Policy for ScorePolicy {
     type Read = f32;
 
+    /// From the first prediction not yet scored: a request that was preempted recomputes its
+    /// text but scores each token once.
     fn logit_positions(&self, seq: &Seq) -> Range<usize> {
         let last = seq.ids.len().saturating_sub(1);
-        seq.index_of(self.from).min(last)..last
+        seq.index_of(self.from + self.nll.len()).min(last)..last
     }
 
     fn read(&self, _: usize, seq: &Seq, pos: usize, row: &mut [f32]) -> f32 {

@@ -731,3 +731,39 @@ fn a_new_group_gets_a_running_slot_from_the_group_that_holds_the_most() {
     }
     assert_empty(&mut e);
 }
+
+#[test]
+fn a_preempted_score_request_scores_each_token_once() {
+    let tok = tokenizer();
+    let ids = prompt(300, 4);
+    let score = || {
+        Task::Score(ScoreRequest {
+            ids: ids.clone(),
+            from: 10,
+            overflow: Default::default(),
+        })
+    };
+    let nll_of = |s: &mut Events| loop {
+        match s.try_recv() {
+            Ok(Event::Scored(v)) => break v,
+            Ok(_) => continue,
+            Err(_) => panic!("no score"),
+        }
+    };
+    let mut alone = engine(&tok, 1024, cfg(64, 8));
+    let (_, mut s) = alone.submit(score()).unwrap();
+    alone.run_until_idle().unwrap();
+    let want = nll_of(&mut s);
+    assert_eq!(want.len(), 289);
+    // A long generation admitted first outgrows the cache: the score request, admitted after
+    // it, gives its blocks back and recomputes its text.
+    let mut e = engine(&tok, 512, cfg(16, 8));
+    let (_, _g) = e.submit(gen(prompt(200, 1), 300)).unwrap();
+    for _ in 0..20 {
+        e.step().unwrap();
+    }
+    let (_, mut s) = e.submit(score()).unwrap();
+    e.run_until_idle().unwrap();
+    assert!(e.stats().scheduler.preemptions >= 1);
+    assert_eq!(nll_of(&mut s), want);
+}
