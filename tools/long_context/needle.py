@@ -4,9 +4,12 @@
 the number, and both engines answer by greedy generation (16 tokens) from the very same token
 ids: llama-server's tokenization of each piece, BOS first. Prompts run deepest needle first, so
 each shares the longest prefix with the one before (both engines cache prompt prefixes).
-Writes OUT (llama.cpp's and everett's answers per depth) and prints them side by side.
+Writes OUT (llama.cpp's and everett's answers per depth) and prints them side by side; the
+answer is what comes before the first line break, and the run fails unless it is the same at
+every depth (the 16 tokens are compared too, and reported).
 
 usage: tools/long_context/needle.py --everett BIN --llama-server BIN --model GGUF --text TEXT --out OUT
+       tools/long_context/needle.py --summarize OUT
 (session 13 ran it on Python 3.11's tutorial, HOWTOs and FAQ, the reST sources of Debian's
 python3-doc package, concatenated: see tools/long_context/README.md)"""
 import argparse, json, os, subprocess, sys, time, urllib.request
@@ -104,20 +107,44 @@ def main():
             e = result["depths"][str(d)]
             e["everett"] = r["choices"][0]["text"]
             e["everett_s"] = round(time.time() - t, 1)
-            e["same"] = e["everett"] == e["llama.cpp"]
-            print(f"everett   depth {d:.1f}: {e['everett']!r} ({time.time() - t:.0f} s) "
-                  f"{'same' if e['same'] else 'DIFFERENT'}", flush=True)
+            same = "same" if e["everett"] == e["llama.cpp"] else (
+                "same answer" if answer(e["everett"]) == answer(e["llama.cpp"]) else "DIFFERENT")
+            print(f"everett   depth {d:.1f}: {e['everett']!r} ({time.time() - t:.0f} s) {same}",
+                  flush=True)
     finally:
         srv.terminate()
         srv.wait()
-    same = sum(e["same"] for e in result["depths"].values())
-    found = sum("48213" in e["llama.cpp"] for e in result["depths"].values())
-    result["summary"] = {"same_answers": same, "depths": len(DEPTHS), "llama.cpp_found": found,
-                         "everett_found": sum("48213" in e["everett"] for e in result["depths"].values())}
+    finish(result, a.out)
+
+
+def answer(text):
+    """The answer: what the model wrote before its first line break."""
+    return text.strip().split("\n")[0]
+
+
+def finish(result, out):
+    """Adds the summary (answers the same, whole 16 tokens the same, needles found), writes OUT,
+    exits 0 when every depth has the same answer."""
+    ds = result["depths"].values()
+    for e in ds:
+        e["same"] = e["everett"] == e["llama.cpp"]
+        e["same_answer"] = answer(e["everett"]) == answer(e["llama.cpp"])
+    result["summary"] = {
+        "depths": len(ds),
+        "same_answers": sum(e["same_answer"] for e in ds),
+        "same_16_tokens": sum(e["same"] for e in ds),
+        "llama.cpp_found": sum("48213" in answer(e["llama.cpp"]) for e in ds),
+        "everett_found": sum("48213" in answer(e["everett"]) for e in ds)}
     print(json.dumps(result["summary"]))
-    with open(a.out, "w") as f:
+    with open(out, "w") as f:
         json.dump(result, f, indent=1)
-    sys.exit(0 if same == len(DEPTHS) else 1)
+    sys.exit(0 if result["summary"]["same_answers"] == len(ds) else 1)
 
 
-main()
+if len(sys.argv) == 3 and sys.argv[1] == "--summarize":
+    # Recomputes the summary of a finished run's OUT (after a change to `finish`).
+    finish(json.load(open(sys.argv[2])), sys.argv[2])
+
+
+else:
+    main()
