@@ -135,10 +135,8 @@ pub fn generate(common: &Common, a: &GenerateArgs) -> Result<()> {
     let req = reqs.into_iter().next().expect("one request");
     let kv_tokens = kv_tokens_for(std::slice::from_ref(&req), model.config.context_length);
     let cfg = EngineConfig {
-        kv_tokens: a
-            .overflow
-            .kv_tokens(a.n)
-            .map_or(kv_tokens, |w| w.min(kv_tokens)),
+        // A streaming request with a window needs the window's KV, whatever its length.
+        kv_tokens: a.overflow.kv_tokens(a.n).unwrap_or(kv_tokens),
         ..EngineConfig::for_seqs(1)
     };
     let mut stdout = std::io::stdout().lock();

@@ -209,3 +209,24 @@ fn requests_that_cannot_stream_are_refused_with_the_reason() {
     let e = err(&mut g, &gtok, greedy(p, 300, 1, stream(128)));
     assert!(e.contains("absolute positions"), "{e}");
 }
+
+#[test]
+fn a_request_that_fits_runs_whatever_its_stream_settings() {
+    let (mut m, tok) = load(&Tiny::gemma3());
+    let p = vec![5u32; 20];
+    // A window too small to stream with, or one larger than this cache (sized to the request),
+    // never comes into play for a request that fits: it runs as if it stopped at the end.
+    for w in [64, 4096] {
+        let outs = generate(&mut m, &tok, vec![greedy(p.clone(), 30, 1, stream(w))], 64);
+        assert_eq!(outs[0].tokens.len(), 30);
+    }
+    // Collapse decoding of a request that fits runs too (a server may stream by default).
+    let collapse = Request {
+        collapse: Some(Default::default()),
+        ..greedy(p, 30, 1, stream(128))
+    };
+    assert_eq!(
+        generate(&mut m, &tok, vec![collapse], 256)[0].tokens.len(),
+        30
+    );
+}

@@ -46,8 +46,24 @@ impl Limits {
         Ok(())
     }
 
-    /// The window of a request that streams past the context; `None` for one that stops.
-    fn window(&self, overflow: Overflow) -> Result<Option<Window>> {
+    /// The window of a request of `len` tokens at most that streams past the context; `None`
+    /// for one that stops. A request that fits the context and the cache never reaches the end
+    /// of either: a window that does not suit it (too small for a cache sized to the request,
+    /// say) is not held against it.
+    fn window(&self, overflow: Overflow, len: usize) -> Result<Option<Window>> {
+        let window = self.stream_window(overflow);
+        if self.fits(len) && window.is_err() {
+            return Ok(None);
+        }
+        window
+    }
+
+    /// Whether `len` tokens fit the context and the cache.
+    fn fits(&self, len: usize) -> bool {
+        len <= self.context.min(self.kv_tokens)
+    }
+
+    fn stream_window(&self, overflow: Overflow) -> Result<Option<Window>> {
         let Overflow::Stream(s) = overflow else {
             return Ok(None);
         };
@@ -76,12 +92,18 @@ impl Limits {
     pub fn generate(&self, r: &Request) -> Result<Option<Window>> {
         r.validate()?;
         self.prompt("prompt", &r.prompt_ids)?;
-        let window = self.window(r.overflow)?;
+        let len = r.prompt_ids.len().saturating_add(r.max_tokens);
+        let mut window = self.window(r.overflow, len)?;
         if window.is_some() && r.collapse.is_some() {
-            return Err(Error::param(
-                "context_overflow",
-                "collapse decoding does not stream past the context",
-            ));
+            // A collapse request that fits never needs to stream (a server may stream by default).
+            if self.fits(len) {
+                window = None;
+            } else {
+                return Err(Error::param(
+                    "context_overflow",
+                    "collapse decoding does not stream past the context",
+                ));
+            }
         }
         if window.is_none() {
             self.context("prompt", r.prompt_ids.len(), r.max_tokens, "max_tokens")?;
@@ -113,7 +135,7 @@ impl Limits {
     /// Checks a scoring; returns its window when it streams past the context.
     pub fn score(&self, r: &ScoreRequest) -> Result<Option<Window>> {
         self.prompt("text", &r.ids)?;
-        let window = self.window(r.overflow)?;
+        let window = self.window(r.overflow, r.ids.len())?;
         if window.is_none() {
             self.context("text", r.ids.len(), 0, "nothing")?;
         }
