@@ -12,7 +12,7 @@ usage: tools/long_context/needle.py --everett BIN --llama-server BIN --model GGU
        tools/long_context/needle.py --summarize OUT
 (session 13 ran it on Python 3.11's tutorial, HOWTOs and FAQ, the reST sources of Debian's
 python3-doc package, concatenated: see tools/long_context/README.md)"""
-import argparse, json, os, subprocess, sys, time, urllib.request
+import argparse, http.client, json, os, subprocess, sys, time
 
 NEEDLE = "\nThe special magic number for the blue harbor is 48213. Remember it.\n"
 QUESTION = ("\n\nQuestion: What is the special magic number for the blue harbor mentioned in "
@@ -22,29 +22,37 @@ DEPTHS = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0]
 MAX_TOKENS = 16
 
 
-def post(url, body, timeout=3600):
-    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        return json.loads(r.read())
+def post(port, path, body, timeout=3600):
+    """POSTs `body` as JSON to the local server on `port`; its JSON reply."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    c.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+    r = c.getresponse()
+    data = r.read()
+    if r.status != 200:
+        sys.exit(f"POST {path} on port {port}: {r.status} {data[:300]!r}")
+    return json.loads(data)
 
 
-def wait(url, proc):
+def wait(port, proc):
+    """Waits until the local server on `port` answers /health with 200."""
     for _ in range(600):
         if proc.poll() is not None:
             sys.exit(f"the server exited ({proc.returncode}) before it was ready")
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except Exception:
-            time.sleep(1)
-    sys.exit(f"{url} never answered")
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", "/health")
+            if c.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(1)
+    sys.exit(f"the server on port {port} never answered")
 
 
 def prompts(llama, text):
-    """Token ids per depth, made from llama-server's tokenization of each piece."""
-    tok = lambda s: post(llama + "/tokenize", {"content": s, "add_special": False})["tokens"]
-    bos = post(llama + "/tokenize", {"content": "", "add_special": True})["tokens"]
+    """Token ids per depth, made from llama-server's tokenization (`llama`: its port) of each piece."""
+    tok = lambda s: post(llama, "/tokenize", {"content": s, "add_special": False})["tokens"]
+    bos = post(llama, "/tokenize", {"content": "", "add_special": True})["tokens"]
     # Cut the haystack at line ends, so a needle never splits a word.
     lines = text.splitlines(keepends=True)
     hay, n = [], 0
@@ -74,18 +82,18 @@ def main():
     ap.add_argument("--port", type=int, default=8931)
     a = ap.parse_args()
     text = open(a.text).read()
-    llama = f"http://127.0.0.1:{a.port}"
+    llama = a.port
     env = dict(os.environ, LD_LIBRARY_PATH=os.path.dirname(os.path.abspath(a.llama_server)))
     srv = subprocess.Popen([a.llama_server, "-m", a.model, "-c", "32768", "-t", "2", "-np", "1",
                             "--port", str(a.port)], env=env, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     result = {"needle": NEEDLE, "question": QUESTION, "depths": {}}
     try:
-        wait(llama + "/health", srv)
+        wait(llama, srv)
         ids = prompts(llama, text)
         for d in DEPTHS:
             t = time.time()
-            r = post(llama + "/completion", {"prompt": ids[d], "n_predict": MAX_TOKENS,
+            r = post(llama, "/completion", {"prompt": ids[d], "n_predict": MAX_TOKENS,
                                              "temperature": 0, "top_k": 1, "repeat_penalty": 1.0,
                                              "cache_prompt": True, "seed": 0})
             result["depths"][str(d)] = {"prompt_tokens": len(ids[d]), "llama.cpp": r["content"],
@@ -94,15 +102,15 @@ def main():
     finally:
         srv.terminate()
         srv.wait()
-    ev = f"http://127.0.0.1:{a.port + 1}"
+    ev = a.port + 1
     srv = subprocess.Popen([a.everett, "serve", "--model", a.model, "--threads", "2", "--port",
                             str(a.port + 1), "--kv-tokens", "70000"], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     try:
-        wait(ev + "/health", srv)
+        wait(ev, srv)
         for d in DEPTHS:
             t = time.time()
-            r = post(ev + "/v1/completions", {"prompt": ids[d], "max_tokens": MAX_TOKENS,
+            r = post(ev, "/v1/completions", {"prompt": ids[d], "max_tokens": MAX_TOKENS,
                                               "temperature": 0})
             e = result["depths"][str(d)]
             e["everett"] = r["choices"][0]["text"]

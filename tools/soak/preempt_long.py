@@ -5,18 +5,11 @@ whose KV cache cannot hold both to the end (`everett serve --kv-tokens 62000`): 
 preempted, gives up its blocks, waits and recomputes. Then each runs again alone; the answers
 must be the same token for token. Prints the times, /metrics' preemption count and the verdict.
 usage: tools/soak/preempt_long.py URL TEXT   (tools/long_context/make_text.sh makes TEXT)"""
-import json, sys, time, threading, urllib.request
+import json, sys, time, threading
+import serving
 url, text = sys.argv[1], open(sys.argv[2]).read()
-def post(path, body):
-    req = urllib.request.Request(url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=3600) as r:
-        return json.loads(r.read())
-def metric(name):
-    with urllib.request.urlopen(url + "/metrics") as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                return float(line.split()[-1])
-    return 0.0
+post = lambda path, body: serving.post(url, path, body)
+metric = lambda name: serving.metric(url, name)
 ids = post("/tokenize", {"prompt": text})["tokens"]
 prompts = [ids[:30000], ids[40000:70000]]
 body = lambda p: {"prompt": p, "max_tokens": 2500, "temperature": 0, "ignore_eos": True, "logprobs": 0}

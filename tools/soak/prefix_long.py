@@ -4,19 +4,13 @@
 the times and the prefix-cache hits from /metrics.
 usage: tools/soak/prefix_long.py URL TEXT   (a running `everett serve --kv-tokens 40000`; the
 session 12 run used README.md, DESIGN.md and the seeds concatenated, 49 kB)"""
-import json, sys, time, threading, urllib.request
+import json, sys, time, threading
+import serving
 url = sys.argv[1]
 text = open(sys.argv[2]).read()
 doc = (text * (118000 // len(text) + 1))[:118000]
-def post(path, body):
-    req = urllib.request.Request(url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=900) as r:
-        return json.loads(r.read())
-def metric(name):
-    with urllib.request.urlopen(url + "/metrics") as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                return float(line.split()[-1])
+post = lambda path, body: serving.post(url, path, body)
+metric = lambda name: serving.metric(url, name)
 ntok = post("/tokenize", {"prompt": doc})["count"]
 print("document tokens", ntok)
 h0, q0 = metric("vllm:prefix_cache_hits_total"), metric("vllm:prefix_cache_queries_total")
