@@ -1,6 +1,5 @@
 //! The model-using subcommands: generate, tokenize, perplexity, inspect.
 
-use crate::pull::resolve;
 use crate::{Common, GenerateArgs};
 use anyhow::{bail, Context, Result};
 use everett_engine::engine::{EngineConfig, Event, ScoreRequest, Task};
@@ -9,6 +8,7 @@ use everett_engine::gguf::GgufFile;
 use everett_engine::model::{Model, KV_BLOCK_SIZE};
 use everett_engine::oneshot::{self, generate_batch};
 use everett_engine::overflow::{Overflow, Stream};
+use everett_engine::perplexity::{chunk_tasks, ChunkSum};
 use everett_engine::request::Output;
 use everett_engine::sample::SamplingParams;
 use everett_engine::scheduler::SchedulerConfig;
@@ -16,6 +16,11 @@ use everett_engine::tokenizer::Tokenizer;
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
+
+/// The model file `model` names, else the default model, pulled on first use.
+pub fn resolve(model: Option<&Path>) -> Result<std::path::PathBuf> {
+    Ok(everett_engine::pull::resolve(model, "python3")?)
+}
 
 pub fn load(common: &Common) -> Result<(Model, Tokenizer)> {
     load_from(common, &open(common)?)
@@ -211,45 +216,24 @@ pub fn perplexity(common: &Common, file: &Path, ctx: usize) -> Result<()> {
             ..SchedulerConfig::default()
         },
     };
-    let tasks = (0..n_chunks)
-        .map(|c| {
-            let mut chunk = tokens[c * ctx..(c + 1) * ctx].to_vec();
-            if let Some(bos) = tok.bos.filter(|_| tok.add_bos) {
-                chunk[0] = bos;
-            }
-            Task::Score(ScoreRequest {
-                ids: chunk,
-                from: ctx / 2,
-                overflow: Overflow::Stop,
-            })
-        })
-        .collect();
-    // Chunks are summed in position order, as llama.cpp sums them, whatever order they end in.
-    let mut scores: Vec<Option<Vec<f32>>> = vec![None; n_chunks];
-    let (mut nll, mut scored, mut next) = (0f64, 0usize, 0);
+    let tasks = chunk_tasks(&tok, &tokens, ctx);
+    let mut sum = ChunkSum::new(n_chunks);
     oneshot::run(&mut model, &tok, cfg, tasks, |c, e| {
         if let Event::Scored(v) = e {
-            scores[c] = Some(v);
-        }
-        while let Some(values) = scores.get_mut(next).and_then(Option::take) {
-            for v in values {
-                nll += v as f64;
-                scored += 1;
-            }
-            next += 1;
-            if !common.json {
+            if sum.add(c, v) > 0 && !common.json {
                 eprintln!(
-                    "[{next}/{n_chunks}] ppl so far {:.4}",
-                    (nll / scored as f64).exp()
+                    "[{}/{n_chunks}] ppl so far {:.4}",
+                    sum.summed,
+                    sum.perplexity()
                 );
             }
         }
         Ok(())
     })?;
-    if next < n_chunks {
-        bail!("chunk {next} ended without a score");
+    if !sum.complete() {
+        bail!("chunk {} ended without a score", sum.summed);
     }
-    let ppl = (nll / scored as f64).exp();
+    let (ppl, scored) = (sum.perplexity(), sum.scored);
     if common.json {
         println!("{}", json!({"perplexity": ppl, "tokens_scored": scored}));
     } else {

@@ -16,7 +16,6 @@ mod constrain;
 mod explore;
 mod logging;
 mod overflow;
-mod pull;
 mod serve;
 mod template;
 
@@ -245,7 +244,9 @@ fn run() -> Result<()> {
         Cmd::Template(args) => template::run(&args),
         Cmd::Serve(args) => serve::run(&args),
         Cmd::Chat(args) => chat::run(&args),
-        Cmd::Pull { force } => pull::pull(force).map(|_| ()),
+        Cmd::Pull { force } => everett_engine::pull::pull("python3", force)
+            .map(|_| ())
+            .map_err(Into::into),
         Cmd::Bench {
             target: Some(BenchTarget::Serve(args)),
             common,

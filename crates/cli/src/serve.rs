@@ -134,7 +134,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     let overflow = a.overflow.overflow()?;
     a.overflow.check(&model, a.kv_tokens)?;
     let name = a.served_model_name.clone().unwrap_or_else(|| {
-        let path = crate::pull::resolve(a.common.model.as_deref()).ok();
+        let path = crate::commands::resolve(a.common.model.as_deref()).ok();
         path.and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "everett".into())
     });
@@ -190,24 +190,12 @@ pub fn run(a: &ServeArgs) -> Result<()> {
 
 /// Refuses a KV cache bigger than this machine's memory, naming the sizes.
 fn check_kv_size(model: &Model, a: &ServeArgs) -> Result<()> {
-    let bytes = model.kv_config(a.kv_tokens).bytes();
-    let total = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?.to_string();
-            line.split_whitespace().nth(1)?.parse::<usize>().ok()
-        })
-        .map_or(usize::MAX, |kb| kb.saturating_mul(1024));
-    match bytes {
-        Some(b) if b <= total => Ok(()),
-        _ => anyhow::bail!(
-            "--kv-tokens {} with --max-running {} needs {} of KV cache, more than this machine's {} MB",
-            a.kv_tokens,
-            a.max_running,
-            bytes.map_or("over 16 EiB".to_string(), |b| format!("{} MB", b >> 20)),
-            total >> 20
-        ),
-    }
+    model.check_kv_memory(a.kv_tokens).with_context(|| {
+        format!(
+            "--kv-tokens {} (--max-running {})",
+            a.kv_tokens, a.max_running
+        )
+    })
 }
 
 /// The chat template `serve` runs: `--chat-template`'s file, else the GGUF's; tool calls read

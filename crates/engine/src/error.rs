@@ -44,6 +44,9 @@ pub enum Error {
     /// The engine stopped admitting work, or stopped.
     #[error("the engine is shutting down")]
     ShuttingDown,
+    /// The default model could not be fetched or assembled (`pull`).
+    #[error("pulling the default model: {0}")]
+    Pull(String),
     /// A broken invariant inside the engine (a batch the model cannot run): not the client's fault.
     #[error("internal error: {0}")]
     Internal(String),

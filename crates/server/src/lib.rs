@@ -32,7 +32,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-pub use chat::ChatTemplate;
+pub use chat::{ChatTemplate, Conversation};
 use error::ApiError;
 use everett_engine::engine::handle::{EngineHandle, Health};
 use everett_engine::overflow::Overflow;

@@ -124,6 +124,30 @@ impl Model {
         }
     }
 
+    /// Refuses a KV cache of `kv_tokens` bigger than this machine's memory, naming the sizes
+    /// (the parameter error names `kv_tokens`).
+    pub fn check_kv_memory(&self, kv_tokens: usize) -> crate::Result<()> {
+        let bytes = self.kv_config(kv_tokens).bytes();
+        let total = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                let line = m.lines().find(|l| l.starts_with("MemTotal:"))?.to_string();
+                line.split_whitespace().nth(1)?.parse::<usize>().ok()
+            })
+            .map_or(usize::MAX, |kb| kb.saturating_mul(1024));
+        match bytes {
+            Some(b) if b <= total && kv_tokens > 0 => Ok(()),
+            _ => Err(crate::Error::param(
+                "kv_tokens",
+                format!(
+                    "{kv_tokens} tokens need {} of KV cache; this machine has {} MB",
+                    bytes.map_or("over 16 EiB".to_string(), |b| format!("{} MB", b >> 20)),
+                    total >> 20
+                ),
+            )),
+        }
+    }
+
     /// A KV cache layout for this model holding `capacity_tokens` tokens.
     pub fn kv_config(&self, capacity_tokens: usize) -> KvConfig {
         KvConfig {
