@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # A test may skip for missing data only through the helpers in
-# crates/engine/src/testutil (default_model, vocab_dir, chromium, page_dom, e2e_python), which
+# crates/engine/src/testutil (default_model, vocab_dir, chromium, page_dom, e2e_python,
+# package_python), which
 # fail instead when CI's EVERETT_REQUIRE_* variable says the data is required. This fails the
 # build when a test returns early any other way, or prints its own "skipping".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-helpers='(default_model|vocab_dir|chromium|page_dom|e2e_python)\('
+helpers='(default_model|vocab_dir|chromium|page_dom|e2e_python|package_python)\('
 bad=0
 # Early returns of the form `let Some(x) = f() else { return };` must call a helper.
 while IFS= read -r line; do

@@ -113,6 +113,11 @@ impl AsyncLlm {
         self.core.tok.encode(text, add_special_tokens, false)
     }
 
+    /// The engine's counters (a dict; see the README).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        self.core.stats(py)
+    }
+
     /// Stops the engine.
     fn close(&self, py: Python<'_>) {
         py.detach(|| self.core.close());

@@ -235,6 +235,25 @@ impl Core {
             .collect()
     }
 
+    /// The engine's counters as a dict: steps (forward passes), forward_tokens, preemptions,
+    /// admitted, cancelled, running, waiting, used/peak/capacity KV blocks, prefix-cache hits.
+    pub fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let s = py.detach(|| self.engine.stats()).map_err(to_py)?;
+        let d = pyo3::types::PyDict::new(py);
+        d.set_item("steps", s.scheduler.steps)?;
+        d.set_item("forward_tokens", s.forward_tokens)?;
+        d.set_item("preemptions", s.scheduler.preemptions)?;
+        d.set_item("admitted", s.scheduler.admitted)?;
+        d.set_item("cancelled", s.cancelled)?;
+        d.set_item("running", s.running)?;
+        d.set_item("waiting", s.waiting)?;
+        d.set_item("used_blocks", s.used_blocks)?;
+        d.set_item("peak_used_blocks", s.peak_used_blocks)?;
+        d.set_item("capacity_blocks", s.capacity_blocks)?;
+        d.set_item("prefix_hit_tokens", s.prefix.hit_tokens)?;
+        Ok(d)
+    }
+
     /// Stops the engine thread: requests in flight end with an error.
     pub fn close(&self) {
         self.engine.shutdown(Duration::ZERO);

@@ -346,6 +346,11 @@ impl Llm {
         self.core.architecture.clone()
     }
 
+    /// The engine's counters (a dict; see the README).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        self.core.stats(py)
+    }
+
     /// Stops the engine (also done when the `LLM` is garbage-collected).
     fn close(&self, py: Python<'_>) {
         py.detach(|| self.core.close());

@@ -337,6 +337,21 @@ pub fn e2e_python() -> Option<std::ffi::OsString> {
     python
 }
 
+/// The Python with the `everett` wheel and pytest installed (a fresh virtualenv): `None`
+/// (skip) when EVERETT_PY_PYTHON is unset, a panic instead when EVERETT_REQUIRE_PY is set
+/// (`.ci/run` builds the wheel, installs it and sets both).
+pub fn package_python() -> Option<std::ffi::OsString> {
+    let python = std::env::var_os("EVERETT_PY_PYTHON");
+    if python.is_none() {
+        assert!(
+            std::env::var_os("EVERETT_REQUIRE_PY").is_none(),
+            "EVERETT_REQUIRE_PY is set but EVERETT_PY_PYTHON is not"
+        );
+        eprintln!("skipping: EVERETT_PY_PYTHON (python with the everett wheel and pytest) not set");
+    }
+    python
+}
+
 /// A runner whose forward passes take at least `.1` longer: a request of hundreds of tokens is
 /// then surely still running when a test aborts it or drops its stream.
 pub struct Slow<M>(pub M, pub std::time::Duration);
