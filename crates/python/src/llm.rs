@@ -9,7 +9,7 @@ use crate::outputs::{Collector, RequestOutput};
 use crate::params::{count, SamplingParams, Strings};
 use crate::record::Record;
 use crate::stream::Stream;
-use crate::wait::next_event;
+use crate::wait::Waiter;
 use everett_engine::collapse::{CollapseParams, Mode};
 use everett_engine::engine::{Event, Events, ExploreRequest, Task};
 use everett_engine::oneshot::Collapsed;
@@ -46,11 +46,12 @@ pub fn params_for(params: Option<ParamsArg>, prompts: usize) -> PyResult<Vec<Sam
 /// Runs one request's stream to its end, folding its events into `c`.
 pub fn collect(
     py: Python<'_>,
+    waiter: &Waiter,
     core: &Core,
     c: &mut Collector,
     events: &mut Events,
 ) -> PyResult<()> {
-    while let Some(e) = next_event(py, events)? {
+    while let Some(e) = waiter.next(py, events)? {
         if let Event::Error(e) = e {
             return Err(to_py(e));
         }
@@ -113,7 +114,7 @@ impl Llm {
     fn stream(&self, prompt: Prompt, params: Option<SamplingParams>) -> PyResult<Stream> {
         let (text, ids) = self.core.prompt_ids(prompt)?;
         let (c, events) = self.core.start(text, ids, &params.unwrap_or_default())?;
-        Ok(Stream::new(self.core.clone(), c, events))
+        Stream::new(self.core.clone(), c, events)
     }
 
     /// Answers to `messages` (a conversation: a list of `{"role", "content"}` dicts; or a list
@@ -184,7 +185,8 @@ impl Llm {
             constraint: None,
         };
         let (_, mut events) = self.core.engine.submit(Task::Explore(req));
-        while let Some(e) = next_event(py, &mut events)? {
+        let waiter = Waiter::new()?;
+        while let Some(e) = waiter.next(py, &mut events)? {
             match e {
                 Event::Explored(x) => return Record::exploration(py, *x),
                 Event::Error(e) => return Err(to_py(e)),
@@ -239,7 +241,8 @@ impl Llm {
         let start = Instant::now();
         let (_, mut events) = self.core.engine.submit(Task::Generate(req));
         let (mut output, mut passes) = (Output::new(ids), Vec::new());
-        while let Some(e) = next_event(py, &mut events)? {
+        let waiter = Waiter::new()?;
+        while let Some(e) = waiter.next(py, &mut events)? {
             match e {
                 Event::CollapsePass(p) => passes.push(*p),
                 Event::Error(e) => return Err(to_py(e)),
@@ -291,8 +294,9 @@ impl Llm {
             .into_iter()
             .map(|t| self.core.engine.submit(t).1)
             .collect();
+        let waiter = Waiter::new()?;
         for (c, events) in streams.iter_mut().enumerate() {
-            while let Some(e) = next_event(py, events)? {
+            while let Some(e) = waiter.next(py, events)? {
                 match e {
                     Event::Scored(v) => {
                         sum.add(c, v);
@@ -386,8 +390,9 @@ impl Llm {
         py: Python<'_>,
         mut runs: Vec<(Collector, Events)>,
     ) -> PyResult<Vec<RequestOutput>> {
+        let waiter = Waiter::new()?;
         for (c, events) in &mut runs {
-            collect(py, &self.core, c, events)?;
+            collect(py, &waiter, &self.core, c, events)?;
         }
         Ok(runs.into_iter().map(|(c, _)| c.output()).collect())
     }

@@ -5,7 +5,7 @@
 use crate::core::Core;
 use crate::errors::{to_py, EverettError};
 use crate::outputs::{Collector, RequestOutput};
-use crate::wait::next_event;
+use crate::wait::Waiter;
 use everett_engine::engine::{Event, Events};
 use pyo3::prelude::*;
 use std::sync::Arc;
@@ -16,15 +16,17 @@ pub struct Stream {
     core: Arc<Core>,
     collector: Collector,
     events: Option<Events>,
+    waiter: Waiter,
 }
 
 impl Stream {
-    pub fn new(core: Arc<Core>, collector: Collector, events: Events) -> Self {
-        Self {
+    pub fn new(core: Arc<Core>, collector: Collector, events: Events) -> PyResult<Self> {
+        Ok(Self {
             core,
             collector,
             events: Some(events),
-        }
+            waiter: Waiter::new()?,
+        })
     }
 }
 
@@ -36,7 +38,7 @@ impl Stream {
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<RequestOutput>> {
         while let Some(events) = self.events.as_mut() {
-            match next_event(py, events)? {
+            match self.waiter.next(py, events)? {
                 Some(Event::Error(e)) => {
                     self.events = None;
                     return Err(to_py(e));
