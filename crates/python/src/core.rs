@@ -24,11 +24,13 @@ use std::time::Duration;
 /// Requests that may wait at once: an offline `generate` submits all its prompts together.
 const MAX_WAITING: usize = 1 << 20;
 
-/// A prompt: text (tokenized with the model's BOS, as the command line does) or token ids.
+/// A prompt: text (tokenized with the model's BOS, as the command line does), token ids, or
+/// vLLM's prompt dicts (`{"prompt": text}` or `{"prompt_token_ids": ids}`).
 #[derive(FromPyObject)]
 pub enum Prompt {
     Text(String),
     Ids(Vec<i64>),
+    Dict(std::collections::HashMap<String, Prompt>),
 }
 
 /// One prompt or a list of them.
@@ -167,6 +169,26 @@ impl Core {
                 Ok((Some(t), ids))
             }
             Prompt::Ids(ids) => Ok((None, self.check_ids("prompt", &ids)?)),
+            Prompt::Dict(mut d) => {
+                let text = d.remove("prompt");
+                let ids = d.remove("prompt_token_ids");
+                if let Some(key) = d.keys().next() {
+                    return Err(bad(
+                        "prompt",
+                        format!("a prompt dict has no key {key:?} here"),
+                    ));
+                }
+                match (text, ids) {
+                    (Some(t @ Prompt::Text(_)), None) | (None, Some(t @ Prompt::Ids(_))) => {
+                        self.prompt_ids(t)
+                    }
+                    _ => Err(bad(
+                        "prompt",
+                        "a prompt dict has exactly one of \"prompt\" (a str) and \
+                         \"prompt_token_ids\" (a list of ints)",
+                    )),
+                }
+            }
         }
     }
 

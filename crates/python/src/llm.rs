@@ -43,6 +43,17 @@ pub fn params_for(params: Option<ParamsArg>, prompts: usize) -> PyResult<Vec<Sam
     }
 }
 
+/// `params`, or vLLM's name for it; not both.
+fn either(params: Option<ParamsArg>, vllm: Option<ParamsArg>) -> PyResult<Option<ParamsArg>> {
+    match (params, vllm) {
+        (Some(_), Some(_)) => Err(bad(
+            "sampling_params",
+            "give params or sampling_params, not both",
+        )),
+        (p, v) => Ok(p.or(v)),
+    }
+}
+
 /// Runs one request's stream to its end, folding its events into `c`.
 pub fn collect(
     py: Python<'_>,
@@ -91,15 +102,17 @@ impl Llm {
     }
 
     /// Completions of `prompts` (a str, a list of str, or token-id lists), in input order.
-    #[pyo3(signature = (prompts, params=None))]
+    /// `sampling_params` is vLLM's name for `params`.
+    #[pyo3(signature = (prompts, params=None, *, sampling_params=None))]
     fn generate(
         &self,
         py: Python<'_>,
         prompts: Prompts,
         params: Option<ParamsArg>,
+        sampling_params: Option<ParamsArg>,
     ) -> PyResult<Vec<RequestOutput>> {
         let prompts = prompts.into_vec();
-        let params = params_for(params, prompts.len())?;
+        let params = params_for(either(params, sampling_params)?, prompts.len())?;
         let mut runs = Vec::with_capacity(prompts.len());
         for (p, sp) in prompts.into_iter().zip(&params) {
             let (text, ids) = self.core.prompt_ids(p)?;
@@ -119,16 +132,17 @@ impl Llm {
 
     /// Answers to `messages` (a conversation: a list of `{"role", "content"}` dicts; or a list
     /// of conversations) through the model's chat template; `tools` are offered to it.
-    #[pyo3(signature = (messages, params=None, *, tools=None))]
+    #[pyo3(signature = (messages, params=None, *, sampling_params=None, tools=None))]
     fn chat(
         &self,
         py: Python<'_>,
         messages: &Bound<'_, PyAny>,
         params: Option<ParamsArg>,
+        sampling_params: Option<ParamsArg>,
         tools: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<RequestOutput>> {
         let prompts = self.core.chat_prompts(py, messages, tools)?;
-        let params = params_for(params, prompts.len())?;
+        let params = params_for(either(params, sampling_params)?, prompts.len())?;
         let mut runs = Vec::with_capacity(prompts.len());
         for ((text, ids), sp) in prompts.into_iter().zip(&params) {
             runs.push(self.core.start(Some(text), ids, sp)?);

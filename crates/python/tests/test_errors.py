@@ -43,6 +43,10 @@ def test_bad_prompts(llm):
         llm.generate(["a", "b"], [SamplingParams()])
     with pytest.raises(TypeError):
         llm.generate(42)
+    with pytest.raises(ValueError, match="exactly one"):
+        llm.generate({"prompt": "a", "prompt_token_ids": [2]})
+    with pytest.raises(ValueError, match="not both"):
+        llm.generate("a", SamplingParams(), sampling_params=SamplingParams())
     with pytest.raises(ValueError, match="ids"):
         llm.detokenize([-1])
 

@@ -49,13 +49,18 @@ def test_greedy_equals_cli(llm, cli_generate):
         assert abs(out.outputs[0].cumulative_logprob - total) < 1e-3
 
 
-def test_token_id_prompts(llm):
+def test_token_id_and_dict_prompts(llm):
     ids = llm.tokenize(PROMPTS[0])
-    by_text = llm.generate(PROMPTS[0], SamplingParams(temperature=0, max_tokens=8))[0]
-    by_ids = llm.generate([ids], SamplingParams(temperature=0, max_tokens=8))[0]
+    p = SamplingParams(temperature=0, max_tokens=8)
+    by_text = llm.generate(PROMPTS[0], p)[0]
+    by_ids = llm.generate([ids], p)[0]
     assert by_ids.prompt is None
     assert by_ids.prompt_token_ids == ids == by_text.prompt_token_ids
     assert by_ids.outputs[0].token_ids == by_text.outputs[0].token_ids
+    # vLLM's prompt dicts and its keyword for the parameters.
+    dicts = llm.generate([{"prompt": PROMPTS[0]}, {"prompt_token_ids": ids}], sampling_params=p)
+    assert [d.outputs[0].token_ids for d in dicts] == [by_text.outputs[0].token_ids] * 2
+    assert dicts[0].prompt == PROMPTS[0] and dicts[1].prompt is None
 
 
 def test_samples_equal_cli(llm, cli_generate):

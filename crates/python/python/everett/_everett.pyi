@@ -6,8 +6,9 @@ from typing import Any, Optional, Union
 
 __version__: str
 
-Prompt = Union[str, Sequence[int]]
-"""Text (tokenized with the model's BOS) or token ids."""
+Prompt = Union[str, Sequence[int], Mapping[str, Any]]
+"""Text (tokenized with the model's BOS), token ids, or vLLM's {"prompt": text} /
+{"prompt_token_ids": ids}."""
 
 Message = Mapping[str, Any]
 """A chat message as OpenAI and Hugging Face write it: {"role": ..., "content": ...}."""
@@ -157,14 +158,18 @@ class LLM:
         self,
         prompts: Union[Prompt, Sequence[Prompt]],
         params: Union[SamplingParams, Sequence[SamplingParams], None] = None,
+        *,
+        sampling_params: Union[SamplingParams, Sequence[SamplingParams], None] = None,
     ) -> list[RequestOutput]:
-        """Completions in input order; all prompts run as one continuous batch."""
+        """Completions in input order; all prompts run as one continuous batch.
+        `sampling_params` is vLLM's name for `params`."""
     def stream(self, prompt: Prompt, params: Optional[SamplingParams] = None) -> Stream: ...
     def chat(
         self,
         messages: Union[Sequence[Message], Sequence[Sequence[Message]]],
         params: Union[SamplingParams, Sequence[SamplingParams], None] = None,
         *,
+        sampling_params: Union[SamplingParams, Sequence[SamplingParams], None] = None,
         tools: Optional[Sequence[Mapping[str, Any]]] = None,
     ) -> list[RequestOutput]:
         """Answers through the model's chat template (one per conversation)."""
