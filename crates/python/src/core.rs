@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Requests that may wait at once: an offline `generate` submits all its prompts together.
-const MAX_WAITING: usize = 1 << 20;
+pub const MAX_WAITING: usize = 1 << 20;
 
 /// A prompt: text (tokenized with the model's BOS, as the command line does), token ids, or
 /// vLLM's prompt dicts (`{"prompt": text}` or `{"prompt_token_ids": ids}`).
@@ -93,6 +93,8 @@ pub struct Core {
     pub engine: EngineHandle,
     pub tok: Arc<Tokenizer>,
     pub template: Option<ChatTemplate>,
+    /// The GGUF's chat template source, to build another `ChatTemplate` (the HTTP app's).
+    pub template_src: Option<String>,
     pub context: usize,
     pub model_path: PathBuf,
     pub architecture: String,
@@ -115,10 +117,13 @@ impl Core {
             _ => None,
         };
         let architecture = text("general.architecture").unwrap_or_default();
-        let template = ChatTemplate::choose(text("tokenizer.chat_template"), &architecture)
-            .map_err(|problem| everett_engine::Error::Metadata {
-                key: "tokenizer.chat_template".into(),
-                problem,
+        let template_src = text("tokenizer.chat_template");
+        let template =
+            ChatTemplate::choose(template_src.clone(), &architecture).map_err(|problem| {
+                everett_engine::Error::Metadata {
+                    key: "tokenizer.chat_template".into(),
+                    problem,
+                }
             })?;
         let tok = Tokenizer::from_gguf(&file)?;
         let mut model = Model::from_gguf(&file, o.threads)?;
@@ -140,6 +145,7 @@ impl Core {
             engine,
             tok,
             template,
+            template_src,
             context,
             model_path: path,
             architecture,

@@ -3,8 +3,10 @@
 //! threads share forward passes; Ctrl-C while waiting cancels the call's requests and raises
 //! `KeyboardInterrupt`, and the `LLM` stays usable.
 
-use crate::core::{Core, LoadOptions, Prompt, Prompts};
+use crate::core::{Core, LoadOptions, Prompt, Prompts, MAX_WAITING};
 use crate::errors::{bad, to_py, EverettError};
+use crate::http::HttpApp;
+use crate::job::Job;
 use crate::outputs::{Collector, RequestOutput};
 use crate::params::{count, SamplingParams, Strings};
 use crate::record::Record;
@@ -13,10 +15,12 @@ use crate::wait::Waiter;
 use everett_engine::collapse::{CollapseParams, Mode};
 use everett_engine::engine::{Event, Events, ExploreRequest, Task};
 use everett_engine::oneshot::Collapsed;
+use everett_engine::overflow::Overflow;
 use everett_engine::perplexity::{chunk_tasks, ChunkSum};
 use everett_engine::request::Output;
 use everett_engine::sample::SamplingParams as Sampling;
 use everett_engine::superposition::{ExploreParams, Measure};
+use everett_server::{router, ChatTemplate, Limits, ServerConfig};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::path::PathBuf;
@@ -128,6 +132,34 @@ impl Llm {
         let (text, ids) = self.core.prompt_ids(prompt)?;
         let (c, events) = self.core.start(text, ids, &params.unwrap_or_default())?;
         Stream::new(self.core.clone(), c, events)
+    }
+
+    /// Submits one prompt now and returns its `Job` (wait for it later, from any thread).
+    #[pyo3(signature = (prompt, params=None))]
+    fn submit(&self, prompt: Prompt, params: Option<SamplingParams>) -> PyResult<Job> {
+        let (text, ids) = self.core.prompt_ids(prompt)?;
+        let (c, events) = self.core.start(text, ids, &params.unwrap_or_default())?;
+        Ok(Job::new(self.core.clone(), c, events))
+    }
+
+    /// Submits one conversation through the chat template now and returns its `Job`.
+    #[pyo3(signature = (messages, params=None, *, tools=None))]
+    fn submit_chat(
+        &self,
+        py: Python<'_>,
+        messages: &Bound<'_, PyAny>,
+        params: Option<SamplingParams>,
+        tools: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Job> {
+        let mut prompts = self.core.chat_prompts(py, messages, tools)?;
+        if prompts.len() != 1 {
+            return Err(bad("messages", "submit_chat takes one conversation"));
+        }
+        let (text, ids) = prompts.remove(0);
+        let (c, events) = self
+            .core
+            .start(Some(text), ids, &params.unwrap_or_default())?;
+        Ok(Job::new(self.core.clone(), c, events))
     }
 
     /// Answers to `messages` (a conversation: a list of `{"role", "content"}` dicts; or a list
@@ -341,6 +373,43 @@ impl Llm {
     /// The text of token ids.
     fn detokenize(&self, ids: Vec<i64>) -> PyResult<String> {
         Ok(self.core.tok.decode(&self.core.check_ids("ids", &ids)?))
+    }
+
+    /// The OpenAI-compatible HTTP API of `everett serve` over this engine, answered in-process
+    /// (`HttpApp.handle`); `model_name` defaults to the GGUF file's stem.
+    #[pyo3(signature = (*, model_name=None, api_key=None, max_seqs_per_request=256, lenient_fields=false))]
+    fn http_app(
+        &self,
+        model_name: Option<String>,
+        api_key: Option<String>,
+        max_seqs_per_request: i64,
+        lenient_fields: bool,
+    ) -> PyResult<HttpApp> {
+        let core = &self.core;
+        let chat_template = ChatTemplate::choose(core.template_src.clone(), &core.architecture)
+            .map_err(|e| EverettError::new_err(format!("the chat template: {e}")))?;
+        let model_name = model_name.unwrap_or_else(|| {
+            core.model_path
+                .file_stem()
+                .map_or_else(|| "everett".into(), |s| s.to_string_lossy().into_owned())
+        });
+        let cfg = ServerConfig {
+            model_name,
+            tokenizer: core.tok.clone(),
+            context: core.context,
+            api_key,
+            chat_template,
+            limits: Limits {
+                max_seqs_per_request: count("max_seqs_per_request", max_seqs_per_request, 1)?,
+                max_waiting: MAX_WAITING,
+                lenient_fields,
+                ..Limits::default()
+            },
+            overflow: Overflow::Stop,
+        };
+        Ok(HttpApp {
+            router: router(core.engine.clone(), cfg),
+        })
     }
 
     /// The model's context length in tokens.

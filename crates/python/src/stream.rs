@@ -1,6 +1,7 @@
 //! `LLM.stream`'s iterator: each `next()` waits (GIL released, Ctrl-C honoured) for the
-//! request's next event and yields it as a `RequestOutput` delta. Closing it, or dropping it,
-//! cancels the request.
+//! request's next event and yields it as a `RequestOutput` delta. `close()`, from any thread,
+//! cancels the request (a `next()` waiting in another thread ends with an error); dropping the
+//! iterator cancels it too.
 
 use crate::core::Core;
 use crate::errors::{to_py, EverettError};
@@ -8,25 +9,40 @@ use crate::outputs::{Collector, RequestOutput};
 use crate::wait::Waiter;
 use everett_engine::engine::{Event, Events};
 use pyo3::prelude::*;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-/// An iterator of one request's deltas.
-#[pyclass(module = "everett")]
-pub struct Stream {
-    core: Arc<Core>,
+struct State {
     collector: Collector,
     events: Option<Events>,
     waiter: Waiter,
 }
 
+/// An iterator of one request's deltas.
+#[pyclass(module = "everett", frozen)]
+pub struct Stream {
+    core: Arc<Core>,
+    state: Mutex<State>,
+    cancel: Arc<AtomicBool>,
+}
+
 impl Stream {
     pub fn new(core: Arc<Core>, collector: Collector, events: Events) -> PyResult<Self> {
+        let waiter = Waiter::new()?;
+        let cancel = waiter.cancel.clone();
         Ok(Self {
             core,
-            collector,
-            events: Some(events),
-            waiter: Waiter::new()?,
+            state: Mutex::new(State {
+                collector,
+                events: Some(events),
+                waiter,
+            }),
+            cancel,
         })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -36,24 +52,37 @@ impl Stream {
         slf
     }
 
-    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<RequestOutput>> {
-        while let Some(events) = self.events.as_mut() {
-            match self.waiter.next(py, events)? {
-                Some(Event::Error(e)) => {
-                    self.events = None;
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<RequestOutput>> {
+        self.next_delta(py)
+    }
+
+    /// The next delta, `None` at the end (what `__next__` yields, for callers that cannot
+    /// take `StopIteration`, such as an executor's future).
+    fn next_delta(&self, py: Python<'_>) -> PyResult<Option<RequestOutput>> {
+        let mut guard = self.state();
+        let st = &mut *guard;
+        while let Some(events) = st.events.as_mut() {
+            let next = st.waiter.next(py, events);
+            match next {
+                Err(e) => {
+                    st.events = None;
+                    return Err(e);
+                }
+                Ok(Some(Event::Error(e))) => {
+                    st.events = None;
                     return Err(to_py(e));
                 }
-                Some(e) => {
-                    if let Some(delta) = self.collector.absorb(&self.core.tok, &e) {
-                        return Ok(Some(self.collector.with_outputs(vec![delta])));
+                Ok(Some(e)) => {
+                    if let Some(delta) = st.collector.absorb(&self.core.tok, &e) {
+                        return Ok(Some(st.collector.with_outputs(vec![delta])));
                     }
                 }
-                None => {
-                    self.events = None;
-                    if !self.collector.finished() {
+                Ok(None) => {
+                    st.events = None;
+                    if !st.collector.finished() {
                         return Err(EverettError::new_err(format!(
                             "request {} ended unfinished",
-                            self.collector.request_id
+                            st.collector.request_id
                         )));
                     }
                 }
@@ -64,11 +93,14 @@ impl Stream {
 
     /// Everything produced so far, whole.
     fn output(&self) -> RequestOutput {
-        self.collector.output()
+        self.state().collector.output()
     }
 
     /// Cancels the request (nothing more is yielded).
-    fn close(&mut self) {
-        self.events = None;
+    fn close(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        if let Ok(mut st) = self.state.try_lock() {
+            st.events = None;
+        }
     }
 }

@@ -14,12 +14,14 @@ Python threads share forward passes.
 
 from collections.abc import Mapping
 
+from ._aio import AsyncLLM
 from ._everett import (
     LLM,
-    AsyncLLM,
-    AsyncStream,
     CompletionOutput,
     EverettError,
+    HttpApp,
+    HttpBody,
+    Job,
     Logprob,
     Record,
     RequestOutput,
@@ -34,9 +36,11 @@ Mapping.register(Record)
 __all__ = [
     "LLM",
     "AsyncLLM",
-    "AsyncStream",
     "CompletionOutput",
     "EverettError",
+    "HttpApp",
+    "HttpBody",
+    "Job",
     "Logprob",
     "Record",
     "RequestOutput",

@@ -1,6 +1,6 @@
 """Type stubs for everett's native module (re-exported by `everett`)."""
 
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from os import PathLike
 from typing import Any, Optional, Union
 
@@ -115,16 +115,36 @@ class Stream(Iterator[RequestOutput]):
     """LLM.stream's deltas: one new token of one sample each (or its finish reason)."""
 
     def __next__(self) -> RequestOutput: ...
+    def next_delta(self) -> Optional[RequestOutput]:
+        """The next delta, None at the end."""
     def output(self) -> RequestOutput:
         """Everything produced so far, whole."""
     def close(self) -> None:
         """Cancels the request."""
 
-class AsyncStream(AsyncIterator[RequestOutput]):
-    """AsyncLLM.stream's deltas."""
+class Job:
+    """A request already in the engine (`LLM.submit`)."""
 
-    def __anext__(self) -> Awaitable[RequestOutput]: ...
-    def close(self) -> None: ...
+    def wait(self) -> RequestOutput:
+        """The whole result (once); blocks this thread with the GIL released."""
+    def cancel(self) -> None:
+        """Cancels the request, from any thread; a wait in progress raises EverettError."""
+
+class HttpBody:
+    """A response body of `HttpApp.handle`, chunk by chunk."""
+
+    def next_chunk(self) -> Optional[bytes]:
+        """The next chunk (blocking, GIL released); None at the end."""
+    def close(self) -> None:
+        """Cancels the response and the engine request behind it."""
+
+class HttpApp:
+    """The OpenAI-compatible HTTP API of `everett serve`, answered in-process."""
+
+    def handle(
+        self, method: str, path: str, headers: list[tuple[str, str]], body: bytes
+    ) -> tuple[int, list[tuple[str, str]], HttpBody]:
+        """The router's status, headers and body for one request (blocking, GIL released)."""
 
 class Record(Mapping[str, Any]):
     """An exploration or a collapse run: the command line's --json object, read like a dict."""
@@ -164,6 +184,24 @@ class LLM:
         """Completions in input order; all prompts run as one continuous batch.
         `sampling_params` is vLLM's name for `params`."""
     def stream(self, prompt: Prompt, params: Optional[SamplingParams] = None) -> Stream: ...
+    def submit(self, prompt: Prompt, params: Optional[SamplingParams] = None) -> Job:
+        """Submits one prompt now; wait for its `Job` later, from any thread."""
+    def submit_chat(
+        self,
+        messages: Sequence[Message],
+        params: Optional[SamplingParams] = None,
+        *,
+        tools: Optional[Sequence[Mapping[str, Any]]] = None,
+    ) -> Job: ...
+    def http_app(
+        self,
+        *,
+        model_name: Optional[str] = None,
+        api_key: Optional[str] = None,
+        max_seqs_per_request: int = 256,
+        lenient_fields: bool = False,
+    ) -> HttpApp:
+        """The HTTP API of `everett serve` over this engine (model_name: the GGUF's stem)."""
     def chat(
         self,
         messages: Union[Sequence[Message], Sequence[Sequence[Message]]],
@@ -220,28 +258,3 @@ class LLM:
     def close(self) -> None: ...
     def __enter__(self) -> "LLM": ...
     def __exit__(self, _t: object, _v: object, _tb: object) -> None: ...
-
-class AsyncLLM:
-    """The same engine for asyncio: awaiting never blocks the event loop."""
-
-    def __init__(
-        self,
-        model: Union[str, PathLike[str], None] = None,
-        *,
-        threads: Optional[int] = None,
-        kv_tokens: int = 16384,
-        max_running: int = 64,
-        kv_type: str = "f16",
-    ) -> None: ...
-    def generate(self, prompt: Prompt, params: Optional[SamplingParams] = None) -> Awaitable[RequestOutput]: ...
-    def stream(self, prompt: Prompt, params: Optional[SamplingParams] = None) -> AsyncStream: ...
-    def chat(
-        self,
-        messages: Sequence[Message],
-        params: Optional[SamplingParams] = None,
-        *,
-        tools: Optional[Sequence[Mapping[str, Any]]] = None,
-    ) -> Awaitable[RequestOutput]: ...
-    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
-    def stats(self) -> dict[str, int]: ...
-    def close(self) -> None: ...
