@@ -120,7 +120,22 @@ def test_prefix_affinity(url):
     assert len(set(seen[other])) == 1, seen
 
 
+def replica_names(url):
+    """The two replica actors' names, from the responses' replica header (idle replicas share
+    unrelated requests)."""
+    names = set()
+    for i in range(40):
+        _, h, _ = post(url, "/v1/completions", {"model": "everett", "prompt": f"{i} name",
+                                                 "max_tokens": 1})
+        names.add(h["x-everett-replica"])
+        if len(names) == 2:
+            break
+    assert len(names) == 2, names
+    return names
+
+
 def test_replica_killed_under_load(url):
+    names = replica_names(url)
     results = []
 
     def work(i):
@@ -133,13 +148,6 @@ def test_replica_killed_under_load(url):
     for t in threads:
         t.start()
     time.sleep(2)
-    # The replica actors' names, from the responses' replica header.
-    names = set()
-    for i in range(12):
-        _, h, _ = post(url, "/v1/completions", {"model": "everett", "prompt": f"{i} name",
-                                                 "max_tokens": 1})
-        names.add(h["x-everett-replica"])
-    assert len(names) == 2, names
     victim = sorted(names)[0]
     ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
     for t in threads:
