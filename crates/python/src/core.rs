@@ -279,6 +279,7 @@ impl Core {
         d.set_item("peak_used_blocks", s.peak_used_blocks)?;
         d.set_item("capacity_blocks", s.capacity_blocks)?;
         d.set_item("prefix_hit_tokens", s.prefix.hit_tokens)?;
+        d.set_item("prefix_queried_tokens", s.prefix.queried_tokens)?;
         Ok(d)
     }
 

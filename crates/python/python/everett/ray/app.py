@@ -93,9 +93,9 @@ class EngineReplica:
         finally:
             chunks.close()
 
-    def stats(self) -> Dict[str, int]:
-        """The engine's counters (prefix-cache hits, steps, ...)."""
-        return self.llm.stats()
+    def stats(self) -> Dict[str, Any]:
+        """The engine's counters (prefix-cache hits, steps, ...) and this replica's name."""
+        return {"replica": self.replica, **self.llm.stats()}
 
     def record_routing_stats(self) -> Dict[str, Any]:
         return self.llm.stats()
