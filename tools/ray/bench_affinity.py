@@ -87,14 +87,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--everett", required=True)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--imbalanced-threshold", type=int, default=32)
+    ap.add_argument("--only", default=None, help="one configuration's name")
     a = ap.parse_args()
     configs = {
         "1x2": AppConfig(replicas=1, threads_per_replica=2, http={"model_name": "everett"}),
         "2x1 affinity": AppConfig(replicas=2, threads_per_replica=1,
-                                  http={"model_name": "everett"}),
+                                  http={"model_name": "everett"},
+                                  router_kwargs={"imbalanced_threshold": a.imbalanced_threshold}),
         "2x1 pow2": AppConfig(replicas=2, threads_per_replica=1, routing="pow2",
                               http={"model_name": "everett"}),
     }
+    if a.only:
+        configs = {a.only: configs[a.only]}
     ray.init(num_cpus=2)
     results = {name: [] for name in configs}
     with tempfile.TemporaryDirectory() as d:

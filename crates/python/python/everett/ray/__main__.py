@@ -31,7 +31,7 @@ def parse(argv):
     ap.add_argument("--lenient-fields", action="store_true")
     ap.add_argument("--routing", default="affinity", choices=["affinity", "pow2"],
                     help="prefix-cache affinity, or Ray's power-of-two choices")
-    ap.add_argument("--imbalanced-threshold", type=int, default=4,
+    ap.add_argument("--imbalanced-threshold", type=int, default=32,
                     help="affinity yields when its replica's queue is this much longer")
     ap.add_argument("--min-replicas", type=int, default=None,
                     help="with --max-replicas: autoscale between them")

@@ -35,7 +35,7 @@ def block_hashes(key: str, block_chars: int) -> List[int]:
 class PrefixAffinityRouter(RequestRouter):
     """Longest served prefix first, the least loaded replica otherwise (see the module)."""
 
-    def initialize_state(self, block_chars: int = 256, imbalanced_threshold: int = 4,
+    def initialize_state(self, block_chars: int = 256, imbalanced_threshold: int = 32,
                          max_blocks: int = 100_000):
         self._block_chars = block_chars
         self._imbalanced_threshold = imbalanced_threshold
