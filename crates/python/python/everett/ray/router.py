@@ -12,8 +12,9 @@ block no replica served. The table keeps the `max_blocks` most recently used blo
 table sees every request.
 
 Queue figures are Ray's own: the queue lengths the router probes and caches (each replica's
-ongoing requests). Replicas also report their engine's counters (`record_routing_stats`), which
-`routing_stats` carries for diagnostics.
+ongoing requests). KV figures are the replica's: its engine's counters, which it reports through
+`record_routing_stats` (every 10 s by default); among equally queued replicas the one with the
+emptier KV cache comes first.
 """
 
 import random
@@ -30,6 +31,15 @@ def block_hashes(key: str, block_chars: int) -> List[int]:
         h = hash((h, key[start:start + block_chars]))
         hashes.append(h)
     return hashes
+
+
+def kv_used(replica: RunningReplica) -> float:
+    """The share of the replica's KV cache in use, from its last routing stats (0 unknown)."""
+    try:
+        stats = replica.routing_stats or {}
+        return stats.get("used_blocks", 0) / max(stats.get("capacity_blocks", 0), 1)
+    except (AttributeError, TypeError):  # stats not reported yet, or of another shape
+        return 0.0
 
 
 class PrefixAffinityRouter(RequestRouter):
@@ -83,7 +93,7 @@ class PrefixAffinityRouter(RequestRouter):
         lens = await self._queue_lens(candidate_replicas)
         # Shuffled first, so that equally loaded replicas share the unrelated requests.
         shuffled = random.sample(candidate_replicas, len(candidate_replicas))
-        by_load = sorted(shuffled, key=lambda r: lens.get(r.replica_id, 1 << 30))
+        by_load = sorted(shuffled, key=lambda r: (lens.get(r.replica_id, 1 << 30), kv_used(r)))
         hashes = block_hashes(self._key(pending_request), self._block_chars)
         owner = self._affine(hashes, {r.replica_id for r in candidate_replicas})
         if owner is not None:
