@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+from urllib.parse import urlunsplit
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -27,6 +28,11 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def local(port):
+    """The base of a server listening on loopback `port`."""
+    return urlunsplit(("http", f"127.0.0.1:{port}", "", "", ""))
 
 
 def get_rate(url, seconds=10.0, threads=32):
@@ -68,7 +74,7 @@ def main():
     direct = subprocess.Popen([a.everett, "serve", "--port", str(port), "--threads", "1",
                                "--served-model-name", "everett"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    direct_url = f"http://127.0.0.1:{port}"
+    direct_url = local(port)
     for _ in range(100):
         try:
             urllib.request.urlopen(direct_url + "/health", timeout=1).read()
@@ -85,7 +91,7 @@ def main():
     serve.run(build_app(AppConfig(replicas=2, threads_per_replica=1,
                                   http={"model_name": "everett"})), name="everett",
               route_prefix="/")
-    ray_url = f"http://127.0.0.1:{rport}"
+    ray_url = local(rport)
     ray_ms = one_token_ms(ray_url)
     ray_rate = get_rate(ray_url)
     serve.shutdown()

@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import urlunsplit
 
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
@@ -42,7 +43,7 @@ def url():
     cfg = AppConfig(replicas=2, threads_per_replica=1, llm={"kv_tokens": 8192},
                     http={"model_name": "everett"})
     serve.run(build_app(cfg), name="everett", route_prefix="/")
-    yield f"http://127.0.0.1:{port}"
+    yield urlunsplit(("http", f"127.0.0.1:{port}", "", "", ""))
     serve.shutdown()
     ray.shutdown()
     cluster.shutdown()

@@ -71,7 +71,7 @@ def main(argv=None):
     ray.init(address=a.address)
     serve.start(http_options={"host": a.host, "port": a.port})
     serve.run(build_app(config(a)), name="everett", route_prefix="/")
-    print(f"everett on Ray: serving on http://{a.host}:{a.port}", flush=True)
+    print(f"everett on Ray: serving on {a.host}:{a.port}", flush=True)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
