@@ -2,7 +2,7 @@
 # Builds llama.cpp (the source vendored in the llama-cpp-python sdist on PyPI, the only registry
 # reachable here, fetched with `pip download`) into $LLAMACPP_DIR (default /tmp/llamacpp), CPU
 # only, for this machine's instruction set: llama-perplexity, llama-bench, llama-server, llama-tokenize and
-# llama-batched-bench, plus `probe`, for the comparisons in compare.py and the serving
+# llama-batched-bench, llama-quantize and llama-imatrix, plus `probe`, for the comparisons in compare.py and the serving
 # benchmarks. Not used by the tests or CI. AMX is left out: one VM kind lists the AMX flags but
 # traps on the instructions.
 set -euo pipefail
@@ -22,7 +22,7 @@ cmake -S "$SRC" -B "$SRC/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON \
   -DLLAMA_BUILD_SERVER=ON >/dev/null
 cmake --build "$SRC/build" -j2 --target llama-perplexity llama-bench llama-server llama-tokenize \
-  llama-batched-bench
+  llama-batched-bench llama-quantize llama-imatrix
 g++ -O2 -std=c++17 "$HERE/probe.cpp" -I"$SRC/include" -I"$SRC/ggml/include" -L"$SRC/build/bin" \
   -lllama -lggml -lggml-base -Wl,-rpath,"$SRC/build/bin" -o "$DIR/probe"
 echo "built: $SRC/build/bin and $DIR/probe"

@@ -15,6 +15,7 @@ mod completions;
 pub mod error;
 mod explore;
 pub mod listen;
+mod markup;
 mod metrics;
 mod page;
 pub mod pages;

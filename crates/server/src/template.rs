@@ -4,8 +4,10 @@
 //! `": "` separators, non-ASCII kept, `indent`). Variables: `messages`, `tools`,
 //! `add_generation_prompt`, `bos_token`, `eos_token` and whatever else the caller passes; maps
 //! keep the order they were written in. Checked against Python's `jinja2` on llama.cpp's ~70
-//! real templates (`tools/templates/`).
+//! real templates (`tools/templates/`). `|safe` strings escape what is added to them, as
+//! markupsafe's do (`markup`).
 
+use crate::markup;
 use minijinja::value::{Kwargs, Rest, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, State};
 use std::fmt::Write;
@@ -69,6 +71,11 @@ impl Template {
             }
             _ => minijinja::escape_formatter(out, state, value),
         });
+        env.add_filter(markup::FILTER, |v: Value| match v.as_str() {
+            Some(s) => Value::from(markup::escape(s)),
+            None => v,
+        });
+        let src = markup::emulate(&src).into_owned();
         env.add_template_owned("chat", src)
             .map_err(|e| format!("the chat template does not compile: {e:#}"))?;
         Ok(Self { env })
