@@ -1,4 +1,5 @@
-//! The `everett` command line: generate, explore, tokenize, perplexity, inspect, pull, bench.
+//! The `everett` command line: generate, explore, tokenize, perplexity, inspect, quantize, pull,
+//! bench.
 //! Parsing flags and printing live here; everything else is `everett-engine`.
 
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@ mod constrain;
 mod explore;
 mod logging;
 mod overflow;
+mod quantize;
 mod serve;
 mod template;
 
@@ -145,6 +147,9 @@ enum Cmd {
     },
     /// Print a GGUF file's metadata and tensor table.
     Inspect { file: PathBuf },
+    /// Quantize a model into a llama.cpp file type (the same bytes llama-quantize writes),
+    /// reporting each tensor's error.
+    Quantize(quantize::QuantizeArgs),
     /// Render a chat template with the variables of a JSON file, exactly as the server does.
     Template(template::TemplateArgs),
     /// Chat with the model in the terminal (its chat template, history, /reset, Ctrl-C stops
@@ -241,6 +246,7 @@ fn run() -> Result<()> {
             Overflow::Stream(s) => commands::perplexity_streamed(&common, &file, s),
         },
         Cmd::Inspect { file } => commands::inspect(&file),
+        Cmd::Quantize(args) => quantize::run(&args),
         Cmd::Template(args) => template::run(&args),
         Cmd::Serve(args) => serve::run(&args),
         Cmd::Chat(args) => chat::run(&args),

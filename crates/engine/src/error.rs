@@ -47,6 +47,10 @@ pub enum Error {
     /// The default model could not be fetched or assembled (`pull`).
     #[error("pulling the default model: {0}")]
     Pull(String),
+    /// `quantize` or `imatrix` cannot do what was asked (requantizing without leave, a missing
+    /// importance matrix, an output that cannot be written).
+    #[error("quantize: {0}")]
+    Quantize(String),
     /// A broken invariant inside the engine (a batch the model cannot run): not the client's fault.
     #[error("internal error: {0}")]
     Internal(String),

@@ -16,6 +16,7 @@ pub mod overflow;
 pub mod perplexity;
 pub(crate) mod policies;
 pub mod pull;
+pub mod quantize;
 pub mod request;
 pub mod sample;
 pub mod scheduler;

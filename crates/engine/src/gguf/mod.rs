@@ -1,6 +1,7 @@
 //! GGUF model files: a memory-mapped reader with a typed view of metadata and a tensor directory.
 //! This module only reads; turning metadata into a model config is `model::config`, and turning
-//! tensor bytes into numbers is `kernels::quant`. `write` builds files for tests.
+//! tensor bytes into numbers is `kernels::quant`. `write` builds files for tests
+//! and `quantize`.
 
 mod parse;
 pub mod types;
@@ -93,6 +94,7 @@ pub struct GgufFile {
     pub version: u32,
     pub metadata: BTreeMap<String, Value>,
     pub tensors: Vec<TensorInfo>,
+    kv_spans: Vec<(String, std::ops::Range<usize>)>,
     data_offset: usize,
 }
 
@@ -125,6 +127,7 @@ impl GgufFile {
             version: h.version,
             metadata: h.metadata,
             tensors: h.tensors,
+            kv_spans: h.kv_spans,
             data_offset: h.data_offset,
         })
     }
@@ -134,6 +137,14 @@ impl GgufFile {
             Storage::Mapped(m) => m,
             Storage::Owned(v) => v,
         }
+    }
+
+    /// Each metadata entry as its key and its bytes in the file (key, type and value), in file
+    /// order: what a tool that rewrites the file copies verbatim.
+    pub fn raw_metadata(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.kv_spans
+            .iter()
+            .map(|(k, r)| (k.as_str(), &self.bytes()[r.clone()]))
     }
 
     pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {

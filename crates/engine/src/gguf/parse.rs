@@ -17,6 +17,8 @@ const MAX_ARRAY_DEPTH: u32 = 2;
 pub(crate) struct Header {
     pub version: u32,
     pub metadata: BTreeMap<String, Value>,
+    /// Each metadata entry's key and byte range (key, type and value), in file order.
+    pub kv_spans: Vec<(String, std::ops::Range<usize>)>,
     pub tensors: Vec<TensorInfo>,
     pub data_offset: usize,
 }
@@ -185,10 +187,13 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header> {
     let n_tensors = c.count("tensor count", 24)?;
     let n_kv = c.count("metadata count", 13)?;
     let mut metadata = BTreeMap::new();
+    let mut kv_spans = Vec::with_capacity(n_kv);
     for _ in 0..n_kv {
+        let start = c.pos;
         let key = c.string("metadata key")?;
         let ty = c.u32("metadata value type")?;
         let value = read_value(&mut c, ty, &crate::error::excerpt(&key, 80), 0)?;
+        kv_spans.push((key.clone(), start..c.pos));
         metadata.insert(key, value);
     }
     let mut tensors = Vec::with_capacity(n_tensors);
@@ -223,6 +228,7 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header> {
     Ok(Header {
         version,
         metadata,
+        kv_spans,
         tensors,
         data_offset,
     })

@@ -196,7 +196,10 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
                 decode_block(ty, blk, &mut codes, &mut subs);
                 for (i, o) in out.iter_mut().enumerate() {
                     let s = &subs[i / layout.sub_block];
-                    *o = s.scale * (codes[i] as i32 - layout.zero) as f32 + s.offset;
+                    // Adding a zero offset would turn ggml's -0.0 into +0.0 (a different
+                    // f16 when the values are converted on).
+                    let v = s.scale * (codes[i] as i32 - layout.zero) as f32;
+                    *o = if s.offset == 0.0 { v } else { v + s.offset };
                 }
             }
         }

@@ -101,6 +101,8 @@ pub struct Tiny {
     pub window: usize,
     /// Matrices as Q8_0 (the quantized path) or F32 (exact float path).
     pub quantized: bool,
+    /// An `output.weight` of its own instead of the token embeddings (tied).
+    pub untied_output: bool,
 }
 
 impl Tiny {
@@ -117,6 +119,7 @@ impl Tiny {
             ctx: 256,
             window: 8,
             quantized: true,
+            untied_output: false,
         }
     }
     pub fn llama() -> Self {
@@ -244,6 +247,9 @@ pub fn tiny_model(t: &Tiny, seed: u64) -> Vec<u8> {
         mat(&mut w, &p("ffn_up.weight"), t.n_ff, d);
         mat(&mut w, &p("ffn_down.weight"), d, t.n_ff);
     }
+    if t.untied_output {
+        mat(&mut w, "output.weight", t.vocab, d);
+    }
     let norm = |w: &mut GgufWriter, rng: &mut Rng, name: &str, n: usize, bias: bool| {
         let v: Vec<f32> = rand_f32(rng, n, 0.2).iter().map(|x| 1.0 + x).collect();
         w.tensor_f32(&format!("{name}.weight"), &[n as u64], &v);
@@ -279,6 +285,40 @@ pub fn tiny_model(t: &Tiny, seed: u64) -> Vec<u8> {
         w.tensor_f32("position_embd.weight", &[d as u64, t.ctx as u64], &pe);
     }
     w.to_bytes()
+}
+
+/// The models `tests/quantize.rs` quantizes and `tools/quantize/reference.py` hands to
+/// llama-quantize: F32 matrices wide enough for the K-quants, eight layers (so each mix's
+/// layer rules pick different types), 4 query heads per KV head; the llama one has its own
+/// output matrix and FFN rows (352) that 256-value blocks do not divide, the gemma3 one tied
+/// embeddings and a width (320) that only 32-value blocks divide.
+pub fn quant_models() -> Vec<(&'static str, Vec<u8>)> {
+    let llama = Tiny {
+        arch: "llama",
+        vocab: 320,
+        n_embd: 256,
+        n_layer: 8,
+        n_head: 8,
+        n_head_kv: 2,
+        head_dim: 32,
+        n_ff: 352,
+        untied_output: true,
+        ..Tiny::gemma3().float()
+    };
+    let gemma3 = Tiny {
+        vocab: 300,
+        n_embd: 320,
+        n_layer: 8,
+        n_head: 4,
+        n_head_kv: 1,
+        head_dim: 64,
+        n_ff: 512,
+        ..Tiny::gemma3().float()
+    };
+    vec![
+        ("llama", tiny_model(&llama, 11)),
+        ("gemma3", tiny_model(&gemma3, 12)),
+    ]
 }
 
 /// `~/.cache/everett/<sub>`, or `$<env>` when set.
