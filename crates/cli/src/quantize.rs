@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
-use everett_engine::quantize::{quantize_file, FileType, Options, Report, TensorReport};
+use everett_engine::quantize::{quantize_file, FileType, Imatrix, Options, Report, TensorReport};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
@@ -24,6 +24,10 @@ pub struct QuantizeArgs {
     /// Convert tensors that are already quantized.
     #[arg(long)]
     pub allow_requantize: bool,
+    /// An importance matrix (`everett imatrix` or llama-imatrix; GGUF or .dat) weighting each
+    /// column's rounding error in the types that take one.
+    #[arg(long)]
+    pub imatrix: Option<PathBuf>,
     /// Threads converting rows.
     #[arg(long, default_value_t = crate::default_threads())]
     pub threads: usize,
@@ -48,6 +52,10 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         keep_output: args.keep_output,
         allow_requantize: args.allow_requantize,
         threads: args.threads,
+        imatrix: match &args.imatrix {
+            Some(p) => Some((Imatrix::read(p)?, p.display().to_string())),
+            None => None,
+        },
     };
     // Drawn on stderr only when it is a terminal.
     let bar = ProgressBar::new(0);

@@ -4,8 +4,9 @@
 //! says and what bad requests get.
 
 use everett_engine::gguf::GgufFile;
+use everett_engine::quantize::Imatrix;
 use everett_engine::quantize::{quantize_file, FileType, Options};
-use everett_engine::testutil::quant_models;
+use everett_engine::testutil::{quant_imatrix, quant_models};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 
@@ -26,6 +27,7 @@ fn opts(ftype: FileType) -> Options {
         keep_output: false,
         allow_requantize: false,
         threads: 2,
+        imatrix: None,
     }
 }
 
@@ -36,36 +38,44 @@ fn every_file_type_is_byte_identical_to_llama_quantize() {
     let mut checked = 0;
     for (name, bytes) in quant_models() {
         let input = scratch(&format!("{name}.f32.gguf"));
-        std::fs::write(&input, bytes).unwrap();
+        std::fs::write(&input, &bytes).unwrap();
         let want = reference[name]
             .as_object()
             .expect("the model is in the reference");
         assert_eq!(
             want.len(),
-            FileType::names().count(),
-            "every file type has a reference"
+            FileType::names().count() + 15,
+            "every run has a reference"
         );
-        for (ty, w) in want {
-            let output = scratch(&format!("{name}.{ty}.gguf"));
-            let ftype = FileType::parse(ty).unwrap();
-            quantize_file(&input, &output, &opts(ftype), &mut |_, _, _| {}).unwrap();
+        let imatrix = quant_imatrix(&bytes, 5);
+        for (run, w) in want {
+            let output = scratch(&format!("{name}.{run}.gguf"));
+            let (ty, weighted) = match run.strip_suffix("+imatrix") {
+                Some(ty) => (ty, true),
+                None => (run.as_str(), false),
+            };
+            let o = Options {
+                imatrix: weighted.then(|| (imatrix.clone(), "imatrix.gguf".to_string())),
+                ..opts(FileType::parse(ty).unwrap())
+            };
+            quantize_file(&input, &output, &o, &mut |_, _, _| {}).unwrap();
             let got = std::fs::read(&output).unwrap();
             assert_eq!(
                 got.len() as u64,
                 w["bytes"].as_u64().unwrap(),
-                "{name} {ty}: size"
+                "{name} {run}: size"
             );
             let hash = format!("{:x}", Sha256::digest(&got));
             assert_eq!(
                 hash,
                 w["sha256"].as_str().unwrap(),
-                "{name} {ty}: bytes differ"
+                "{name} {run}: bytes differ"
             );
             std::fs::remove_file(&output).unwrap();
             checked += 1;
         }
     }
-    assert_eq!(checked, 2 * 19);
+    assert_eq!(checked, 2 * (19 + 15));
 }
 
 #[test]
@@ -147,4 +157,22 @@ fn requantizing_needs_leave_and_a_failed_run_leaves_no_file() {
     std::fs::write(&truncated, &whole[..whole.len() / 2]).unwrap();
     let err = quantize_file(&truncated, &out, &opts(FileType::Q8_0), &mut |_, _, _| {});
     assert!(err.unwrap_err().to_string().contains("truncated"));
+}
+
+#[test]
+fn importance_matrices_round_trip_through_the_gguf_format() {
+    let (_, bytes) = quant_models().remove(1);
+    let m = quant_imatrix(&bytes, 9);
+    let path = scratch("roundtrip.imatrix.gguf");
+    m.write(&path).unwrap();
+    assert_eq!(Imatrix::read(&path).unwrap(), m);
+    let name = m.entries.keys().next().unwrap();
+    let w = m.weights(name).unwrap();
+    assert_eq!(w[0], m.entries[name].sums[0] / 1024.0);
+    std::fs::write(&path, b"not an imatrix at all").unwrap();
+    let err = Imatrix::read(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("importance matrix") && err.contains("roundtrip"),
+        "{err}"
+    );
 }

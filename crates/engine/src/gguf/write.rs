@@ -1,5 +1,6 @@
-//! Writes GGUF v3 files. Used by tests to build tiny synthetic models and malformed files; the
-//! engine itself never writes models.
+//! Writes GGUF v3 files from metadata and encoded tensors held in memory: tests build tiny
+//! synthetic models and malformed files with it, `everett imatrix` its output. (`quantize`
+//! streams its files itself, copying the input's metadata verbatim.)
 
 use super::{GgmlType, Value};
 

@@ -5,10 +5,11 @@
 //! 32-byte alignment — so that the same input and type give the same bytes. Alongside it
 //! measures what each conversion cost: RMSE and largest absolute error of the weights.
 
+use super::imatrix::Imatrix;
 use super::mix::{FileType, Mix, ModelShape};
 use super::quantize_rows;
 use crate::error::{Error, Result};
-use crate::gguf::{GgmlType, GgufFile, TensorInfo};
+use crate::gguf::{GgmlType, GgufFile, TensorInfo, Value};
 use crate::kernels::quant::dequantize;
 use serde::Serialize;
 use std::io::Write;
@@ -38,6 +39,8 @@ pub struct Options {
     /// Allow converting tensors that are already quantized (their rounding errors add up).
     pub allow_requantize: bool,
     pub threads: usize,
+    /// An importance matrix and the name to record for it (`quantize.imatrix.file`).
+    pub imatrix: Option<(Imatrix, String)>,
 }
 
 /// One tensor's conversion.
@@ -115,7 +118,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Header, metadata and tensor directory, padded to the data section.
-fn header(f: &GgufFile, plan: &[(&TensorInfo, GgmlType, usize)], ftype: FileType) -> Vec<u8> {
+fn header(f: &GgufFile, plan: &[(&TensorInfo, GgmlType, usize)], opts: &Options) -> Vec<u8> {
     let kept: Vec<&[u8]> = f
         .raw_metadata()
         .filter(|(k, _)| !DROPPED_KEYS.contains(k))
@@ -124,17 +127,45 @@ fn header(f: &GgufFile, plan: &[(&TensorInfo, GgmlType, usize)], ftype: FileType
     let mut out = b"GGUF".to_vec();
     out.extend_from_slice(&3u32.to_le_bytes());
     out.extend_from_slice(&(plan.len() as u64).to_le_bytes());
-    out.extend_from_slice(&(kept.len() as u64 + 2).to_le_bytes());
+    let mut added = vec![
+        (
+            "general.quantization_version",
+            Value::U32(QUANTIZATION_VERSION),
+        ),
+        ("general.file_type", Value::U32(opts.ftype.id())),
+    ];
+    if let Some((m, file)) = &opts.imatrix {
+        // As llama-quantize records them (its overrides keep 127 bytes of a string).
+        let cut = |s: &str| s[..s.floor_char_boundary(127)].to_string();
+        added.push(("quantize.imatrix.file", Value::Str(cut(file))));
+        if let Some(d) = m.datasets.first() {
+            added.push(("quantize.imatrix.dataset", Value::Str(cut(d))));
+        }
+        added.push((
+            "quantize.imatrix.entries_count",
+            Value::U32(m.entries.len() as u32),
+        ));
+        if m.chunk_count > 0 {
+            added.push(("quantize.imatrix.chunks_count", Value::U32(m.chunk_count)));
+        }
+    }
+    out.extend_from_slice(&((kept.len() + added.len()) as u64).to_le_bytes());
     for kv in kept {
         out.extend_from_slice(kv);
     }
-    for (key, value) in [
-        ("general.quantization_version", QUANTIZATION_VERSION),
-        ("general.file_type", ftype.id()),
-    ] {
+    for (key, value) in added {
         put_str(&mut out, key);
-        out.extend_from_slice(&4u32.to_le_bytes()); // u32
-        out.extend_from_slice(&value.to_le_bytes());
+        match value {
+            Value::U32(v) => {
+                out.extend_from_slice(&4u32.to_le_bytes());
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            Value::Str(s) => {
+                out.extend_from_slice(&8u32.to_le_bytes());
+                put_str(&mut out, &s);
+            }
+            _ => unreachable!("only u32 and string keys are added"),
+        }
     }
     let mut offset = 0usize;
     for (t, ty, bytes) in plan {
@@ -159,6 +190,7 @@ fn convert(
     src: &[u8],
     ty: GgmlType,
     n_per_row: usize,
+    qw: Option<&[f32]>,
     threads: usize,
 ) -> Result<(Vec<u8>, f64, f64)> {
     let rows = src.len() / t.ty.bytes_for(n_per_row).expect("rows are whole blocks");
@@ -183,7 +215,7 @@ fn convert(
                             format!("value {} is not finite", x[p]),
                         ));
                     }
-                    quantize_rows(ty, &x, n_per_row, o)?;
+                    quantize_rows(ty, &x, n_per_row, qw, o)?;
                     let mut back = vec![0f32; x.len()];
                     dequantize(ty, o, &mut back);
                     let (mut sq, mut max) = (0f64, 0f64);
@@ -221,12 +253,13 @@ pub fn quantize_file(
     let f = GgufFile::open(input)?;
     let order = writing_order(&f.tensors);
     let names: Vec<&str> = order.iter().map(|t| t.name.as_str()).collect();
+    let has_imatrix = opts.imatrix.is_some();
     let mut mix = Mix::new(
         opts.ftype,
         model_shape(&f)?,
         &names,
         opts.keep_output,
-        false,
+        has_imatrix,
     );
     let mut plan = Vec::with_capacity(order.len());
     for t in &order {
@@ -268,6 +301,34 @@ pub fn quantize_file(
     }
 }
 
+/// The importance weights for tensor `t` (`[experts][cols]`), if the matrix has them.
+fn importance(opts: &Options, t: &TensorInfo) -> Result<Option<Vec<f32>>> {
+    let Some((m, _)) = &opts.imatrix else {
+        return Ok(None);
+    };
+    let Some(w) = m.weights(&t.name) else {
+        tracing::info!("the importance matrix has no entry for {}", t.name);
+        return Ok(None);
+    };
+    let experts: u64 = t.dims.iter().skip(2).product();
+    if w.len() as u64 == t.dims[0] * experts {
+        return Ok(Some(w));
+    }
+    if matches!(
+        t.name.as_str(),
+        "token_embd.weight" | "per_layer_token_embd.weight"
+    ) {
+        return Ok(None);
+    }
+    Err(Error::Quantize(format!(
+        "the importance matrix has {} values for `{}`, which needs {} ({} columns × {experts} experts)",
+        w.len(),
+        t.name,
+        t.dims[0] * experts,
+        t.dims[0]
+    )))
+}
+
 fn write_all(
     f: &GgufFile,
     plan: &[(&TensorInfo, GgmlType, usize)],
@@ -280,7 +341,7 @@ fn write_all(
         path: "the output file".into(),
         source,
     };
-    w.write_all(&header(f, plan, opts.ftype)).map_err(io)?;
+    w.write_all(&header(f, plan, opts)).map_err(io)?;
     let mut report = Report {
         file_type: opts.ftype.name(),
         n_elements: 0,
@@ -304,12 +365,20 @@ fn write_all(
                 t.ty.bytes_for(n_per_row)
                     .expect("the parser checked the rows");
             let slab_rows = (SLAB_VALUES / n_per_row).max(1);
-            for slab in src.chunks(slab_rows * row_bytes) {
-                let (out, s, m) = convert(t, slab, *ty, n_per_row, opts.threads)?;
-                w.write_all(&out).map_err(io)?;
-                written += out.len();
-                sq += s;
-                max = max.max(m);
+            let qw = importance(opts, t)?;
+            // Experts (dims[2..]) are whole matrices, each with its own importance slice.
+            let expert_bytes = row_bytes * t.dims.get(1).copied().unwrap_or(1) as usize;
+            for (e, expert) in src.chunks(expert_bytes).enumerate() {
+                let qw = qw
+                    .as_deref()
+                    .map(|w| &w[e * n_per_row..(e + 1) * n_per_row]);
+                for slab in expert.chunks(slab_rows * row_bytes) {
+                    let (out, s, m) = convert(t, slab, *ty, n_per_row, qw, opts.threads)?;
+                    w.write_all(&out).map_err(io)?;
+                    written += out.len();
+                    sq += s;
+                    max = max.max(m);
+                }
             }
         }
         debug_assert_eq!(written, *bytes);

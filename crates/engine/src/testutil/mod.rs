@@ -321,6 +321,39 @@ pub fn quant_models() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// A made-up importance matrix for a `quant_models` model: every layer matrix gets sums of
+/// squares drawn from a wide range (so the weighting matters) over 1024 rows.
+pub fn quant_imatrix(model: &[u8], seed: u64) -> crate::quantize::Imatrix {
+    use crate::quantize::imatrix::{Entry, Imatrix};
+    let f = crate::gguf::GgufFile::from_bytes(model.to_vec()).expect("a generated model");
+    let mut rng = Rng::new(seed);
+    let mut m = Imatrix {
+        datasets: vec!["made-up.txt".into()],
+        chunk_count: 2,
+        chunk_size: 512,
+        ..Default::default()
+    };
+    for t in f
+        .tensors
+        .iter()
+        .filter(|t| t.name.starts_with("blk.") && t.dims.len() >= 2)
+    {
+        let cols = t.dims[0] as usize;
+        let sums = rand_f32(&mut rng, cols, 1.0)
+            .iter()
+            .map(|v| 1024.0 * (4.0 * v).exp())
+            .collect();
+        m.entries.insert(
+            t.name.clone(),
+            Entry {
+                sums,
+                counts: vec![1024.0],
+            },
+        );
+    }
+    m
+}
+
 /// `~/.cache/everett/<sub>`, or `$<env>` when set.
 fn cache_dir(env: &str, sub: &str) -> std::path::PathBuf {
     use std::path::PathBuf;
