@@ -8,7 +8,7 @@ use everett_engine::gguf::GgufFile;
 use everett_engine::model::{Model, KV_BLOCK_SIZE};
 use everett_engine::oneshot::{self, generate_batch};
 use everett_engine::overflow::{Overflow, Stream};
-use everett_engine::perplexity::{chunk_tasks, ChunkSum};
+use everett_engine::perplexity;
 use everett_engine::request::Output;
 use everett_engine::sample::SamplingParams;
 use everett_engine::scheduler::SchedulerConfig;
@@ -188,52 +188,30 @@ pub fn tokenize(common: &Common, text: &str, add_special: bool, only_ids: bool) 
 
 /// llama.cpp's method: consecutive chunks of `ctx` tokens, BOS first in each, score the
 /// predictions of the second half of each chunk, ppl = exp(mean NLL).
+/// A perplexity-chunking error in the command line's words (`--ctx`, the file).
+pub fn chunk_error(e: everett_engine::Error) -> anyhow::Error {
+    match e {
+        everett_engine::Error::Param {
+            name: "ctx",
+            problem,
+        } => anyhow::anyhow!("--ctx {problem}"),
+        everett_engine::Error::InvalidRequest(m) => anyhow::anyhow!("the file: {m} (--ctx)"),
+        e => e.into(),
+    }
+}
+
 pub fn perplexity(common: &Common, file: &Path, ctx: usize) -> Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let (mut model, tok) = load(common)?;
-    if ctx < 16 || ctx > model.config.context_length {
-        bail!(
-            "--ctx must be between 16 and {}",
-            model.config.context_length
-        );
-    }
     let tokens = tok.encode(&text, true, false);
-    let n_chunks = tokens.len() / ctx;
-    if n_chunks == 0 {
-        bail!(
-            "the file has {} tokens, fewer than one chunk of --ctx {ctx}",
-            tokens.len()
-        );
-    }
-    // Every chunk is one scoring request; a few run side by side. Logit rows per step are
-    // capped: each is a whole vocabulary row.
-    let cfg = EngineConfig {
-        kv_tokens: 2 * ctx,
-        scheduler: SchedulerConfig {
-            max_seqs: 2,
-            max_logit_rows: 64,
-            ..SchedulerConfig::default()
-        },
-    };
-    let tasks = chunk_tasks(&tok, &tokens, ctx);
-    let mut sum = ChunkSum::new(n_chunks);
-    oneshot::run(&mut model, &tok, cfg, tasks, |c, e| {
-        if let Event::Scored(v) = e {
-            if sum.add(c, v) > 0 && !common.json {
-                eprintln!(
-                    "[{}/{n_chunks}] ppl so far {:.4}",
-                    sum.summed,
-                    sum.perplexity()
-                );
+    let (ppl, scored, n_chunks) =
+        perplexity::measure(&mut model, &tok, &tokens, ctx, false, &mut |done, n, p| {
+            if !common.json {
+                eprintln!("[{done}/{n}] ppl so far {p:.4}");
             }
-        }
-        Ok(())
-    })?;
-    if !sum.complete() {
-        bail!("chunk {} ended without a score", sum.summed);
-    }
-    let (ppl, scored) = (sum.perplexity(), sum.scored);
+        })
+        .map_err(chunk_error)?;
     if common.json {
         println!("{}", json!({"perplexity": ppl, "tokens_scored": scored}));
     } else {

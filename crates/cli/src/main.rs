@@ -15,6 +15,7 @@ mod collapse;
 mod commands;
 mod constrain;
 mod explore;
+mod imatrix;
 mod logging;
 mod overflow;
 mod quantize;
@@ -150,6 +151,9 @@ enum Cmd {
     /// Quantize a model into a llama.cpp file type (the same bytes llama-quantize writes),
     /// reporting each tensor's error.
     Quantize(quantize::QuantizeArgs),
+    /// Calibrate for quantization: an importance matrix of the model's inputs over a text
+    /// (llama.cpp's format), for `quantize --imatrix`.
+    Imatrix(imatrix::ImatrixArgs),
     /// Render a chat template with the variables of a JSON file, exactly as the server does.
     Template(template::TemplateArgs),
     /// Chat with the model in the terminal (its chat template, history, /reset, Ctrl-C stops
@@ -247,6 +251,7 @@ fn run() -> Result<()> {
         },
         Cmd::Inspect { file } => commands::inspect(&file),
         Cmd::Quantize(args) => quantize::run(&args),
+        Cmd::Imatrix(args) => imatrix::run(&args),
         Cmd::Template(args) => template::run(&args),
         Cmd::Serve(args) => serve::run(&args),
         Cmd::Chat(args) => chat::run(&args),

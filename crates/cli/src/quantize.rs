@@ -2,11 +2,15 @@
 //! the report it does not give: per tensor the old and new type, size, RMSE and largest error of
 //! the weights; size and bits per weight of the whole file. The work is `everett_engine::quantize`.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use everett_engine::gguf::GgufFile;
+use everett_engine::model::Model;
 use everett_engine::quantize::{quantize_file, FileType, Imatrix, Options, Report, TensorReport};
+use everett_engine::tokenizer::Tokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub struct QuantizeArgs {
@@ -34,6 +38,34 @@ pub struct QuantizeArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also measure perplexity on this text before and after (llama.cpp's method).
+    #[arg(long)]
+    pub eval: Option<PathBuf>,
+    /// Tokens per perplexity chunk for --eval.
+    #[arg(long, default_value_t = 512)]
+    pub eval_ctx: usize,
+}
+
+/// Perplexity before and after, on one text.
+#[derive(Serialize)]
+struct Eval {
+    file: String,
+    ctx: usize,
+    before: f64,
+    after: f64,
+    change_percent: f64,
+}
+
+/// `everett perplexity` on `model` (all threads, the default KV type).
+fn perplexity(model: &Path, text: &str, ctx: usize, threads: usize) -> Result<f64> {
+    let file = GgufFile::open(model)?;
+    let tok = Tokenizer::from_gguf(&file)?;
+    let mut m = Model::from_gguf(&file, threads)?;
+    file.release_pages();
+    let tokens = tok.encode(text, true, false);
+    let (ppl, _, _) =
+        everett_engine::perplexity::measure(&mut m, &tok, &tokens, ctx, false, &mut |_, _, _| {})?;
+    Ok(ppl)
 }
 
 fn parse_file_type(s: &str) -> Result<FileType, String> {
@@ -71,10 +103,34 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
     let report = quantize_file(&args.input, &args.output, &opts, &mut progress);
     bar.finish_and_clear();
     let report = report?;
+    let eval = match &args.eval {
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read {}", f.display()))?;
+            let before = perplexity(&args.input, &text, args.eval_ctx, args.threads)?;
+            let after = perplexity(&args.output, &text, args.eval_ctx, args.threads)?;
+            Some(Eval {
+                file: f.display().to_string(),
+                ctx: args.eval_ctx,
+                before,
+                after,
+                change_percent: 100.0 * (after / before - 1.0),
+            })
+        }
+        None => None,
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut v = serde_json::to_value(&report)?;
+        v["eval"] = serde_json::to_value(&eval)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_report(&report);
+        if let Some(e) = eval {
+            println!(
+                "perplexity on {} (ctx {}): {:.4} → {:.4} ({:+.2} %)",
+                e.file, e.ctx, e.before, e.after, e.change_percent
+            );
+        }
     }
     Ok(())
 }

@@ -176,3 +176,56 @@ fn importance_matrices_round_trip_through_the_gguf_format() {
         "{err}"
     );
 }
+
+/// Calibration's sums, checked where they can be computed by hand: layer 0's query, key and
+/// value matrices read the RMS-normed token embeddings, so their per-column sums of squares
+/// follow from the weights and the tokens alone (f64 here).
+#[test]
+fn calibration_sums_the_squares_of_what_each_matrix_reads() {
+    use everett_engine::model::Model;
+    use everett_engine::quantize::calibrate;
+    use everett_engine::tokenizer::Tokenizer;
+    let (_, bytes) = quant_models().remove(0);
+    let f = GgufFile::from_bytes(bytes).unwrap();
+    let tok = Tokenizer::from_gguf(&f).unwrap();
+    let mut model = Model::from_gguf(&f, 2).unwrap();
+    let text = "hello the a b c the hello hello a ".repeat(40);
+    let ctx = 64;
+    let (m, report) =
+        calibrate::imatrix(&mut model, &tok, &text, ctx, "t", &mut |_, _, _| {}).unwrap();
+    let ids = tok.encode(&text, true, false);
+    assert_eq!(report.chunks, ids.len() / ctx);
+    let floats = |name: &str| {
+        let t = f.tensor_info(name).unwrap();
+        let mut v = vec![0f32; t.n_elems];
+        everett_engine::kernels::quant::dequantize(t.ty, f.tensor_data(t), &mut v);
+        v
+    };
+    let (embd, norm) = (
+        floats("token_embd.weight"),
+        floats("blk.0.attn_norm.weight"),
+    );
+    let d = norm.len();
+    let mut want = vec![0f64; d];
+    for chunk in ids.chunks_exact(ctx) {
+        for (i, &id) in chunk.iter().enumerate() {
+            let id = if i == 0 { tok.bos.unwrap() } else { id } as usize;
+            let x = &embd[id * d..(id + 1) * d];
+            let ms = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / d as f64;
+            let inv = 1.0 / (ms + 1e-6).sqrt();
+            for j in 0..d {
+                want[j] += (x[j] as f64 * inv * norm[j] as f64).powi(2);
+            }
+        }
+    }
+    for role in ["attn_q", "attn_k", "attn_v"] {
+        let e = &m.entries[&format!("blk.0.{role}.weight")];
+        assert_eq!(e.counts, vec![(report.chunks * ctx) as f32]);
+        for (j, (got, want)) in e.sums.iter().zip(&want).enumerate() {
+            assert!(
+                (*got as f64 - want).abs() <= 1e-4 * want,
+                "{role} column {j}: {got} vs {want}"
+            );
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! depend on what else is in the batch.
 
 use super::layers::{Ffn, Mlp, Moe};
+use super::observe::{ActStats, Site};
 use crate::kernels::act::QuantActs;
 use crate::kernels::matmul::{matmul, Isa};
 use crate::kernels::ops::activate;
@@ -34,7 +35,9 @@ pub(super) fn quantize(pool: &ThreadPool, acts: &mut QuantActs, x: &[f32], rows:
     }
 }
 
-/// `out[t, d]` = the feed-forward part applied to `h[t, d]`.
+/// `out[t, d]` = the feed-forward part applied to `h[t, d]`. `obs`: calibration statistics
+/// to add this layer's (layer `il`) matmul inputs to.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn forward(
     pool: &ThreadPool,
     isa: Isa,
@@ -43,14 +46,25 @@ pub(super) fn forward(
     t: usize,
     s: &mut FfnScratch,
     out: &mut [f32],
+    obs: Option<(&mut ActStats, usize)>,
 ) {
     match ffn {
-        Ffn::Dense(m) => mlp(pool, isa, m, &h[..t * m.up.w.k()], t, s, out),
-        Ffn::Moe(m) => experts(pool, isa, m, h, t, s, out),
+        Ffn::Dense(m) => {
+            let site = obs.map(|(stats, layer)| Site {
+                stats,
+                layer,
+                suffix: "",
+                mat: 0,
+                n_mat: 1,
+            });
+            mlp(pool, isa, m, &h[..t * m.up.w.k()], t, s, out, site)
+        }
+        Ffn::Moe(m) => experts(pool, isa, m, h, t, s, out, obs),
     }
 }
 
 /// `out[rows, d] = down(act(gate(x), up(x)))` for `rows` rows of `x` (`[rows, d]`).
+#[allow(clippy::too_many_arguments)]
 fn mlp(
     pool: &ThreadPool,
     isa: Isa,
@@ -59,11 +73,18 @@ fn mlp(
     rows: usize,
     s: &mut FfnScratch,
     out: &mut [f32],
+    mut site: Option<Site>,
 ) {
     let (d, nf) = (m.up.w.k(), m.up.w.n());
     grow(&mut s.gate, rows * nf);
     grow(&mut s.up, rows * nf);
     quantize(pool, &mut s.acts, x, rows, d);
+    if let Some(site) = &mut site {
+        site.add("ffn_up", x, rows, d);
+        if m.gate.is_some() {
+            site.add("ffn_gate", x, rows, d);
+        }
+    }
     let lin = |l: &super::layers::Linear, x: &[f32], acts: &QuantActs, out: &mut [f32]| {
         matmul(pool, isa, &l.w, x, acts, rows, out);
         if let Some(b) = &l.bias {
@@ -80,6 +101,9 @@ fn mlp(
         activate(m.act, up, &gate[i * nf..(i + 1) * nf]);
     });
     quantize(pool, &mut s.acts, &s.up, rows, nf);
+    if let Some(site) = &mut site {
+        site.add("ffn_down", &s.up, rows, nf);
+    }
     lin(&m.down, &s.up, &s.acts, &mut out[..rows * d]);
 }
 
@@ -101,6 +125,7 @@ fn route(moe: &Moe, logits: &[f32]) -> Vec<(usize, f32)> {
 }
 
 /// `out[t, d]` = the expert layer applied to `h[t, d]`.
+#[allow(clippy::too_many_arguments)]
 fn experts(
     pool: &ThreadPool,
     isa: Isa,
@@ -109,11 +134,15 @@ fn experts(
     t: usize,
     s: &mut FfnScratch,
     out: &mut [f32],
+    mut obs: Option<(&mut ActStats, usize)>,
 ) {
     let d = moe.router.w.k();
     let n_exp = moe.experts.len();
     grow(&mut s.logits, t * n_exp);
     quantize(pool, &mut s.acts, h, t, d);
+    if let Some((o, il)) = &mut obs {
+        o.add(format!("blk.{il}.ffn_gate_inp.weight"), h, t, d, 0, 1);
+    }
     matmul(
         pool,
         isa,
@@ -143,7 +172,14 @@ fn experts(
         for (j, &(row, _)) in rows.iter().enumerate() {
             x[j * d..(j + 1) * d].copy_from_slice(&h[row * d..(row + 1) * d]);
         }
-        mlp(pool, isa, &moe.experts[e], &x[..m * d], m, s, &mut y);
+        let site = obs.as_mut().map(|(stats, layer)| Site {
+            stats,
+            layer: *layer,
+            suffix: "_exps",
+            mat: e,
+            n_mat: n_exp,
+        });
+        mlp(pool, isa, &moe.experts[e], &x[..m * d], m, s, &mut y, site);
         for (j, &(row, w)) in rows.iter().enumerate() {
             out[row * d..(row + 1) * d]
                 .iter_mut()
@@ -153,7 +189,14 @@ fn experts(
     }
     if let (Some(shared), Some(gate)) = (&moe.shared, &moe.shared_gate) {
         grow(&mut y, t * d);
-        mlp(pool, isa, shared, &h[..t * d], t, s, &mut y);
+        let site = obs.map(|(stats, layer)| Site {
+            stats,
+            layer,
+            suffix: "_shexp",
+            mat: 0,
+            n_mat: 1,
+        });
+        mlp(pool, isa, shared, &h[..t * d], t, s, &mut y, site);
         for row in 0..t {
             let g = crate::kernels::ops::dot(&h[row * d..(row + 1) * d], gate);
             let g = 1.0 / (1.0 + (-g).exp());

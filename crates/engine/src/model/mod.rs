@@ -10,6 +10,7 @@ mod gemma;
 mod gpt2;
 pub mod layers;
 mod llama;
+pub mod observe;
 mod transformer;
 
 use crate::error::Result;
@@ -96,6 +97,16 @@ impl Model {
             isa: Isa::detect(),
             scratch: Default::default(),
         })
+    }
+
+    /// Starts collecting calibration statistics of every matmul input (`observe::ActStats`)
+    /// in the forward passes that follow; `take_observations` ends it and hands them over.
+    pub fn observe(&mut self) {
+        self.scratch.observe = Some(Default::default());
+    }
+
+    pub fn take_observations(&mut self) -> Option<observe::ActStats> {
+        self.scratch.observe.take()
     }
 
     pub fn threads(&self) -> usize {

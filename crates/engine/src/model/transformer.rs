@@ -6,6 +6,7 @@
 use super::attention::{attend, AttnShape, LayerKv};
 use super::ffn::{self, quantize, FfnScratch};
 use super::layers::Linear;
+use super::observe::ActStats;
 use super::{Model, Qkv};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
@@ -27,6 +28,8 @@ pub struct Scratch {
     scores: Vec<f32>,
     acts: QuantActs,
     ffn: FfnScratch,
+    /// Calibration statistics, collected while set (`Model::observe`).
+    pub(super) observe: Option<ActStats>,
 }
 
 fn grow(v: &mut Vec<f32>, n: usize) {
@@ -91,6 +94,15 @@ impl Model {
             s.h[..t * d].copy_from_slice(&s.x[..t * d]);
             pool.for_rows(&mut s.h[..t * d], d, &|_, r| blk.attn_norm.apply(r, c.eps));
             quantize(pool, &mut s.acts, &s.h, t, d);
+            if let Some(o) = &mut s.observe {
+                let roles: &[&str] = match &blk.qkv {
+                    Qkv::Separate { .. } => &["attn_q", "attn_k", "attn_v"],
+                    Qkv::Fused(_) => &["attn_qkv"],
+                };
+                for r in roles {
+                    o.add(format!("blk.{il}.{r}.weight"), &s.h, t, d, 0, 1);
+                }
+            }
             match &blk.qkv {
                 Qkv::Separate { q, k, v } => {
                     lin(pool, isa, q, &s.h, &s.acts, &mut s.q[..t * qn]);
@@ -146,6 +158,9 @@ impl Model {
                 &mut s.scores,
             );
             quantize(pool, &mut s.acts, &s.att, t, qn);
+            if let Some(o) = &mut s.observe {
+                o.add(format!("blk.{il}.attn_output.weight"), &s.att, t, qn, 0, 1);
+            }
             lin(pool, isa, &blk.o, &s.att, &s.acts, &mut s.o[..t * d]);
             if let Some(n) = &blk.post_attn_norm {
                 pool.for_rows(&mut s.o[..t * d], d, &|_, r| n.apply(r, c.eps));
@@ -157,7 +172,8 @@ impl Model {
             // MLP.
             s.h[..t * d].copy_from_slice(&s.x[..t * d]);
             pool.for_rows(&mut s.h[..t * d], d, &|_, r| blk.ffn_norm.apply(r, c.eps));
-            ffn::forward(pool, isa, &blk.ffn, &s.h, t, &mut s.ffn, &mut s.o);
+            let obs = s.observe.as_mut().map(|o| (o, il));
+            ffn::forward(pool, isa, &blk.ffn, &s.h, t, &mut s.ffn, &mut s.o, obs);
             if let Some(n) = &blk.post_ffn_norm {
                 pool.for_rows(&mut s.o[..t * d], d, &|_, r| n.apply(r, c.eps));
             }

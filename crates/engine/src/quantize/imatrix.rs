@@ -41,7 +41,8 @@ impl Imatrix {
             source,
         })?;
         if bytes.starts_with(b"GGUF") {
-            Self::from_gguf(path, GgufFile::from_bytes(bytes)?)
+            let f = GgufFile::from_bytes(bytes).map_err(|e| bad(path, e))?;
+            Self::from_gguf(path, f)
         } else {
             Self::from_dat(path, &bytes)
         }

@@ -3,6 +3,7 @@
 //! the per-tensor type mixes of llama.cpp's file types (`mix`); and whole-file conversion with a
 //! per-tensor error report (`file`). Reading quantized types back is `kernels::quant`.
 
+pub mod calibrate;
 mod file;
 pub mod imatrix;
 mod iq4;

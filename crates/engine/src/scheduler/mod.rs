@@ -84,6 +84,9 @@ pub struct SchedulerConfig {
     /// Sequences waiting for admission (a request counts its samples or paths) before new
     /// requests are turned away (`Error::QueueFull`).
     pub max_waiting: usize,
+    /// Start sequences on cached prefixes. Off when every row must be computed (calibration
+    /// observes the forward passes themselves).
+    pub prefix_cache: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -93,6 +96,7 @@ impl Default for SchedulerConfig {
             max_seqs: 64,
             max_logit_rows: 256,
             max_waiting: 1024,
+            prefix_cache: true,
         }
     }
 }

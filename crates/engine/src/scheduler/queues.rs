@@ -314,7 +314,7 @@ impl Queues {
             }
             for seq in req.seqs.iter_mut().filter(|s| !s.done) {
                 // A draft is never looked up: its tokens are not known to be right.
-                let (handle, hit) = if req.cacheable {
+                let (handle, hit) = if req.cacheable && self.cfg.prefix_cache {
                     kv.new_seq_cached(&seq.ids[..seq.ids.len() - seq.draft])
                 } else {
                     (kv.new_private_seq(), 0)
