@@ -42,7 +42,7 @@ pub fn open(common: &Common) -> Result<GgufFile> {
 pub fn load_from(common: &Common, file: &GgufFile) -> Result<(Model, Tokenizer)> {
     let tok = Tokenizer::from_gguf(file)?;
     let mut model = Model::from_gguf(file, common.threads)?;
-    model.kv_type = common.kv_type;
+    model.set_kv_type(common.kv_type)?;
     file.release_pages();
     Ok((model, tok))
 }

@@ -28,7 +28,7 @@ pub struct ExploreArgs {
     /// Compute threads.
     #[arg(long, default_value_t = crate::default_threads())]
     pub threads: usize,
-    /// How the KV cache stores keys and values: f16 or f32.
+    /// How the KV cache stores keys and values: f16, f32, q8_0 or q4_0.
     #[arg(long, default_value = "f16", value_parser = crate::parse_kv_type)]
     pub kv_type: KvType,
     /// Children proposed by each live path per step.

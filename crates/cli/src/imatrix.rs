@@ -6,7 +6,7 @@ use crate::commands::load;
 use crate::Common;
 use anyhow::{Context, Result};
 use clap::Args;
-use everett_engine::quantize::calibrate;
+use everett_engine::calibrate;
 use std::path::PathBuf;
 
 #[derive(Args)]

@@ -106,7 +106,7 @@ fn bad_flags_get_clear_errors() {
         (vec!["--temperature", "-1"], "temperature"),
         (vec!["--measure", "mean"], "--measure"),
         (vec!["--min-p", "3"], "min_p"),
-        (vec!["--kv-type", "f8"], "expected f16 or f32"),
+        (vec!["--kv-type", "f8"], "expected f16, f32, q8_0 or q4_0"),
     ] {
         let mut args = vec!["explore", "hi", "--model", m];
         args.extend(&flags);

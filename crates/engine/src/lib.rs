@@ -2,6 +2,7 @@
 //! kernels over a paged KV cache. No HTTP and no command-line parsing live here.
 
 pub mod batch;
+pub mod calibrate;
 pub mod collapse;
 pub mod constraint;
 pub mod engine;

@@ -10,6 +10,7 @@ use everett_engine::engine::{Engine, EngineConfig, Event, Task};
 use everett_engine::error::Error;
 use everett_engine::generate::{FinishReason, Request};
 use everett_engine::gguf::GgufFile;
+use everett_engine::kv::KvType;
 use everett_engine::model::Model;
 use everett_engine::oneshot::Collapsed;
 use everett_engine::oneshot::{collapse, generate_batch};
@@ -113,13 +114,20 @@ fn settings() -> Vec<CollapseParams> {
 #[test]
 fn every_architecture_collapses_to_exactly_greedy() {
     let mut rng = Rng::new(7);
-    for t in [
+    let quantized = [KvType::Q8_0, KvType::Q4_0].map(|k| (Tiny::gemma3(), k));
+    for (t, kv) in [
         Tiny::gemma3(),
         Tiny::llama(),
         Tiny::gpt2(),
         Tiny::gemma3().float(),
-    ] {
+    ]
+    .map(|t| (t, KvType::F16))
+    .into_iter()
+    .chain(quantized)
+    {
         let (mut m, tok) = load(tiny_model(&t, 42));
+        // Quantized caches: the guesses' KV is taken back from inside quantized blocks.
+        m.set_kv_type(kv).unwrap();
         let (mut tokens, mut passes, mut forks_won) = (0, 0, 0);
         for prompt in prompts(&mut rng, t.vocab as u32) {
             for p in settings() {

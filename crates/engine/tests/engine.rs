@@ -8,6 +8,7 @@ use everett_engine::engine::{Engine, EngineConfig, Event, Events, ExploreRequest
 use everett_engine::error::Error;
 use everett_engine::generate::Request;
 use everett_engine::gguf::GgufFile;
+use everett_engine::kv::KvType;
 use everett_engine::model::Model;
 use everett_engine::oneshot::explore;
 use everett_engine::sample::{Rng, SamplingParams};
@@ -158,8 +159,14 @@ fn alone_and_crowded(
 
 #[test]
 fn greedy_is_bit_identical_alone_and_mid_stream_among_31_with_preemption_tiny_models() {
-    for t in [Tiny::gemma3(), Tiny::llama(), Tiny::gpt2()] {
+    let quantized = [KvType::Q8_0, KvType::Q4_0].map(|k| (Tiny::gemma3(), k));
+    for (t, kv) in [Tiny::gemma3(), Tiny::llama(), Tiny::gpt2()]
+        .map(|t| (t, KvType::F16))
+        .into_iter()
+        .chain(quantized)
+    {
         let (mut m, tok) = load_tiny(&t);
+        m.set_kv_type(kv).unwrap();
         let crowd = Crowd {
             lo: 40,
             span: 50,
@@ -174,12 +181,12 @@ fn greedy_is_bit_identical_alone_and_mid_stream_among_31_with_preemption_tiny_mo
         for seed in 1..=3 {
             let (alone, crowded, p, h) = alone_and_crowded(&mut m, &tok, &crowd, seed);
             assert!(!alone.is_empty(), "{}", t.arch);
-            assert_eq!(alone, crowded, "{} seed {seed}", t.arch);
+            assert_eq!(alone, crowded, "{} {kv:?} seed {seed}", t.arch);
             preempted += p;
             hits += h;
         }
-        assert!(preempted > 0, "{}: the cache never ran out", t.arch);
-        assert!(hits > 0, "{}: no prefix was ever reused", t.arch);
+        assert!(preempted > 0, "{} {kv:?}: the cache never ran out", t.arch);
+        assert!(hits > 0, "{} {kv:?}: no prefix was ever reused", t.arch);
     }
 }
 

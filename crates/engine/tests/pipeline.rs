@@ -96,7 +96,7 @@ fn rope(x: &mut [f64], hd: usize, pos: usize, base: f64, neox: bool) {
 /// The plain forward: every position recomputed, attention over an explicit mask.
 /// The f64 forward; with `kv16` the cached keys and values are rounded to f16 as the cache
 /// stores them.
-fn reference(m: &Model, t: &Tiny, tokens: &[u32], kv16: bool) -> Vec<Vec<f64>> {
+fn reference(m: &Model, t: &Tiny, tokens: &[u32], kv: KvType) -> Vec<Vec<f64>> {
     let c = &m.config;
     let w = &m.weights;
     let (d, hd, n) = (c.n_embd, c.head_dim, tokens.len());
@@ -146,9 +146,8 @@ fn reference(m: &Model, t: &Tiny, tokens: &[u32], kv16: bool) -> Vec<Vec<f64>> {
                 rope(&mut k[p], hd, p, base, neox);
             }
         }
-        if kv16 {
-            let half = |x: &mut f64| *x = half::f16::from_f32(*x as f32).to_f64();
-            k.iter_mut().chain(v.iter_mut()).flatten().for_each(half);
+        for row in k.iter_mut().chain(v.iter_mut()) {
+            *row = as_cached(row, kv);
         }
         let group = c.n_head / c.n_head_kv;
         let mut att = vec![vec![0f64; c.n_head * hd]; n];
@@ -245,20 +244,28 @@ fn prompt(len: usize, salt: u32) -> Vec<u32> {
 
 #[test]
 fn matches_the_reference_forward_for_every_architecture() {
+    let quantized = [KvType::Q8_0, KvType::Q4_0].map(|k| (Tiny::gemma3().float(), k));
     for (t, kv_type) in [Tiny::gemma3(), Tiny::llama(), Tiny::gpt2()]
         .into_iter()
         .flat_map(|t| [(t.float(), KvType::F32), (t.float(), KvType::F16)])
+        .chain(quantized)
     {
         let mut m = load(&t);
         m.kv_type = kv_type;
         // 20 tokens: past the tiny Gemma window of 8, so dropped blocks and the mask are exercised.
         let toks = prompt(20, 1);
         let ours = prefill(&mut m, &toks);
-        let want = reference(&m, &t, &toks, kv_type == KvType::F16);
+        let want = reference(&m, &t, &toks, kv_type);
         // Float weights and activations: only f32 rounding separates us from the f64
-        // reference. With an f16 cache, a value that lies near a half-way point can round
-        // to the other neighbour than the reference's: a little more room.
-        let tol = if kv_type == KvType::F16 { 3e-4 } else { 1e-4 };
+        // reference. With a rounded cache, a value that lies near a half-way point can round
+        // to the other neighbour than the reference's: a little more room, one block step
+        // of 8 or 4 bits for the quantized caches.
+        let tol = match kv_type {
+            KvType::F32 => 1e-4,
+            KvType::F16 => 3e-4,
+            KvType::Q8_0 => 3e-3,
+            KvType::Q4_0 => 3e-2,
+        };
         let what = format!("{} {kv_type:?}", t.arch);
         assert_near(&ours, &want, m.config.vocab, tol, &what);
     }
@@ -266,12 +273,35 @@ fn matches_the_reference_forward_for_every_architecture() {
 
 #[test]
 fn prefill_equals_token_by_token_decode() {
-    for t in [Tiny::gemma3(), Tiny::llama(), Tiny::gpt2()] {
+    let quantized = [KvType::Q8_0, KvType::Q4_0].map(|k| (Tiny::gemma3(), k));
+    for (t, kv) in [Tiny::gemma3(), Tiny::llama(), Tiny::gpt2()]
+        .map(|t| (t, KvType::F16))
+        .into_iter()
+        .chain(quantized)
+    {
         let mut m = load(&t);
+        m.set_kv_type(kv).unwrap();
         let toks = prompt(19, 2);
         let all = prefill(&mut m, &toks);
-        assert_decode_equals(&mut m, &toks, &all, t.arch);
+        assert_decode_equals(&mut m, &toks, &all, &format!("{} {kv:?}", t.arch));
     }
+}
+
+/// A row of keys or values as the cache of type `kv` holds it (f64 here).
+fn as_cached(row: &[f64], kv: KvType) -> Vec<f64> {
+    use everett_engine::gguf::GgmlType;
+    let x: Vec<f32> = row.iter().map(|&v| v as f32).collect();
+    let ty = match kv {
+        KvType::F32 => return x.iter().map(|&v| v as f64).collect(),
+        KvType::F16 => return x.iter().map(|&v| half::f16::from_f32(v).to_f64()).collect(),
+        KvType::Q8_0 => GgmlType::Q8_0,
+        KvType::Q4_0 => GgmlType::Q4_0,
+    };
+    let mut bytes = vec![0u8; ty.bytes_for(x.len()).unwrap()];
+    everett_engine::quantize::quantize_rows(ty, &x, x.len(), None, &mut bytes).unwrap();
+    let mut back = vec![0f32; x.len()];
+    everett_engine::kernels::quant::dequantize(ty, &bytes, &mut back);
+    back.iter().map(|&v| v as f64).collect()
 }
 
 /// Decoding `toks` one at a time gives, bit for bit, the logits `all` of their prefill.
@@ -292,8 +322,15 @@ fn assert_decode_equals(m: &mut Model, toks: &[u32], all: &[f32], what: &str) {
 
 #[test]
 fn logits_are_batch_invariant() {
+    for kv in [KvType::F16, KvType::F32, KvType::Q8_0, KvType::Q4_0] {
+        batch_invariant(kv);
+    }
+}
+
+fn batch_invariant(kv_type: KvType) {
     let t = Tiny::gemma3();
     let mut m = load(&t);
+    m.set_kv_type(kv_type).unwrap();
     let target = prompt(11, 3);
     let alone = prefill(&mut m, &target);
     let v = m.config.vocab;
@@ -319,14 +356,22 @@ fn logits_are_batch_invariant() {
     let row = b.spans().iter().position(|sp| sp.0 == target_seq).unwrap();
     assert_eq!(
         logits[row * v..(row + 1) * v],
-        alone[(target.len() - 1) * v..target.len() * v]
+        alone[(target.len() - 1) * v..target.len() * v],
+        "{kv_type:?}"
     );
 }
 
 #[test]
 fn forked_sequence_continues_like_a_fresh_one() {
+    for kv in [KvType::F16, KvType::Q8_0, KvType::Q4_0] {
+        fork_continues(kv);
+    }
+}
+
+fn fork_continues(kv_type: KvType) {
     let t = Tiny::gemma3();
     let mut m = load(&t);
+    m.set_kv_type(kv_type).unwrap();
     let base = prompt(10, 4);
     let v = m.config.vocab;
     let mut kv = cache(&m, 64);
@@ -353,6 +398,18 @@ fn forked_sequence_continues_like_a_fresh_one() {
         let fresh = prefill(&mut m, &full);
         assert_eq!(logits[row * v..(row + 1) * v], fresh[base.len() * v..]);
     }
+}
+
+#[test]
+fn a_quantized_cache_needs_heads_of_whole_blocks() {
+    // Tiny Llama's heads have 16 values: half a block.
+    let mut m = load(&Tiny::llama());
+    let err = m.set_kv_type(KvType::Q8_0).unwrap_err().to_string();
+    assert!(
+        err.contains("kv_type") && err.contains("multiple of 32") && err.contains("16"),
+        "{err}"
+    );
+    assert_eq!(m.kv_type, KvType::F16);
 }
 
 #[test]
@@ -396,7 +453,7 @@ fn long_rows_cross_spans_exactly() {
         m.kv_type = KvType::F32;
         let toks = prompt(n, 5);
         let all = prefill(&mut m, &toks);
-        let want = reference(&m, &t, &toks, false);
+        let want = reference(&m, &t, &toks, KvType::F32);
         assert_near(&all, &want, m.config.vocab, 1e-4, t.arch);
         assert_decode_equals(&mut m, &toks, &all, t.arch);
     }

@@ -182,8 +182,8 @@ fn importance_matrices_round_trip_through_the_gguf_format() {
 /// follow from the weights and the tokens alone (f64 here).
 #[test]
 fn calibration_sums_the_squares_of_what_each_matrix_reads() {
+    use everett_engine::calibrate;
     use everett_engine::model::Model;
-    use everett_engine::quantize::calibrate;
     use everett_engine::tokenizer::Tokenizer;
     let (_, bytes) = quant_models().remove(0);
     let f = GgufFile::from_bytes(bytes).unwrap();

@@ -81,7 +81,7 @@ impl LoadOptions {
             kv_type: KvType::parse(kv_type).ok_or_else(|| {
                 bad(
                     "kv_type",
-                    format!("expected \"f16\" or \"f32\", got {kv_type:?}"),
+                    format!("expected one of {:?}, got {kv_type:?}", KvType::NAMES),
                 )
             })?,
         })
@@ -127,7 +127,7 @@ impl Core {
             })?;
         let tok = Tokenizer::from_gguf(&file)?;
         let mut model = Model::from_gguf(&file, o.threads)?;
-        model.kv_type = o.kv_type;
+        model.set_kv_type(o.kv_type)?;
         file.release_pages();
         model.check_kv_memory(o.kv_tokens)?;
         let context = model.config.context_length;

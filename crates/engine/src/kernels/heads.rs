@@ -8,28 +8,40 @@
 use super::ops::has_fma;
 use half::f16;
 
-/// Cached rows as stored: f32, or f16 bits.
+/// Cached rows as stored: f32, f16 bits, or the bytes of Q8_0 / Q4_0 blocks (`heads_q`).
 #[derive(Clone, Copy)]
 pub enum KvRows<'a> {
     F32(&'a [f32]),
     F16(&'a [u16]),
+    Q8_0(&'a [u8]),
+    Q4_0(&'a [u8]),
 }
 
 impl<'a> KvRows<'a> {
+    /// Values held.
     pub fn len(&self) -> usize {
         match self {
             Self::F32(r) => r.len(),
             Self::F16(r) => r.len(),
+            _ => super::heads_q::len(*self),
         }
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// The rows from element `at` on.
+    /// The rows from value `at` on (a block boundary for the quantized types).
     pub fn skip(self, at: usize) -> Self {
         match self {
             Self::F32(r) => Self::F32(&r[at..]),
             Self::F16(r) => Self::F16(&r[at..]),
+            Self::Q8_0(r) => {
+                assert!(at.is_multiple_of(32), "a Q8_0 run starts on a block");
+                Self::Q8_0(&r[at / 32 * 34..])
+            }
+            Self::Q4_0(r) => {
+                assert!(at.is_multiple_of(32), "a Q4_0 run starts on a block");
+                Self::Q4_0(&r[at / 32 * 18..])
+            }
         }
     }
 }
@@ -126,6 +138,13 @@ pub fn scores(q: &[f32], d: usize, keys: Run, scale: f32, out: &mut [f32], out_s
             }
             scores_any(heads, a)
         }
+        quantized => {
+            assert!(
+                d.is_multiple_of(32) && stride.is_multiple_of(32),
+                "rows of whole blocks"
+            );
+            super::heads_q::scores(heads, (q, d, quantized, stride, n, scale, out, out_stride))
+        }
     }
 }
 
@@ -213,6 +232,13 @@ pub fn weighted_sum(out: &mut [f32], d: usize, w: &[f32], w_stride: usize, value
                 return unsafe { x86::weighted_f16c(heads, a) };
             }
             weighted_any(heads, a)
+        }
+        quantized => {
+            assert!(
+                d.is_multiple_of(32) && stride.is_multiple_of(32),
+                "rows of whole blocks"
+            );
+            super::heads_q::weighted_sum(heads, (out, d, w, w_stride, quantized, stride, n))
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod act;
 mod avx2;
 pub mod disjoint;
 pub mod heads;
+mod heads_q;
 pub mod matmul;
 pub mod ops;
 pub mod pack;

@@ -135,6 +135,15 @@ impl Model {
         }
     }
 
+    /// Sets how the caches from `kv_config` store keys and values; a quantized type needs heads
+    /// of whole 32-value blocks (the parameter error names `kv_type`).
+    pub fn set_kv_type(&mut self, t: KvType) -> crate::Result<()> {
+        t.check_head_dim(self.config.head_dim)
+            .map_err(|problem| crate::Error::param("kv_type", problem))?;
+        self.kv_type = t;
+        Ok(())
+    }
+
     /// Refuses a KV cache of `kv_tokens` bigger than this machine's memory, naming the sizes
     /// (the parameter error names `kv_tokens`).
     pub fn check_kv_memory(&self, kv_tokens: usize) -> crate::Result<()> {

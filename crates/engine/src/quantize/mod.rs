@@ -1,9 +1,9 @@
 //! Post-training quantization (seed 004): f32 rows into every GGML type llama-quantize makes
 //! without an importance matrix (`legacy`, `kquant`, `iq4`), byte for byte as ggml makes them;
 //! the per-tensor type mixes of llama.cpp's file types (`mix`); and whole-file conversion with a
-//! per-tensor error report (`file`). Reading quantized types back is `kernels::quant`.
+//! per-tensor error report (`file`); importance matrices (`imatrix`; made by `calibrate`).
+//! Reading quantized types back is `kernels::quant`.
 
-pub mod calibrate;
 mod file;
 pub mod imatrix;
 mod iq4;

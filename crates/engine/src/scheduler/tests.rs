@@ -54,7 +54,7 @@ fn sum(kv: &KvCache, layer: usize, seq: usize, pos: usize) -> f32 {
     v.runs(v.first_visible(pos), pos + 1)
         .map(|(_, count, k, _)| match k {
             KvRows::F32(k) => (0..count).map(|i| k[i * v.row()]).sum::<f32>(),
-            KvRows::F16(_) => unreachable!("the fake uses f32"),
+            _ => unreachable!("the fake uses f32"),
         })
         .sum()
 }

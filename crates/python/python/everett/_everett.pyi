@@ -162,7 +162,7 @@ class LLM:
 
     model: a GGUF path; None pulls the default model (Gemma 3 270M) like `everett pull`.
     threads: compute threads (default: all cores). kv_tokens: KV cache capacity in tokens.
-    max_running: sequences decoded side by side. kv_type: "f16" or "f32".
+    max_running: sequences decoded side by side. kv_type: "f16", "f32", "q8_0" or "q4_0".
     """
 
     def __init__(

@@ -24,7 +24,7 @@ def parse(argv):
                     help="a running Ray cluster to join (e.g. HEAD:6379 or auto)")
     ap.add_argument("--kv-tokens", type=int, default=16384)
     ap.add_argument("--max-running", type=int, default=64)
-    ap.add_argument("--kv-type", default="f16", choices=["f16", "f32"])
+    ap.add_argument("--kv-type", default="f16", choices=["f16", "f32", "q8_0", "q4_0"])
     ap.add_argument("--served-model-name", default=None)
     ap.add_argument("--api-key", default=None)
     ap.add_argument("--max-seqs-per-request", type=int, default=256)

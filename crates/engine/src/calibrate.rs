@@ -3,10 +3,10 @@
 //! matmul input's per-column sum of squares — llama-imatrix's importance matrix — measuring the
 //! text's perplexity on the way, as llama-imatrix does.
 
-use super::imatrix::{Entry, Imatrix};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::perplexity;
+use crate::quantize::imatrix::{Entry, Imatrix};
 use crate::tokenizer::Tokenizer;
 
 /// What a calibration run measured besides the matrix.
