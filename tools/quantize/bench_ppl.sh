@@ -15,8 +15,9 @@ EV="$ROOT/target/release/everett"
 SRC=/usr/share/doc/python3.11/html/_sources
 [ -d "$SRC" ] || "$ROOT/tools/long_context/make_text.sh" "$W/text" >/dev/null
 mkdir -p "$W" && cd "$W"
-cat "$SRC"/tutorial/*.rst.txt | head -c 60000 > calib.txt
-cat "$SRC"/faq/*.rst.txt | head -c 120000 > eval.txt
+# (head closing the pipe early would fail the script under pipefail: whole files first)
+cat "$SRC"/tutorial/*.rst.txt > tutorial.txt && head -c 60000 tutorial.txt > calib.txt
+cat "$SRC"/faq/*.rst.txt > faq.txt && head -c 120000 faq.txt > eval.txt
 MODEL=$("$EV" pull 2>/dev/null | tail -1 | awk '{print $NF}')
 [ -f f16.gguf ] || "$EV" quantize --allow-requantize "${MODEL:-$HOME/.cache/everett/models/gemma-3-270m-q4_k_m.gguf}" f16.gguf --type F16 >/dev/null
 [ -f imatrix.gguf ] || "$EV" imatrix --model f16.gguf --file calib.txt -o imatrix.gguf --threads "$T" 2>/dev/null

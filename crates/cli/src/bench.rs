@@ -22,7 +22,7 @@ use everett_engine::tokenizer::Tokenizer;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
-const PARTS: [&str; 9] = [
+const PARTS: [&str; 10] = [
     "pp128",
     "pp512",
     "tg128",
@@ -32,6 +32,7 @@ const PARTS: [&str; 9] = [
     "constraint",
     "engine",
     "depth",
+    "depth4k",
 ];
 const EXPLORE_PROMPT: &str = "The meaning of life is";
 const RUNS: usize = 3;
@@ -217,7 +218,10 @@ pub fn run(common: &Common, only: Option<&str>) -> Result<()> {
     }
     // Long contexts take minutes: only on request.
     if only == Some("depth") {
-        out.insert("depth".into(), crate::bench_depth::run(&mut m, &tok)?);
+        out.insert("depth".into(), crate::bench_depth::run(&mut m, &tok, usize::MAX)?);
+    }
+    if only == Some("depth4k") {
+        out.insert("depth".into(), crate::bench_depth::run(&mut m, &tok, 4096)?);
     }
     // The serving workload takes minutes: only on request.
     if only == Some("engine") {

@@ -3,7 +3,7 @@
 //! 32 tokens (`tg32`) after `D` tokens of context, for D = 0, 4k, 8k, 16k and 32k (those that fit
 //! the model's context). One request whose prompt is `D + 512` tokens is prefilled in steps of
 //! 512; the last of them is the timed pp512, then 32 decode steps. Medians of 3 runs up to 8k,
-//! one run beyond (a 32k prefill takes a minute here).
+//! one run beyond (a 32k prefill takes a minute here). `--only depth4k` stops at 4k.
 
 use super::bench::{median, prompt, round2};
 use anyhow::{bail, Result};
@@ -60,10 +60,11 @@ fn at_depth(m: &mut Model, tok: &Tokenizer, depth: usize) -> Result<(f64, f64)> 
     Ok((pp, tg))
 }
 
-pub fn run(m: &mut Model, tok: &Tokenizer) -> Result<Value> {
+/// Every depth up to `max_depth` (`--only depth4k`: 0 and 4k, a KV type's comparison).
+pub fn run(m: &mut Model, tok: &Tokenizer, max_depth: usize) -> Result<Value> {
     let context = m.config.context_length;
     let mut out = Map::new();
-    for depth in [0, 4096, 8192, 16384, 32768] {
+    for depth in [0, 4096, 8192, 16384, 32768].into_iter().filter(|&d| d <= max_depth) {
         // The largest depth that fits the window with its 512 + 32 tokens.
         let depth = depth.min(context.saturating_sub(CHUNK + NEW + 1) / CHUNK * CHUNK);
         if out.contains_key(&depth.to_string()) {
