@@ -218,7 +218,10 @@ pub fn run(common: &Common, only: Option<&str>) -> Result<()> {
     }
     // Long contexts take minutes: only on request.
     if only == Some("depth") {
-        out.insert("depth".into(), crate::bench_depth::run(&mut m, &tok, usize::MAX)?);
+        out.insert(
+            "depth".into(),
+            crate::bench_depth::run(&mut m, &tok, usize::MAX)?,
+        );
     }
     if only == Some("depth4k") {
         out.insert("depth".into(), crate::bench_depth::run(&mut m, &tok, 4096)?);

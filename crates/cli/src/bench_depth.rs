@@ -64,7 +64,10 @@ fn at_depth(m: &mut Model, tok: &Tokenizer, depth: usize) -> Result<(f64, f64)> 
 pub fn run(m: &mut Model, tok: &Tokenizer, max_depth: usize) -> Result<Value> {
     let context = m.config.context_length;
     let mut out = Map::new();
-    for depth in [0, 4096, 8192, 16384, 32768].into_iter().filter(|&d| d <= max_depth) {
+    for depth in [0, 4096, 8192, 16384, 32768]
+        .into_iter()
+        .filter(|&d| d <= max_depth)
+    {
         // The largest depth that fits the window with its 512 + 32 tokens.
         let depth = depth.min(context.saturating_sub(CHUNK + NEW + 1) / CHUNK * CHUNK);
         if out.contains_key(&depth.to_string()) {

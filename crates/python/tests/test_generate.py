@@ -126,3 +126,22 @@ def test_perplexity_equals_cli(llm, cli, tmp_path):
     got = llm.perplexity(text, ctx=128)
     assert got["tokens_scored"] == ref["tokens_scored"]
     assert abs(got["perplexity"] - ref["perplexity"]) <= 1e-9 * ref["perplexity"]
+
+
+def test_quantized_kv_cache_equals_cli(llm, cli_generate):
+    """kv_type="q8_0" is the CLI's --kv-type q8_0, token for token, and differs from f16's."""
+    import everett
+
+    refs = cli_generate(PROMPTS[:2], "--temperature", "0", "--max-tokens", "24", "--top-logprobs", "3",
+                        "--kv-type", "q8_0")
+    q8 = everett.LLM(model=str(llm.model_path), kv_tokens=1024, kv_type="q8_0")
+    try:
+        outs = q8.generate(PROMPTS[:2], SamplingParams(temperature=0, max_tokens=24, logprobs=3))
+    finally:
+        q8.close()
+    for out, ref in zip(outs, refs):
+        assert_same(out.outputs[0], ref)
+    f16 = llm.generate(PROMPTS[:2], SamplingParams(temperature=0, max_tokens=24, logprobs=3))
+    # Not vacuous: the 8-bit cache moves the log-probabilities.
+    assert any(a.outputs[0].cumulative_logprob != b.outputs[0].cumulative_logprob
+               for a, b in zip(outs, f16))

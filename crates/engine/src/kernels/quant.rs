@@ -178,7 +178,10 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
         }
         GgmlType::F16 => {
             // Exact either way; half's slice conversion uses F16C when the CPU has it.
-            let bits: Vec<f16> = src.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect();
+            let bits: Vec<f16> = src
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]))
+                .collect();
             use half::slice::HalfFloatSliceExt;
             let n = bits.len().min(dst.len());
             bits[..n].convert_to_f32_slice(&mut dst[..n]);

@@ -218,13 +218,18 @@ fn convert(
                     quantize_rows(ty, &x, n_per_row, qw, o)?;
                     let mut back = vec![0f32; x.len()];
                     dequantize(ty, o, &mut back);
-                    let (mut sq, mut max) = (0f64, 0f64);
-                    for (a, b) in x.iter().zip(&back) {
-                        let d = (*a as f64 - *b as f64).abs();
-                        sq += d * d;
-                        max = max.max(d);
+                    // Differences in f32 (exact for nearby values), squares summed per 32.
+                    let (mut sq, mut max) = (0f64, 0f32);
+                    for (a, b) in x.chunks(32).zip(back.chunks(32)) {
+                        let mut s = 0f32;
+                        for (a, b) in a.iter().zip(b) {
+                            let d = (a - b).abs();
+                            s += d * d;
+                            max = max.max(d);
+                        }
+                        sq += s as f64;
                     }
-                    Ok((sq, max))
+                    Ok((sq, max as f64))
                 })
             })
             .collect();

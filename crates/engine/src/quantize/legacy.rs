@@ -124,6 +124,20 @@ pub fn q5_1(x: &[f32], out: &mut [u8]) {
     }
 }
 
+/// C's `roundf` (half away from zero) for |x| < 2^31, without a libm call: the truncation and
+/// the fraction are exact.
+fn round_half_away(x: f32) -> i32 {
+    let t = x as i32;
+    let frac = x - t as f32;
+    if frac >= 0.5 {
+        t + 1
+    } else if frac <= -0.5 {
+        t - 1
+    } else {
+        t
+    }
+}
+
 /// Q8_0: `d = absmax / 127`, codes `round(x/d)`.
 pub fn q8_0(x: &[f32], out: &mut [u8]) {
     for (xb, y) in x.chunks_exact(32).zip(out.chunks_exact_mut(34)) {
@@ -132,7 +146,19 @@ pub fn q8_0(x: &[f32], out: &mut [u8]) {
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         y[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
         for (o, v) in y[2..].iter_mut().zip(xb) {
-            *o = (v * id).round() as i32 as i8 as u8;
+            *o = round_half_away(v * id) as i8 as u8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rounding_is_c_roundf() {
+        for x in [
+            0.5f32, -0.5, 1.5, -1.5, 2.4999998, -2.5000002, 126.5, -127.49, 0.0, -0.0, 3.0,
+        ] {
+            assert_eq!(super::round_half_away(x), x.round() as i32, "{x}");
         }
     }
 }
