@@ -12,7 +12,7 @@ T=${2:-2}
 DIR=${LLAMACPP_DIR:-/tmp/llamacpp}
 BIN=$(ls -d "$DIR"/llama_cpp_python-*/vendor/llama.cpp/build/bin)
 EV="$ROOT/target/release/everett"
-M=$("$EV" pull 2>/dev/null | tail -1 | awk '{print $NF}')
+M=$("$EV" pull 2>&1 | tail -1 | awk '{print $NF}')
 ev_ppl() { "$EV" perplexity --model "$M" --file "$TEXT" --ctx "$1" --kv-type "$2" --threads "$T" --json 2>/dev/null | python3 -c "import json,sys; print('%.4f' % json.load(sys.stdin)['perplexity'])"; }
 ll_ppl() { "$BIN/llama-perplexity" -m "$M" -f "$TEXT" -c "$1" -ctk "$2" -ctv "$2" -fa "$3" -t "$T" 2>&1 | sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p'; }
 echo "| ctx | KV type | everett ppl | llama.cpp ppl (-fa off) | llama.cpp ppl (-fa on) |"

@@ -18,7 +18,7 @@ mkdir -p "$W" && cd "$W"
 # (head closing the pipe early would fail the script under pipefail: whole files first)
 cat "$SRC"/tutorial/*.rst.txt > tutorial.txt && head -c 60000 tutorial.txt > calib.txt
 cat "$SRC"/faq/*.rst.txt > faq.txt && head -c 120000 faq.txt > eval.txt
-MODEL=$("$EV" pull 2>/dev/null | tail -1 | awk '{print $NF}')
+MODEL=$("$EV" pull 2>&1 | tail -1 | awk '{print $NF}')
 [ -f f16.gguf ] || "$EV" quantize --allow-requantize "${MODEL:-$HOME/.cache/everett/models/gemma-3-270m-q4_k_m.gguf}" f16.gguf --type F16 >/dev/null
 [ -f imatrix.gguf ] || "$EV" imatrix --model f16.gguf --file calib.txt -o imatrix.gguf --threads "$T" 2>/dev/null
 ev_ppl() { "$EV" perplexity --model "$1" --file eval.txt --threads "$T" --json 2>/dev/null | python3 -c "import json,sys; print('%.4f' % json.load(sys.stdin)['perplexity'])"; }

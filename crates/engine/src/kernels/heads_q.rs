@@ -79,7 +79,9 @@ fn scores_any(heads: usize, (q, d, keys, stride, n, scale, out, out_stride): Sco
     let nb = d / QK;
     for i in 0..n {
         let first = i * stride / QK;
-        let mut acc = [0f32; 8];
+        // Eight lanes per query across the whole row, each block's lanes scaled in: one
+        // horizontal sum per row, not per block.
+        let mut acc = [[0f32; 8]; 8];
         let acc = &mut acc[..heads];
         for b in 0..nb {
             let (s, c) = block(keys, first + b);
@@ -91,11 +93,13 @@ fn scores_any(heads: usize, (q, d, keys, stride, n, scale, out, out_stride): Sco
                         lanes[l] = qb[k * 8 + l].mul_add(c[k * 8 + l], lanes[l]);
                     }
                 }
-                *a = s.mul_add(lanes.iter().sum::<f32>(), *a);
+                for l in 0..8 {
+                    a[l] = s.mul_add(lanes[l], a[l]);
+                }
             }
         }
         for (j, a) in acc.iter().enumerate() {
-            out[j * out_stride + i] = a * scale;
+            out[j * out_stride + i] = a.iter().sum::<f32>() * scale;
         }
     }
 }
