@@ -40,6 +40,16 @@ def test_threads_share_forward_passes(llm):
 
 
 def test_interrupt_aborts_and_llm_stays_usable(llm):
+    # A process started in the background by a non-interactive shell inherits SIGINT ignored,
+    # and Python then installs no KeyboardInterrupt handler: install it for this test.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        interrupt_and_reuse(llm)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def interrupt_and_reuse(llm):
     long = SamplingParams(temperature=0, max_tokens=4000, ignore_eos=True)
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
     start = time.monotonic()
