@@ -2,7 +2,7 @@
 //! 6-bit scales): 4-bit indices into a fixed non-linear table. One search serves both, with or
 //! without importance weights, as in ggml (`quantize_row_iq4_nl_impl`, 7 scale trials each side).
 
-use super::kquant::GROUP_MAX_EPS;
+use super::kquant::{signed_absmax, GROUP_MAX_EPS};
 use super::round::{f16_bits, nearest_int};
 
 /// The non-linear levels an index stands for.
@@ -39,13 +39,7 @@ fn best_index(x: f32) -> u8 {
 /// One 32-value block's scale: start from `-max / -127`, then try 15 starting scales and keep
 /// the best weighted least-squares fit. `l` gets the indices of the first start.
 fn block_scale(xb: &[f32], weight: &[f32], l: &mut [u8]) -> Option<f32> {
-    let (mut amax, mut max) = (0.0f32, 0.0f32);
-    for &v in xb {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    let (max, amax) = signed_absmax(xb);
     if amax < GROUP_MAX_EPS {
         return None;
     }

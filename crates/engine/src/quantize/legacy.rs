@@ -28,14 +28,7 @@ pub fn to_bf16(x: &[f32], out: &mut [u8]) {
 
 /// The value of largest magnitude (the first such, keeping its sign) in a block.
 fn signed_absmax(x: &[f32]) -> f32 {
-    let (mut amax, mut max) = (0.0f32, 0.0f32);
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    max
+    super::kquant::signed_absmax(x).0
 }
 
 fn min_max(x: &[f32]) -> (f32, f32) {
